@@ -1,0 +1,87 @@
+"""Augmentation: one geometry, two implementations.
+
+`augment_batch` draws independent parameters per image and applies them to a
+whole batch with one affine_grid + grid_sample, on whatever device the batch is
+on. `classic_transform` is the seeds' per-image torchvision pipeline with the
+same semantics: optional centre crop resized back to full size (a zoom), then
+rotation, translation and scale about the centre, background filled with 0
+(the unnormalized black of MNIST), bilinear sampling.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def affine_params(n: int, aug, size: int, generator: torch.Generator, device) -> dict[str, torch.Tensor]:
+    """Per-image angle (degrees), zoom, translation (pixels) and scale."""
+
+    def uniform(lo: float, hi: float) -> torch.Tensor:
+        return torch.rand(n, generator=generator, device=device) * (hi - lo) + lo
+
+    ones = torch.ones(n, device=device)
+    angle = uniform(*aug.rotate) if aug.rotate else ones * 0
+    zoom = ones
+    if aug.center_crop is not None:
+        apply = torch.rand(n, generator=generator, device=device) < aug.center_crop.p
+        zoom = torch.where(apply, ones * (size / aug.center_crop.size), ones)
+    if aug.translate:
+        shift = aug.translate * size
+        tx, ty = uniform(-shift, shift), uniform(-shift, shift)
+    else:
+        tx = ty = ones * 0
+    scale = uniform(*aug.scale) if aug.scale else ones
+    return {"angle": angle, "zoom": zoom, "tx": tx, "ty": ty, "scale": scale}
+
+
+def affine_theta(angle, zoom, tx, ty, scale, size: int) -> torch.Tensor:
+    """The N x 2 x 3 output-to-input map for affine_grid (normalized coordinates, y down).
+
+    Forward, an image point p goes to T + R(angle) * scale * zoom * p, with positive
+    angles counter-clockwise on screen as in torchvision; grid_sample needs the inverse.
+    """
+    rad = angle * (math.pi / 180.0)
+    cos, sin = torch.cos(rad), torch.sin(rad)
+    k = 1.0 / (zoom * scale)
+    a, b = k * cos, -k * sin
+    c, d = k * sin, k * cos
+    txn, tyn = tx * (2.0 / size), ty * (2.0 / size)
+    return torch.stack([
+        torch.stack([a, b, -(a * txn + b * tyn)], dim=1),
+        torch.stack([c, d, -(c * txn + d * tyn)], dim=1),
+    ], dim=1)
+
+
+def apply_affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment_batch(x: torch.Tensor, aug, generator: torch.Generator) -> torch.Tensor:
+    """x: N x C x H x W floats in [0, 1] (background 0)."""
+    params = affine_params(x.shape[0], aug, x.shape[-1], generator, x.device)
+    return apply_affine(x, affine_theta(**params, size=x.shape[-1]))
+
+
+def classic_transform(aug, mean: float, std: float, size: int = 28):
+    """The same augmentation as per-image torchvision transforms on PIL images (the seeds' way)."""
+    from torchvision import transforms as T
+
+    steps = []
+    if aug is not None and aug.center_crop is not None:
+        zoom = T.Compose([T.CenterCrop(aug.center_crop.size),
+                          T.Resize(size, interpolation=T.InterpolationMode.BILINEAR)])
+        steps.append(T.RandomApply([zoom], p=aug.center_crop.p))
+    if aug is not None and (aug.rotate or aug.translate or aug.scale):
+        steps.append(T.RandomAffine(
+            degrees=aug.rotate or 0,
+            translate=(aug.translate, aug.translate) if aug.translate else None,
+            scale=aug.scale,
+            interpolation=T.InterpolationMode.BILINEAR,
+            fill=0,
+        ))
+    steps += [T.ToTensor(), T.Normalize((mean,), (std,))]
+    return T.Compose(steps)

@@ -1,0 +1,166 @@
+"""The `mnistlab` command: argument parsing only, each command's work imported when it runs.
+
+Torch is imported lazily, so `mnistlab --help` and `--version` are instant.
+A UserError prints as one line and exits with its code (2 for usage mistakes);
+anything else is our bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from . import __version__
+from .errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of argparse's usage block
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="mnistlab", description="Config-driven experiments for handwritten-digit classification.")
+    parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands.required = True
+
+    p = commands.add_parser("train", help="train one config; keep the best checkpoint; score it on the test set")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    add_config_options(p)
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config's device)")
+    p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
+    p.add_argument("--out-dir", default="checkpoints", help="root of run directories (default: checkpoints)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(handler=cmd_train)
+
+    p = commands.add_parser("eval", help="score a checkpoint: accuracy, loss, per-class accuracy, confusion matrix")
+    p.add_argument("checkpoint", help="a best.pt / last.pt file")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--data-dir", help="dataset root (default: the checkpoint config's, then $MNISTLAB_DATA_DIR)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_eval)
+
+    p = commands.add_parser("models", help="list the registered models with parameter counts")
+    p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'iter*'")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(handler=cmd_models)
+
+    p = commands.add_parser("summary", help="print a model's layer table (torchsummary)")
+    p.add_argument("target", help="a config file or a model name")
+    add_config_options(p)
+    p.set_defaults(handler=cmd_summary)
+    return parser
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.optimizer.lr=0.01 (repeatable; YAML values)")
+
+
+def load_checked_config(path: str, overrides: list[str]):
+    """The config file plus overrides, validated, with the model name and options checked against the registry."""
+    from .config import load_config
+    from .registry import check_model_kwargs, get_builder
+
+    cfg = load_config(path, overrides)
+    try:
+        get_builder(cfg.model.name)
+        check_model_kwargs(cfg.model.name, cfg.model.kwargs)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    return cfg
+
+
+def cmd_train(args) -> int:
+    overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
+    cfg = load_checked_config(args.config, overrides)
+    if args.print_config:
+        from .config import config_to_yaml
+
+        print(config_to_yaml(cfg), end="")
+        return 0
+    from .train import run_training
+
+    run_training(cfg, data_dir=args.data_dir, out_dir=args.out_dir, quiet=args.quiet)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate_checkpoint, format_report
+
+    report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device)
+    if args.json:
+        import json
+
+        print(json.dumps(report, indent=2))
+    else:
+        print(format_report(report))
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .registry import count_params, list_models, model_description
+
+    names = list_models(args.pattern)
+    if not names:
+        raise UserError(f"no model matches {args.pattern!r}; `mnistlab models` lists them all")
+    rows = [{"name": n, "params": count_params(n), "description": model_description(n)} for n in names]
+    if args.json:
+        import json
+
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['params']:>12,}  {r['description']}")
+    return 0
+
+
+def cmd_summary(args) -> int:
+    from pathlib import Path
+
+    from .registry import create_model, list_models
+
+    if args.target in list_models() and not Path(args.target).is_file():
+        name, kwargs, num_classes = args.target, {}, 10
+    else:
+        from .data import DATASETS
+
+        if not Path(args.target).exists():
+            raise UserError(f"{args.target!r} is neither a config file nor a model name; "
+                            f"`mnistlab models` lists the models")
+        cfg = load_checked_config(args.target, args.overrides)
+        name, kwargs = cfg.model.name, cfg.model.kwargs
+        num_classes = len(DATASETS[cfg.data.dataset].classes)
+    import warnings
+
+    import torchsummary
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_model(name, num_classes=num_classes, in_channels=1, **kwargs)
+    print(f"{name}{' ' + str(kwargs) if kwargs else ''}, {num_classes} classes, input 1x28x28")
+    torchsummary.summary(model, (1, 28, 28), device="cpu")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except UserError as exc:
+        print(f"mnistlab {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"mnistlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `mnistlab models | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,494 @@
+"""The experiment config: the YAML contract users write, validated in one place.
+
+Torch-free on purpose, so `--print-config` and error reporting are instant.
+Every mistake becomes a UserError naming the dotted key, the bad value, what is
+allowed and, for near misses, what the user probably meant.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import UserError
+
+DATASET_NAMES = ("mnist", "fashion-mnist", "emnist-balanced", "kmnist", "qmnist")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CenterCrop(Strict):
+    size: int = Field(22, ge=4, le=28)
+    p: float = Field(1.0, ge=0.0, le=1.0)
+
+
+class Augment(Strict):
+    """Everything off unless given. Geometry is applied to the [0, 1] image, before normalization."""
+
+    rotate: Optional[tuple[float, float]] = None  # degrees; a single number d means [-d, d]
+    center_crop: Optional[CenterCrop] = None
+    translate: Optional[float] = Field(None, ge=0.0, le=0.5)  # fraction of the side
+    scale: Optional[tuple[float, float]] = None
+
+    @field_validator("rotate", mode="before")
+    @classmethod
+    def _symmetric_rotation(cls, value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not 0 <= value <= 180:
+                raise ValueError("must be a number of degrees in [0, 180] or a pair [min, max]")
+            return (-float(value), float(value))
+        return value
+
+    @field_validator("rotate")
+    @classmethod
+    def _ordered_rotation(cls, value):
+        if value is not None and not (-180 <= value[0] <= value[1] <= 180):
+            raise ValueError("must be [min, max] degrees with -180 <= min <= max <= 180")
+        return value
+
+    @field_validator("scale")
+    @classmethod
+    def _ordered_scale(cls, value):
+        if value is not None and not (0 < value[0] <= value[1] <= 4):
+            raise ValueError("must be [min, max] with 0 < min <= max <= 4")
+        return value
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.rotate, self.center_crop, self.translate, self.scale))
+
+
+class Normalize(Strict):
+    mean: float
+    std: float = Field(gt=0)
+
+
+class DataConfig(Strict):
+    dataset: Literal["mnist", "fashion-mnist", "emnist-balanced", "kmnist", "qmnist"] = "mnist"
+    root: Optional[str] = None
+    download: bool = True
+    val_split: float = 0.1
+    normalize: Union[Literal["dataset", "minus1to1", "none"], Normalize] = "dataset"
+    pipeline: Literal["device", "classic"] = "device"
+    num_workers: int = Field(2, ge=0, le=64)
+    pin_memory: bool = True
+    augment: Augment = Field(default_factory=Augment)
+
+    @field_validator("val_split", mode="before")
+    @classmethod
+    def _fraction_or_count(cls, value):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
+        if value < 0 or (value >= 1 and value != int(value)):
+            raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
+        return value
+
+    @field_validator("augment", mode="before")
+    @classmethod
+    def _none_means_off(cls, value):
+        return {} if value is None else value
+
+    @field_validator("normalize", mode="before")
+    @classmethod
+    def _normalize_choice(cls, value):
+        names = ["dataset", "minus1to1", "none"]
+        if value is None:
+            return "none"
+        if isinstance(value, str):
+            if value not in names:
+                raise ValueError(f"allowed: {', '.join(names)} or {{mean: .., std: ..}}{_did_you_mean(value, names)}")
+            return value
+        if isinstance(value, dict):
+            try:
+                return Normalize.model_validate(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(map(str, first["loc"]))
+                raise ValueError(f"{{mean, std}}: {where}: {first['msg'].lower()}") from None
+        raise ValueError("must be dataset, minus1to1, none or {mean: .., std: ..}")
+
+
+class ModelConfig(BaseModel):
+    """`name` picks the registry entry; every other key goes to its builder."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Adam(Strict):
+    name: Literal["adam"]
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class AdamW(Strict):
+    name: Literal["adamw"]
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class SGD(Strict):
+    name: Literal["sgd"]
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.0, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _nesterov_needs_momentum(self):
+        if self.nesterov and self.momentum == 0:
+            raise ValueError("nesterov: true needs momentum > 0")
+        return self
+
+
+class NoScheduler(Strict):
+    name: Literal["none"]
+
+
+class StepLR(Strict):
+    name: Literal["step"]
+    step_size: int = Field(ge=1)
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class MultiStepLR(Strict):
+    name: Literal["multistep"]
+    milestones: list[Annotated[int, Field(ge=1)]]
+    gamma: float = Field(0.1, gt=0, le=1)
+
+
+class PlateauLR(Strict):
+    name: Literal["plateau"]
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    factor: float = Field(0.1, gt=0, lt=1)
+    patience: int = Field(3, ge=0)
+    min_lr: float = Field(0.0, ge=0)
+
+
+class CosineLR(Strict):
+    name: Literal["cosine"]
+    t_max: Optional[int] = Field(None, ge=1)  # epochs; default: train.epochs
+    eta_min: float = Field(0.0, ge=0)
+
+
+class OneCycleLR(Strict):
+    name: Literal["onecycle"]
+    max_lr: Optional[float] = Field(None, gt=0)  # default: the optimizer's lr
+    pct_start: float = Field(0.25, gt=0, lt=1)
+    div_factor: float = Field(25.0, gt=0)
+    final_div_factor: float = Field(1e4, gt=0)
+
+
+Optimizer = Annotated[Union[Adam, AdamW, SGD], Field(discriminator="name")]
+Scheduler = Annotated[
+    Union[NoScheduler, StepLR, MultiStepLR, PlateauLR, CosineLR, OneCycleLR], Field(discriminator="name")
+]
+
+
+class EarlyStopping(Strict):
+    monitor: Literal["val_loss", "val_acc"] = "val_loss"
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+def _named(value):
+    """Let `optimizer: sgd` stand for `optimizer: {name: sgd}`, and null for `none`."""
+    if value is None:
+        return {"name": "none"}
+    if isinstance(value, str):
+        return {"name": value}
+    return value
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(10, ge=1, le=100_000)
+    batch_size: Union[int, Literal["auto"]] = 64
+    eval_batch_size: int = Field(1024, ge=1)
+    optimizer: Optimizer = Field(default_factory=lambda: Adam(name="adam"))
+    scheduler: Scheduler = Field(default_factory=lambda: NoScheduler(name="none"))
+    early_stopping: Optional[EarlyStopping] = None
+    checkpoint_monitor: Literal["val_loss", "val_acc", "test_acc", "last"] = "val_loss"
+    allow_test_selection: bool = False
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    limit_train_batches: Optional[int] = Field(None, ge=1)
+
+    @field_validator("batch_size", mode="before")
+    @classmethod
+    def _positive_or_auto(cls, value):
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError("must be a positive whole number or 'auto' (= min(4096, training-set size))")
+        return value
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _optimizer_shorthand(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @field_validator("scheduler", mode="before")
+    @classmethod
+    def _scheduler_shorthand(cls, value):
+        return _named(value)
+
+
+class ExperimentConfig(Strict):
+    name: Optional[str] = None
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    device: str = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _usable_as_folder(cls, value):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+            raise ValueError("the run name becomes a folder: use letters, digits, '.', '_' and '-' only")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value):
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
+            allowed = ["auto", "cpu", "cuda", "cuda:N", "mps"]
+            raise ValueError(f"allowed: {', '.join(allowed)}{_did_you_mean(value, allowed)}")
+        return value
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_shorthand(cls, value):
+        return {"name": value} if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _selection_is_honest(self):
+        train, has_val = self.train, self.data.val_split > 0
+        if train.checkpoint_monitor == "test_acc" and not train.allow_test_selection:
+            raise _KeyError(
+                "train.checkpoint_monitor",
+                "test_acc",
+                "selecting the checkpoint on the test set leaks it into model selection; "
+                "use val_loss or val_acc, or set train.allow_test_selection: true to do it knowingly",
+            )
+        needs_val = []
+        if train.checkpoint_monitor in ("val_loss", "val_acc"):
+            needs_val.append(("train.checkpoint_monitor", train.checkpoint_monitor))
+        if train.early_stopping is not None:
+            needs_val.append(("train.early_stopping.monitor", train.early_stopping.monitor))
+        if isinstance(train.scheduler, PlateauLR):
+            needs_val.append(("train.scheduler.monitor", train.scheduler.monitor))
+        if needs_val and not has_val:
+            key, value = needs_val[0]
+            raise _KeyError(
+                key, value, "data.val_split is 0, so there is no validation set; set data.val_split > 0 "
+                "(or checkpoint_monitor: last and early_stopping: null)"
+            )
+        return self
+
+
+class _KeyError(ValueError):
+    """A cross-field problem that belongs to one specific dotted key."""
+
+    def __init__(self, key: str, value: Any, message: str):
+        super().__init__(message)
+        self.key, self.value, self.message = key, value, message
+
+
+# ---------------------------------------------------------------- loading
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"config file not found: {path}")
+    if path.is_dir():
+        raise UserError(f"config path is a directory, not a YAML file: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"cannot read config {path}: {exc}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"{where}: YAML syntax error: {problem}") from None
+    if raw is None:
+        raise UserError(f"{path}: the config is empty; it needs at least `model: {{name: ...}}`")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: the config must be a mapping of keys (name, seed, data, model, train), "
+                        f"not a {type(raw).__name__}")
+    return raw
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`train.optimizer.lr=0.01` sets one dotted key; the value is parsed as YAML."""
+    raw = _deep_copy(raw)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", key):
+            raise UserError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.optimizer.lr=0.01")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        node = raw
+        parts = key.split(".")
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None or (isinstance(child, str) and part in ("optimizer", "scheduler")):
+                child = {} if child is None else {"name": child}
+                node[part] = child
+            if not isinstance(child, dict):
+                where = ".".join(parts[: depth + 1])
+                raise UserError(f"--set {item!r}: {where} is {child!r}, not a section with keys")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> ExperimentConfig:
+    """Read, override and validate. `name` defaults to the config file's stem."""
+    source = str(path) if path is not None else "config"
+    if raw is None:
+        raw = read_yaml(path)
+    raw = apply_overrides(raw, list(overrides))
+    if raw.get("name") is None and path is not None:
+        raw["name"] = Path(path).stem
+    return validate_config(raw, source)
+
+
+def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        message = _describe(errors[0], raw)
+        more = len({_dotted(e["loc"])[0] for e in errors}) - 1
+        suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
+        raise UserError(f"{source}: {message}{suffix}") from None
+
+
+def config_to_dict(cfg: ExperimentConfig) -> dict:
+    return cfg.model_dump(mode="json")
+
+
+def config_to_yaml(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(config_to_dict(cfg), sort_keys=False)
+
+
+def _deep_copy(value):
+    if isinstance(value, dict):
+        return {k: _deep_copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- error messages
+
+def _dotted(loc: tuple) -> tuple[str, type | None]:
+    """Turn pydantic's location into a dotted key, skipping union tags; return the model class at the end."""
+    cls: Any = ExperimentConfig
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts[-1:] = [f"{parts[-1]}[{item}]"] if parts else [f"[{item}]"]
+            continue
+        candidates = _model_classes(cls)
+        tagged = [c for c in candidates if item in _tag_values(c)]
+        if tagged and not any(item in c.model_fields for c in candidates):
+            cls = tagged[0]
+            continue
+        owner = next((c for c in candidates if item in c.model_fields), None)
+        if owner is None and candidates and not all(c.model_config.get("extra") == "allow" for c in candidates):
+            if cls is not None and not tagged and loc[-1] != item:
+                continue  # a union branch label such as 'int' or "literal['auto']"
+        parts.append(str(item))
+        cls = owner.model_fields[item].annotation if owner else None
+    return ".".join(parts), cls
+
+
+def _model_classes(annotation) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found = []
+    for arg in typing.get_args(annotation):
+        found.extend(_model_classes(arg))
+    return found
+
+
+def _tag_values(cls: type[BaseModel]) -> tuple:
+    field = cls.model_fields.get("name")
+    if field is None or typing.get_origin(field.annotation) is not Literal:
+        return ()
+    return typing.get_args(field.annotation)
+
+
+def _allowed_keys(annotation) -> list[str]:
+    keys: list[str] = []
+    for cls in _model_classes(annotation):
+        keys.extend(k for k in cls.model_fields if k not in keys)
+    return keys
+
+
+def _literal_values(annotation) -> list:
+    if typing.get_origin(annotation) is Literal:
+        return list(typing.get_args(annotation))
+    values = []
+    for arg in typing.get_args(annotation):
+        values.extend(_literal_values(arg))
+    return values
+
+
+def _did_you_mean(value: Any, choices: list) -> str:
+    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _describe(error: dict, raw: dict) -> str:
+    kind, loc, value = error["type"], error["loc"], error.get("input")
+    ctx = error.get("ctx") or {}
+    original = ctx.get("error")
+    if isinstance(original, _KeyError):
+        return f"{original.key}: got {original.value!r}; {original.message}"
+    key, annotation = _dotted(loc)
+    if kind == "extra_forbidden":
+        parent_key, parent = _dotted(loc[:-1])
+        allowed = _allowed_keys(parent)
+        where = f"in {parent_key}" if parent_key else "at the top level"
+        return (f"{key}: unknown key {where}; allowed: {', '.join(allowed)}"
+                f"{_did_you_mean(loc[-1], allowed)}")
+    if kind == "union_tag_invalid":
+        tags = re.findall(r"'([^']+)'", ctx.get("expected_tags", ""))
+        return (f"{key}.name: unknown {key.rsplit('.', 1)[-1]} {ctx.get('tag')!r}; allowed: "
+                f"{', '.join(tags)}{_did_you_mean(ctx.get('tag'), tags)}")
+    if kind == "union_tag_not_found":
+        return f"{key}: needs a `name` (e.g. {key}: {{name: ...}})"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    if kind == "literal_error":
+        allowed = _literal_values(annotation) or re.findall(r"'([^']+)'", ctx.get("expected", ""))
+        return (f"{key}: got {value!r}; allowed: {', '.join(map(str, allowed))}"
+                f"{_did_you_mean(value, allowed)}")
+    message = error["msg"]
+    message = message.removeprefix("Value error, ")
+    if message and message[0].isupper():
+        message = message[0].lower() + message[1:]
+    return f"{key}: got {value!r}; {message}"

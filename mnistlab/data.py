@@ -1,0 +1,208 @@
+"""Datasets of the MNIST family, as uint8 tensors, with a seeded validation split.
+
+torchvision reads and downloads the files; this module decides where they live,
+checks them before torchvision does (so a truncated download is named as one),
+and turns "no network" into a message saying which files to put where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .errors import UserError
+
+DATA_DIR_ENV = "MNISTLAB_DATA_DIR"
+
+MNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+               "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+EMNIST_BALANCED_CLASSES = sorted(set(string.digits + string.ascii_letters) - set("cijklmopsuvwxyz"))
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    folder: str  # torchvision's folder under the root: <root>/<folder>/raw/
+    files: tuple[str, str, str, str]  # train images, train labels, test images, test labels
+    mean: float
+    std: float
+    classes: tuple[str, ...]
+    transposed: bool = False  # EMNIST stores images transposed
+
+
+DATASETS = {
+    "mnist": DatasetSpec("mnist", "MNIST", MNIST_FILES, 0.1307, 0.3081, tuple(string.digits)),
+    "fashion-mnist": DatasetSpec(
+        "fashion-mnist", "FashionMNIST", MNIST_FILES, 0.2860, 0.3530,
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    ),
+    "kmnist": DatasetSpec("kmnist", "KMNIST", MNIST_FILES, 0.1918, 0.3483,
+                          ("o", "ki", "su", "tsu", "na", "ha", "ma", "ya", "re", "wo")),
+    "qmnist": DatasetSpec("qmnist", "QMNIST", ("qmnist-train-images-idx3-ubyte", "qmnist-train-labels-idx2-int",
+                                               "qmnist-test-images-idx3-ubyte", "qmnist-test-labels-idx2-int"),
+                          0.1307, 0.3081, tuple(string.digits)),
+    "emnist-balanced": DatasetSpec(
+        "emnist-balanced", "EMNIST",
+        ("emnist-balanced-train-images-idx3-ubyte", "emnist-balanced-train-labels-idx1-ubyte",
+         "emnist-balanced-test-images-idx3-ubyte", "emnist-balanced-test-labels-idx1-ubyte"),
+        0.1751, 0.3332, tuple(EMNIST_BALANCED_CLASSES), transposed=True,
+    ),
+}
+
+
+@dataclass
+class DataBundle:
+    """Everything the trainer needs from the data, as CPU tensors (images uint8 N x H x W)."""
+
+    dataset: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: tuple[str, ...]
+    mean: float
+    std: float
+    train_indices: torch.Tensor = field(repr=False)  # into the full training file, for the classic pipeline
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def resolve_root(cli_dir: str | None, config_root: str | None) -> Path:
+    """--data-dir > data.root > $MNISTLAB_DATA_DIR > ./data"""
+    for candidate in (cli_dir, config_root, os.environ.get(DATA_DIR_ENV)):
+        if candidate:
+            return Path(candidate).expanduser()
+    return Path("data")
+
+
+def normalization(spec: DatasetSpec, setting) -> tuple[float, float]:
+    if setting == "dataset":
+        return spec.mean, spec.std
+    if setting == "minus1to1":
+        return 0.5, 0.5
+    if setting == "none":
+        return 0.0, 1.0
+    return float(setting.mean), float(setting.std)
+
+
+def split_indices(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded permutation: the same seed always holds out the same images."""
+    n_val = int(val_split) if val_split >= 1 else int(round(val_split * n))
+    if n_val >= n:
+        raise UserError(f"data.val_split: got {val_split}; that leaves no training images out of {n}")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    return perm[n_val:].sort().values, perm[:n_val].sort().values
+
+
+def load_data(data_cfg, seed: int, root: Path) -> DataBundle:
+    spec = DATASETS[data_cfg.dataset]
+    train_x, train_y = load_split(spec, root, train=True, download=data_cfg.download)
+    test_x, test_y = load_split(spec, root, train=False, download=data_cfg.download)
+    train_idx, val_idx = split_indices(len(train_x), data_cfg.val_split, seed)
+    mean, std = normalization(spec, data_cfg.normalize)
+    return DataBundle(
+        dataset=spec.name,
+        train_x=train_x[train_idx], train_y=train_y[train_idx],
+        val_x=train_x[val_idx], val_y=train_y[val_idx],
+        test_x=test_x, test_y=test_y,
+        classes=spec.classes, mean=mean, std=std, train_indices=train_idx,
+    )
+
+
+def load_split(spec: DatasetSpec, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images as uint8 N x 28 x 28 and labels as int64, from <root>/<folder>/raw."""
+    raw = root / spec.folder / "raw"
+    image_file, label_file = spec.files[:2] if train else spec.files[2:]
+    if not ((raw / image_file).exists() and (raw / label_file).exists()):
+        if not download:
+            raise UserError(_missing_message(spec, raw, "and data.download is false"))
+        _download(spec, root, train, raw)
+    images = check_idx(raw / image_file)
+    labels = check_idx(raw / label_file)
+    if images[0] != labels[0]:
+        raise UserError(f"{raw / image_file} holds {images[0]:,} images but {raw / label_file} "
+                        f"holds {labels[0]:,} labels: the files do not belong together")
+    dataset = _torchvision_dataset(spec, root, train, download=False)
+    x, y = dataset.data, dataset.targets
+    if y.ndim == 2:  # QMNIST's extended labels: the class is the first column
+        y = y[:, 0]
+    if spec.transposed:
+        x = x.transpose(1, 2)
+    return x.contiguous(), y.long()
+
+
+def _torchvision_dataset(spec: DatasetSpec, root: Path, train: bool, download: bool):
+    from torchvision import datasets
+
+    if spec.name == "emnist-balanced":
+        return datasets.EMNIST(str(root), split="balanced", train=train, download=download)
+    if spec.name == "qmnist":
+        return datasets.QMNIST(str(root), what="train" if train else "test", download=download)
+    cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST, "kmnist": datasets.KMNIST}[spec.name]
+    return cls(str(root), train=train, download=download)
+
+
+def _download(spec: DatasetSpec, root: Path, train: bool, raw: Path) -> None:
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(20)  # an offline machine should fail in seconds, not hang
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
+            _torchvision_dataset(spec, root, train, download=True)
+    except PermissionError as exc:
+        raise UserError(f"cannot write the {spec.name} download into {raw}: {exc.strerror}") from None
+    except Exception as exc:  # noqa: BLE001  (every failed download means the same thing to the user)
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise UserError(_missing_message(spec, raw, f"and downloading failed ({reason[:120]})")) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def _missing_message(spec: DatasetSpec, raw: Path, why: str) -> str:
+    return (f"{spec.name} not found in {raw} {why}: put {', '.join(spec.files)} (uncompressed IDX, or the .gz "
+            f"files with data.download: true) into {raw}, or point --data-dir / ${DATA_DIR_ENV} at a folder "
+            f"holding {spec.folder}/raw/")
+
+
+_IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}
+
+
+def check_idx(path: Path) -> tuple[int, ...]:
+    """Validate an IDX file's header against its size; return its shape."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            header = f.read(4)
+            if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] not in _IDX_TYPES:
+                raise UserError(f"{path}: not an IDX file (bad magic number {header.hex() or 'empty'})")
+            ndim = header[3]
+            dims_raw = f.read(4 * ndim)
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    if ndim == 0 or len(dims_raw) < 4 * ndim:
+        raise UserError(f"{path}: truncated IDX header")
+    shape = tuple(int.from_bytes(dims_raw[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
+    expected = 4 + 4 * ndim + _IDX_TYPES[header[2]] * _prod(shape)
+    if size != expected:
+        what = "truncated (partly downloaded?)" if size < expected else "longer than its header says"
+        raise UserError(f"{path}: {what}: header says {'x'.join(map(str, shape))} "
+                        f"({expected:,} bytes) but the file has {size:,} bytes")
+    return shape
+
+
+def _prod(values) -> int:
+    result = 1
+    for v in values:
+        result *= v
+    return result

@@ -1,0 +1,170 @@
+"""The training and evaluation loops, shared by every model.
+
+Running sums stay on the device and are read once per epoch: a `.item()` per
+step would make the host wait for the GPU at every batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import UserError
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    acc: float
+    nonfinite_step: int  # first step whose loss was NaN/inf, -1 if none
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    acc: float
+    n: int
+    predictions: torch.Tensor  # class index per image, on the CPU
+    labels: torch.Tensor
+
+
+class NonFiniteLoss(UserError):
+    """Training diverged; the run stops, keeping what it saved so far."""
+
+    def __init__(self, message: str):
+        super().__init__(message, exit_code=3)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            built = "a CUDA build" if torch.version.cuda else "a CPU-only build"
+            raise UserError(f"device: got {name!r}, but no CUDA GPU is usable here (torch {torch.__version__}, "
+                            f"{built}); use device: auto or cpu")
+        index = int(name.split(":")[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise UserError(f"device: got {name!r}, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    if name == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserError("device: got 'mps', but Apple's MPS backend is not available here")
+    return torch.device(name)
+
+
+def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
+    """auto: bf16 where the GPU supports it, else fp16; never on the CPU (it is slower there)."""
+    if device.type != "cuda" or setting == "off":
+        return None
+    if setting == "fp16":
+        return torch.float16
+    if setting == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def progress(batches, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(batches, desc=desc, total=len(batches), leave=False, dynamic_ncols=True, unit="batch",
+                disable=not (enabled and sys.stderr.isatty()))
+
+
+def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, dtype=None, scaler=None,
+                    batch_scheduler=None, desc="train", show_progress=True) -> EpochStats:
+    """One pass over `batches`: mean training loss, training accuracy, first non-finite step."""
+    model.train()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    nonfinite_step = torch.full((), -1, dtype=torch.int64, device=device)
+    seen = 0
+    bar = progress(batches, desc, show_progress)
+    for step, (x, y) in enumerate(bar):
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, dtype):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
+        loss_sum += loss.detach().double() * len(y)
+        nonfinite_step = torch.where((nonfinite_step < 0) & ~torch.isfinite(loss.detach()), step, nonfinite_step)
+        correct += (logits.detach().argmax(1) == y).sum()
+        seen += len(y)
+        if not bar.disable and step % 25 == 0:
+            bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.2%}",
+                            lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
+    bar.close()
+    return EpochStats(loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), int(nonfinite_step.item()))
+
+
+@torch.inference_mode()
+def evaluate(model, batches, device, dtype=None) -> EvalResult:
+    """Mean cross-entropy (no label smoothing) and accuracy over every image in `batches`."""
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    predictions, labels = [], []
+    for x, y in batches:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device, non_blocking=True)
+        with autocast(device, dtype):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+        predictions.append(logits.argmax(1))
+        labels.append(y)
+    pred = torch.cat(predictions).cpu() if predictions else torch.zeros(0, dtype=torch.long)
+    true = torch.cat(labels).cpu() if labels else torch.zeros(0, dtype=torch.long)
+    n = len(true)
+    return EvalResult(loss=loss_sum.item() / max(n, 1), acc=(pred == true).sum().item() / max(n, 1), n=n,
+                      predictions=pred, labels=true)
+
+
+def is_improvement(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    if best is None:
+        return True
+    return value < best - min_delta if mode == "min" else value > best + min_delta
+
+
+def monitor_mode(monitor: str) -> str:
+    return "min" if monitor.endswith("loss") else "max"
+
+
+@dataclass
+class EarlyStopping:
+    """Stop after `patience` epochs without an improvement of more than `min_delta`."""
+
+    monitor: str
+    patience: int
+    min_delta: float = 0.0
+    best: float | None = None
+    bad_epochs: int = 0
+
+    def step(self, value: float) -> bool:
+        if is_improvement(value, self.best, monitor_mode(self.monitor), self.min_delta):
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"best": self.best, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]

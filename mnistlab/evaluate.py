@@ -1,0 +1,62 @@
+"""`mnistlab eval`: score a checkpoint on a split, from the checkpoint alone."""
+
+from __future__ import annotations
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .config import validate_config
+from .data import DATASETS, load_split, resolve_root, split_indices
+from .engine import amp_dtype, evaluate, resolve_device
+from .errors import UserError
+from .pipeline import eval_batches
+
+
+def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = None, device: str = "auto") -> dict:
+    import torch
+
+    ckpt = load_checkpoint(path)
+    model = model_from_checkpoint(ckpt, path)
+    cfg = validate_config(ckpt["config"], f"{path} (its stored config)")
+    spec = DATASETS[cfg.data.dataset]
+    if len(ckpt["classes"]) != len(spec.classes):
+        raise UserError(f"{path}: has {len(ckpt['classes'])} classes but {spec.name} has {len(spec.classes)}")
+    root = resolve_root(data_dir, cfg.data.root)
+    if split == "test":
+        x, y = load_split(spec, root, train=False, download=cfg.data.download)
+    else:
+        x, y = load_split(spec, root, train=True, download=cfg.data.download)
+        train_idx, val_idx = split_indices(len(y), cfg.data.val_split, cfg.seed)
+        idx = val_idx if split == "val" else train_idx
+        if len(idx) == 0:
+            raise UserError(f"{path}: this run had no validation split (data.val_split: 0)")
+        x, y = x[idx], y[idx]
+    dev = resolve_device(device)
+    model.to(dev)
+    mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
+    result = evaluate(model, eval_batches(x.to(dev), y.to(dev), cfg.train.eval_batch_size, mean, std), dev,
+                      amp_dtype(cfg.train.amp, dev))
+    k = len(ckpt["classes"])
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    confusion.index_put_((result.labels, result.predictions), torch.ones_like(result.labels), accumulate=True)
+    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
+    return {
+        "checkpoint": str(path), "model": ckpt["model"]["name"], "dataset": spec.name, "split": split,
+        "accuracy": result.acc, "loss": result.loss, "n": result.n, "epoch": ckpt.get("epoch"),
+        "classes": list(ckpt["classes"]), "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(),
+    }
+
+
+def format_report(report: dict) -> str:
+    lines = [f"{report['model']} on {report['dataset']} {report['split']} ({report['n']:,} images): "
+             f"accuracy {report['accuracy']:.2%}, loss {report['loss']:.4f}", "", "per-class accuracy:"]
+    classes = report["classes"]
+    width = max(len(c) for c in classes)
+    for name, acc, row in zip(classes, report["per_class_accuracy"], report["confusion_matrix"]):
+        lines.append(f"  {name:>{width}}  {acc:7.2%}  ({sum(row):,} images)")
+    if len(classes) <= 20:
+        cell = max(5, len(str(max(max(r) for r in report["confusion_matrix"]))) + 1)
+        lines += ["", "confusion matrix (rows: true, columns: predicted):",
+                  " " * (width + 2) + "".join(f"{c:>{cell}}" for c in classes)]
+        for name, row in zip(classes, report["confusion_matrix"]):
+            lines.append(f"  {name:>{width}}" + "".join(f"{v:>{cell}}" for v in row))
+    return "\n".join(lines)

@@ -1,0 +1,40 @@
+"""Optimizers and learning-rate schedules from their config sections."""
+
+from __future__ import annotations
+
+import torch
+
+
+def build_optimizer(cfg, params):
+    if cfg.name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                               weight_decay=cfg.weight_decay)
+    cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[cfg.name]
+    return cls(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+
+
+def build_scheduler(cfg, optimizer, epochs: int, steps_per_epoch: int):
+    """Returns (scheduler or None, when): when is 'batch', 'epoch' or 'metric' (plateau)."""
+    S = torch.optim.lr_scheduler
+    if cfg.name == "none":
+        return None, "epoch"
+    if cfg.name == "step":
+        return S.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
+    if cfg.name == "multistep":
+        return S.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma), "epoch"
+    if cfg.name == "cosine":
+        return S.CosineAnnealingLR(optimizer, T_max=cfg.t_max or epochs, eta_min=cfg.eta_min), "epoch"
+    if cfg.name == "plateau":
+        mode = "min" if cfg.monitor == "val_loss" else "max"
+        return S.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
+                                   min_lr=cfg.min_lr), "metric"
+    if cfg.name == "onecycle":
+        max_lr = cfg.max_lr or optimizer.param_groups[0]["lr"]
+        return S.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                            pct_start=cfg.pct_start, div_factor=cfg.div_factor,
+                            final_div_factor=cfg.final_div_factor), "batch"
+    raise AssertionError(f"unhandled scheduler {cfg.name}")
+
+
+def current_lr(optimizer) -> float:
+    return float(optimizer.param_groups[0]["lr"])
