@@ -55,15 +55,22 @@ def affine_theta(angle, zoom, tx, ty, scale, size: int) -> torch.Tensor:
     ], dim=1)
 
 
-def apply_affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def apply_affine(x: torch.Tensor, theta: torch.Tensor, zoom: torch.Tensor | None = None) -> torch.Tensor:
     grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    if zoom is not None:
+        # A crop discards what lies outside it: a later rotation or shift must bring in
+        # background there, not the pixels the crop cut away.
+        window = (1.0 / zoom).view(-1, 1, 1, 1) + 1e-6
+        out = out * (grid.abs() <= window).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+    return out
 
 
 def augment_batch(x: torch.Tensor, aug, generator: torch.Generator) -> torch.Tensor:
     """x: N x C x H x W floats in [0, 1] (background 0)."""
     params = affine_params(x.shape[0], aug, x.shape[-1], generator, x.device)
-    return apply_affine(x, affine_theta(**params, size=x.shape[-1]))
+    theta = affine_theta(**params, size=x.shape[-1])
+    return apply_affine(x, theta, params["zoom"] if aug.center_crop is not None else None)
 
 
 def classic_transform(aug, mean: float, std: float, size: int = 28):
@@ -76,8 +83,9 @@ def classic_transform(aug, mean: float, std: float, size: int = 28):
                           T.Resize(size, interpolation=T.InterpolationMode.BILINEAR)])
         steps.append(T.RandomApply([zoom], p=aug.center_crop.p))
     if aug is not None and (aug.rotate or aug.translate or aug.scale):
+        # RandomAffine turns clockwise for positive angles, RandomRotation (and we) counter-clockwise
         steps.append(T.RandomAffine(
-            degrees=aug.rotate or 0,
+            degrees=(-aug.rotate[1], -aug.rotate[0]) if aug.rotate else 0,
             translate=(aug.translate, aug.translate) if aug.translate else None,
             scale=aug.scale,
             interpolation=T.InterpolationMode.BILINEAR,

@@ -117,11 +117,10 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        if "weights_only" in str(exc) or "Unsupported global" in str(exc) or "GLOBAL" in str(exc):
+        if "Unsupported global" in str(exc):
             raise UserError(f"{path}: refused: the file holds pickled Python objects, which could run code on "
                             f"load; mnistlab checkpoints hold only tensors and plain values") from None
-        raise UserError(f"{path}: not a readable checkpoint ({first[:160]})") from None
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason[:160]}") from None

@@ -226,6 +226,7 @@ class TrainConfig(Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     limit_train_batches: Optional[int] = Field(None, ge=1)
+    limit_eval_batches: Optional[int] = Field(None, ge=1)  # smoke tests only: the test score then is partial
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -85,5 +85,6 @@ def classic_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int,
     return LimitedLoader(loader, limit)
 
 
-def eval_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean: float, std: float):
-    return DeviceBatches(images, labels, batch_size, mean, std, shuffle=False)
+def eval_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean: float, std: float,
+                 limit: int | None = None):
+    return DeviceBatches(images, labels, batch_size, mean, std, shuffle=False, limit=limit)

@@ -56,9 +56,10 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
         train_batches = classic_batches(data.train_x, data.train_y, batch_size, data.mean, data.std,
                                         cfg.data.augment, generator, cfg.data.num_workers,
                                         cfg.data.pin_memory and device.type == "cuda", cfg.train.limit_train_batches)
-    eval_bs = cfg.train.eval_batch_size
-    val_batches = eval_batches(data.val_x.to(device), data.val_y.to(device), eval_bs, data.mean, data.std)
-    test_batches = eval_batches(data.test_x.to(device), data.test_y.to(device), eval_bs, data.mean, data.std)
+    eval_bs, eval_limit = cfg.train.eval_batch_size, cfg.train.limit_eval_batches
+    val_batches = eval_batches(data.val_x.to(device), data.val_y.to(device), eval_bs, data.mean, data.std, eval_limit)
+    test_batches = eval_batches(data.test_x.to(device), data.test_y.to(device), eval_bs, data.mean, data.std,
+                                eval_limit)
 
     optimizer = build_optimizer(cfg.train.optimizer, model.parameters())
     scheduler, when = build_scheduler(cfg.train.scheduler, optimizer, cfg.train.epochs, len(train_batches))
@@ -153,7 +154,8 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
     }
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     selected = f"selected on {monitor}" if monitor != "last" else "the last epoch"
-    log(f"test accuracy {test.acc:.2%} (loss {test.loss:.4f}) on all {test.n:,} test images; "
+    scored = f"all {test.n:,}" if test.n == len(data.test_y) else f"only {test.n:,} of {len(data.test_y):,} (limit_eval_batches)"
+    log(f"test accuracy {test.acc:.2%} (loss {test.loss:.4f}) on {scored} test images; "
         f"best epoch {best_epoch} of {len(rows)}, {selected}; trained in {train_time:.1f}s")
     log(f"run directory: {run_dir}")
     return summary

@@ -1,0 +1,114 @@
+"""Augmentation semantics on known images, and the device and classic pipelines agreeing."""
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from PIL import Image
+
+from mnistlab.augment import affine_theta, apply_affine, augment_batch, classic_transform
+from mnistlab.config import Augment, load_config
+from mnistlab.pipeline import DeviceBatches
+
+
+def horizontal_bar() -> torch.Tensor:
+    img = torch.zeros(1, 1, 28, 28)
+    img[..., 13:15, 4:24] = 1.0
+    return img
+
+
+def transform(img, angle=0.0, zoom=1.0, tx=0.0, ty=0.0, scale=1.0):
+    t = lambda v: torch.tensor([float(v)])  # noqa: E731
+    return apply_affine(img, affine_theta(t(angle), t(zoom), t(tx), t(ty), t(scale), size=28))
+
+
+def test_rotating_a_bar_by_90_degrees_makes_it_vertical():
+    out = transform(horizontal_bar(), angle=90)[0, 0]
+    rows, cols = torch.nonzero(out > 0.5, as_tuple=True)
+    assert cols.max() - cols.min() <= 2 and rows.max() - rows.min() >= 17
+
+
+def test_rotation_direction_and_geometry_match_torchvision():
+    img = torch.zeros(1, 1, 28, 28)
+    img[..., 6:9, 14:22] = 1.0  # an off-centre blob shows the direction of rotation
+    for angle in (-30, 15, 90):
+        ours = transform(img, angle=angle)
+        theirs = TF.rotate(img, angle, interpolation=TF.InterpolationMode.BILINEAR, fill=0.0)
+        assert (ours - theirs).abs().max() < 1e-4, angle
+
+
+def test_centre_crop_equals_crop_then_resize():
+    img = torch.rand(1, 1, 28, 28)
+    ours = transform(img, zoom=28 / 22)
+    theirs = TF.resize(TF.center_crop(img, [22, 22]), [28, 28], interpolation=TF.InterpolationMode.BILINEAR,
+                       antialias=False)
+    # interior only: at the crop's edge resize clamps, the zoom reads one neighbouring pixel
+    assert (ours - theirs)[..., 1:-1, 1:-1].abs().max() < 1e-4
+
+
+def test_translation_moves_content_by_pixels():
+    img = torch.zeros(1, 1, 28, 28)
+    img[..., 10, 10] = 1.0
+    out = transform(img, tx=3, ty=-2)[0, 0]
+    assert torch.nonzero(out > 0.5).tolist() == [[8, 13]]
+
+
+def test_background_stays_zero_and_parameters_differ_per_image():
+    batch = horizontal_bar().repeat(64, 1, 1, 1)
+    aug = Augment(rotate=45)
+    out = augment_batch(batch, aug, torch.Generator().manual_seed(0))
+    assert out[:, :, 0, 0].abs().max() == 0  # corners: the fill is MNIST's black
+    distinct = {tuple(o.flatten().round(decimals=3).tolist()) for o in out}
+    assert len(distinct) > 60
+
+
+def test_crop_probability_is_respected():
+    img = torch.zeros(1, 1, 28, 28)
+    img[..., 1, :] = 1.0  # a line near the top edge vanishes when the 22x22 centre is cropped
+    batch = img.repeat(2000, 1, 1, 1)
+    out = augment_batch(batch, Augment(center_crop={"size": 22, "p": 0.1}), torch.Generator().manual_seed(0))
+    cropped = (out.flatten(1).sum(1) < 1).float().mean().item()
+    assert 0.07 < cropped < 0.13
+
+
+def test_classic_and_device_pipelines_agree_without_randomness():
+    # fixed parameters through both implementations: the same image comes out
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    ring = ((yy - 13) ** 2 / 64 + (xx - 15) ** 2 / 25 - 1).abs() < 0.35  # a "0", off-centre
+    digit = ring.to(torch.uint8) * 255
+    digit[2:5, 3:25] = 255  # and a bar that the 22 x 22 crop cuts away
+    aug = Augment(rotate=(20, 20), center_crop={"size": 22, "p": 1.0})
+    classic = classic_transform(aug, mean=0.0, std=1.0)(Image.fromarray(digit.numpy(), mode="L"))
+    device = augment_batch(digit[None, None].float() / 255, aug, torch.Generator().manual_seed(0))[0]
+    assert classic.shape == device.shape == (1, 28, 28)
+    # PIL resamples twice in 8-bit, we once in float: close, not equal
+    assert (classic - device).abs().mean() < 0.03
+    assert torch.corrcoef(torch.stack([classic.flatten(), device.flatten()]))[0, 1] > 0.97
+
+
+def test_device_batches_normalize_like_totensor_then_normalize():
+    images = torch.randint(0, 256, (10, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(10)
+    batches = DeviceBatches(images, labels, batch_size=4, mean=0.1307, std=0.3081, shuffle=False)
+    x, y = next(iter(batches))
+    expected = torch.stack([TF.normalize(TF.to_tensor(Image.fromarray(im.numpy(), mode="L")), [0.1307], [0.3081])
+                            for im in images[:4]])
+    assert torch.allclose(x, expected, atol=1e-5) and torch.equal(y, labels[:4])
+    assert len(batches) == 3
+
+
+@pytest.mark.parametrize("limit", [None, 2])
+def test_device_batches_shuffle_every_epoch_and_respect_limit(limit):
+    images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1).expand(100, 28, 28).contiguous()
+    batches = DeviceBatches(images, torch.arange(100), 10, 0.0, 1.0, generator=torch.Generator().manual_seed(0),
+                            limit=limit)
+    first = torch.cat([y for _, y in batches])
+    second = torch.cat([y for _, y in batches])
+    assert len(first) == (limit or 10) * 10 and not torch.equal(first, second)
+    if limit is None:
+        assert sorted(first.tolist()) == list(range(100))
+
+
+def test_config_augment_reaches_the_pipeline():
+    cfg = load_config(raw={"model": "iter5", "data": {"augment": {"rotate": 15, "center_crop": {"size": 22, "p": 0.1}}}})
+    assert cfg.data.augment.active and cfg.data.augment.center_crop.p == 0.1
+    assert not load_config(raw={"model": "iter5"}).data.augment.active

@@ -1,0 +1,97 @@
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from mnistlab.errors import UserError
+from mnistlab.registry import count_params, create_model, list_models
+
+# ../shared/MODELS.md, the specification every registry entry must match exactly.
+EXPECTED = {
+    "baseline_cnn": 26_698, "baseline_cnn_small": 15_106, "bn_dropout_cnn": 26_746,
+    "iter1": 26_714, "iter2": 24_210, "iter3": 18_374, "iter4": 20_514, "iter5": 18_422, "iter6": 18_422,
+    "iter7": 18_422, "mlp": 669_706, "cnn_large": 3_797_962, "vgg16": 134_301_514, "cnn3_bn": 241_994,
+}
+MODELS_MD = Path(__file__).resolve().parents[2] / "shared" / "MODELS.md"
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_parameter_count_matches_models_md(name):
+    assert count_params(name) == EXPECTED[name]
+
+
+def test_expected_table_agrees_with_models_md():
+    if not MODELS_MD.exists():
+        pytest.skip("../shared/MODELS.md not beside the repo")
+    rows = re.findall(r"^\| `(\w+)` \|.*\| ([\d,]+) \|$", MODELS_MD.read_text(), flags=re.M)
+    table = {name: int(n.replace(",", "")) for name, n in rows}
+    assert table == {k: v for k, v in EXPECTED.items() if k != "bn_dropout_cnn"}
+    assert "`bn_dropout_cnn`" in MODELS_MD.read_text() and "26,746 params" in MODELS_MD.read_text()
+
+
+def test_params_are_all_used_by_forward():
+    # "nothing defined that forward() does not use": every parameter gets a gradient
+    for name in EXPECTED:
+        if name == "vgg16":
+            continue
+        model = create_model(name)
+        model(torch.randn(2, 1, 28, 28)).sum().backward()
+        unused = [n for n, p in model.named_parameters() if p.grad is None]
+        assert not unused, (name, unused)
+
+
+@pytest.mark.parametrize("name", ["iter5", "cnn3_bn", "mlp", "baseline_cnn"])
+def test_class_count_sets_the_head(name):
+    logits = create_model(name, num_classes=47)(torch.zeros(3, 1, 28, 28))
+    assert logits.shape == (3, 47)
+
+
+def test_vgg16_takes_mnist_input():
+    model = create_model("vgg16", image_size=32)
+    model.eval()
+    with torch.no_grad():
+        assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+def test_list_models_pattern():
+    assert list_models("iter*") == [f"iter{i}" for i in range(1, 8)]
+    assert set(EXPECTED) <= set(list_models())
+
+
+def test_unknown_model_suggests_near_miss():
+    with pytest.raises(UserError, match="did you mean 'iter5'"):
+        create_model("itr5")
+
+
+def test_unknown_model_option_is_named():
+    with pytest.raises(UserError, match=r"model\.dropuot.*did you mean 'dropout_p'"):
+        create_model("iter6", dropuot=0.1)
+
+
+def test_models_command_json(cli):
+    import json
+
+    code, out, _ = cli("models", "--json")
+    assert code == 0
+    listed = {row["name"]: row["params"] for row in json.loads(out)}
+    assert {k: listed[k] for k in EXPECTED} == EXPECTED
+    assert all(row["description"] for row in json.loads(out))
+
+
+def test_models_command_pattern_and_no_match(cli):
+    code, out, _ = cli("models", "iter*")
+    assert code == 0 and out.count("\n") == 7 and "18,422" in out
+    code, _, err = cli("models", "nothing*")
+    assert code == 2 and "no model matches" in err
+
+
+def test_summary_command_prints_torchsummary_table(cli, tmp_path):
+    code, out, _ = cli("summary", "iter5")
+    assert code == 0 and "Total params: 18,422" in out and "Conv2d" in out
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("model: {name: cnn3_bn}\ndata: {dataset: emnist-balanced}\n")
+    code, out, _ = cli("summary", cfg)
+    assert code == 0 and "47 classes" in out and "Total params: 246,767" in out
+    code, _, err = cli("summary", "nosuchthing")
+    assert code == 2 and "neither a config file nor a model name" in err

@@ -1,0 +1,207 @@
+"""The one trainer: real runs on real MNIST, determinism, checkpoints, and eval agreeing with the summary."""
+
+import csv
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, TINY, write_config
+from idx_files import write_dataset
+from mnistlab.checkpoint import load_checkpoint
+from mnistlab.data import DATASETS
+from mnistlab.errors import UserError
+
+
+def run_dirs(out: Path, name: str) -> list[Path]:
+    return sorted((out / name).iterdir())
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def iter5_one_epoch(mnist_root, tmp_path_factory):
+    """The issue's claim: one real epoch of iter5 on all of MNIST, scored on all 10,000 test images."""
+    from mnistlab.cli import main
+
+    out = tmp_path_factory.mktemp("runs")
+    code = main(["train", str(REPO / "configs" / "iter5.yaml"), "--set", "train.epochs=1", "--out-dir", str(out),
+                 "--data-dir", str(mnist_root), "--quiet"])
+    assert code == 0
+    (run_dir,) = run_dirs(out, "iter5")
+    return run_dir
+
+
+def test_one_real_epoch_of_iter5_reaches_97_5_percent(iter5_one_epoch):
+    summary = json.loads((iter5_one_epoch / "summary.json").read_text())
+    assert summary["test_n"] == 10_000
+    assert summary["test_acc"] >= 0.975
+    assert summary["params"] == 18_422 and summary["epochs_run"] == 1 and summary["best_epoch"] == 1
+    assert summary["train_size"] == 54_000 and summary["val_size"] == 6_000
+    for key in ("test_loss", "train_time_s", "device", "versions", "selected_on"):
+        assert key in summary
+    assert sorted(p.name for p in iter5_one_epoch.iterdir()) == ["best.pt", "config.yaml", "last.pt",
+                                                                 "metrics.csv", "summary.json"]
+
+
+def test_eval_equals_summary(iter5_one_epoch, cli, mnist_root):
+    summary = json.loads((iter5_one_epoch / "summary.json").read_text())
+    code, out, _ = cli("eval", iter5_one_epoch / "best.pt", "--json", "--data-dir", mnist_root)
+    assert code == 0
+    report = json.loads(out)
+    assert report["n"] == 10_000 and report["accuracy"] == summary["test_acc"]
+    assert report["loss"] == pytest.approx(summary["test_loss"], rel=1e-9)
+    assert sum(map(sum, report["confusion_matrix"])) == 10_000 and len(report["per_class_accuracy"]) == 10
+    code, out, _ = cli("eval", iter5_one_epoch / "best.pt", "--json", "--split", "val", "--data-dir", mnist_root)
+    val = json.loads(out)
+    assert val["n"] == 6_000 and val["accuracy"] == summary["val_acc"]
+    code, out, _ = cli("eval", iter5_one_epoch / "best.pt", "--data-dir", mnist_root)
+    assert code == 0 and "confusion matrix" in out and "per-class accuracy" in out
+
+
+def test_checkpoints_describe_themselves_and_load_weights_only(iter5_one_epoch):
+    best = torch.load(iter5_one_epoch / "best.pt", weights_only=True)
+    assert best["model"] == {"name": "iter5", "kwargs": {}, "num_classes": 10, "in_channels": 1}
+    assert best["classes"] == list("0123456789") and best["input_size"] == [1, 28, 28]
+    assert best["normalize"] == {"mean": 0.1307, "std": 0.3081}
+    assert best["config"]["model"]["name"] == "iter5" and best["metrics"]["test_n"] == 10_000
+    assert set(best["versions"]) >= {"mnistlab", "torch", "torchvision"}
+    last = load_checkpoint(iter5_one_epoch / "last.pt")
+    assert set(last["training_state"]) >= {"optimizer", "scheduler", "early_stopping", "rng"}
+
+
+def tiny_run(cli, out, mnist_root, *extra, config="iter5.yaml"):
+    code, _, err = cli("train", REPO / "configs" / config, *TINY, "--set", "train.limit_train_batches=25",
+                       "--set", "train.limit_eval_batches=2", "--set", "train.epochs=2", *extra,
+                       "--out-dir", out, "--data-dir", mnist_root)
+    assert code == 0, err
+    return run_dirs(out, Path(config).stem)[-1]
+
+
+def test_same_seed_on_cpu_gives_identical_metrics(cli, tmp_path, mnist_root):
+    keep = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+    a = tiny_run(cli, tmp_path / "a", mnist_root)
+    b = tiny_run(cli, tmp_path / "b", mnist_root)
+    c = tiny_run(cli, tmp_path / "c", mnist_root, "--set", "seed=2")
+    rows = lambda d: [{k: r[k] for k in keep} for r in read_metrics(d)]  # noqa: E731
+    assert rows(a) == rows(b) and len(rows(a)) == 2
+    assert rows(a) != rows(c)
+
+
+def test_classic_pipeline_trains(cli, tmp_path, mnist_root):
+    run = tiny_run(cli, tmp_path, mnist_root, "--set", "data.pipeline=classic", "--set", "data.num_workers=0")
+    assert float(read_metrics(run)[-1]["train_acc"]) > 0.3
+
+
+def test_early_stopping_stops(cli, tmp_path, mnist_root):
+    run = tiny_run(cli, tmp_path, mnist_root, "--set", "train.epochs=6", "--set",
+                   "train.early_stopping={monitor: val_loss, patience: 1, min_delta: 10}")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["epochs_run"] == 2 and summary["stopped_early"]
+
+
+def test_test_selection_only_when_asked_and_then_said(cli, tmp_path, mnist_root, capsys):
+    code, out, _ = cli("train", REPO / "configs" / "baseline_cnn.yaml", "--set", "train.epochs=1", "--set",
+                       "train.limit_train_batches=5", "--set", "data.val_split=0", "--set", "train.scheduler=none",
+                       "--set", "train.checkpoint_monitor=test_acc", "--set", "train.allow_test_selection=true",
+                       "--out-dir", tmp_path, "--data-dir", mnist_root)
+    assert code == 0 and "selected on TEST accuracy" in out
+    summary = json.loads((run_dirs(tmp_path, "baseline_cnn")[0] / "summary.json").read_text())
+    assert summary["selected_on"] == "test_acc" and summary["val_size"] == 0
+
+
+def test_two_runs_never_share_a_directory(tmp_path):
+    from mnistlab.checkpoint import make_run_dir
+
+    dirs = {make_run_dir(tmp_path, "x") for _ in range(5)}
+    assert len(dirs) == 5
+
+
+def test_diverging_run_stops_with_a_message(cli, tmp_path, mnist_root):
+    code, _, err = cli("train", REPO / "configs" / "mlp.yaml", *TINY, "--set", "train.limit_train_batches=20",
+                       "--set", "train.optimizer={name: sgd, lr: 1.0e+6}", "--out-dir", tmp_path,
+                       "--data-dir", mnist_root)
+    assert code == 3 and "non-finite loss" in err and "lower train.optimizer.lr" in err
+
+
+SHIPPED = sorted(p.name for p in (REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", SHIPPED)
+def test_every_shipped_config_runs_a_few_batches(cli, tmp_path, mnist_root, config):
+    data_dir = mnist_root
+    if "emnist" in config:  # not in ../shared/data: small IDX files written here
+        data_dir = tmp_path / "data"
+        write_dataset(data_dir, DATASETS["emnist-balanced"], n_train=200, n_test=50)
+    code, _, err = cli("train", REPO / "configs" / config, "--set", "train.epochs=1", "--set",
+                       "train.limit_train_batches=2", "--set", "train.limit_eval_batches=1", "--set",
+                       "train.eval_batch_size=64", "--out-dir", tmp_path / "runs", "--data-dir", data_dir, "--quiet")
+    assert code == 0, err
+    (run,) = run_dirs(tmp_path / "runs", Path(config).stem)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["num_classes"] == (47 if "emnist" in config else 10)
+    assert summary["test_n"] == (50 if "emnist" in config else 64)
+
+
+# ---------------------------------------------------------------- checkpoints that must be refused
+
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pickle_payload_is_refused_and_never_runs(cli, tmp_path):
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "mnistlab-checkpoint", "format_version": 1, "x": Payload(marker)}, evil)
+    with pytest.raises(UserError, match="refused"):
+        load_checkpoint(evil)
+    code, _, err = cli("eval", evil)
+    assert code == 2 and "refused" in err and err.count("\n") == 1
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content,expected", [
+    (b"", "not a readable checkpoint"),
+    (b"garbage" * 100, "not a readable checkpoint"),
+])
+def test_corrupt_files_are_refused(tmp_path, content, expected):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=expected):
+        load_checkpoint(path)
+
+
+def test_truncated_foreign_and_future_checkpoints(tmp_path, iter5_one_epoch):
+    data = (iter5_one_epoch / "best.pt").read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="truncated or corrupt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "foreign.pt")
+    with pytest.raises(UserError, match="not an mnistlab checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    future = torch.load(iter5_one_epoch / "best.pt", weights_only=True)
+    future["format_version"] = 99
+    torch.save(future, tmp_path / "future.pt")
+    with pytest.raises(UserError, match="newer than this mnistlab"):
+        load_checkpoint(tmp_path / "future.pt")
+    mismatched = torch.load(iter5_one_epoch / "best.pt", weights_only=True)
+    mismatched["model"]["name"] = "iter4"
+    torch.save(mismatched, tmp_path / "mismatch.pt")
+    from mnistlab.checkpoint import model_from_checkpoint
+
+    with pytest.raises(UserError, match="do not fit model 'iter4'"):
+        model_from_checkpoint(load_checkpoint(tmp_path / "mismatch.pt"), tmp_path / "mismatch.pt")
+
+
+def test_eval_missing_checkpoint(cli, tmp_path):
+    code, _, err = cli("eval", tmp_path / "none.pt")
+    assert code == 2 and "checkpoint not found" in err
