@@ -33,6 +33,7 @@ def build_parser() -> Parser:
     p.add_argument("--out-dir", default="checkpoints", help="root of run directories (default: checkpoints)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (its directory or its last.pt)")
     p.set_defaults(handler=cmd_train)
 
     p = commands.add_parser("eval", help="score a checkpoint: accuracy, loss, per-class accuracy, confusion matrix")
@@ -84,7 +85,8 @@ def cmd_train(args) -> int:
         return 0
     from .train import run_training
 
-    run_training(cfg, data_dir=args.data_dir, out_dir=args.out_dir, quiet=args.quiet)
+    run_training(cfg, data_dir=args.data_dir, out_dir=args.out_dir, quiet=args.quiet, resume=args.resume,
+                 config_path=args.config)
     return 0
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import atomic_write_text, make_run_dir, model_payload, save_checkpoint, versions
+from .checkpoint import (atomic_write_text, load_checkpoint, make_run_dir, model_payload, save_checkpoint,
+                         versions)
 from .config import config_to_dict, config_to_yaml
 from .data import load_data, resolve_root
+from .errors import UserError
 from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, evaluate, is_improvement, monitor_mode,
                      resolve_device, train_one_epoch)
 from .optim import build_optimizer, build_scheduler, current_lr
@@ -34,8 +36,13 @@ def resolve_batch_size(setting, train_size: int) -> int:
 
 
 def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "checkpoints", quiet: bool = False,
-                 log=print) -> dict:
-    """Train one config to its best checkpoint, score it once on the test set, return the summary."""
+                 log=print, resume: str | Path | None = None, config_path: str | None = None) -> dict:
+    """Train one config to its best checkpoint, score it once on the test set, return the summary.
+
+    With `resume` (a run directory or its last.pt) training continues from the last finished epoch
+    with every piece of state restored, so the remaining epochs match an uninterrupted run.
+    """
+    previous = load_resume_state(resume, cfg) if resume else None
     say = (lambda *args, **kw: None) if quiet else log
     device = resolve_device(cfg.device)
     dtype = amp_dtype(cfg.train.amp, device)
@@ -69,8 +76,11 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
     monitor = cfg.train.checkpoint_monitor
     config = config_to_dict(cfg)
 
-    run_dir = make_run_dir(Path(out_dir), cfg.name)
-    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    if previous is None:
+        run_dir = make_run_dir(Path(out_dir), cfg.name)
+        atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    else:
+        run_dir = previous["run_dir"]
     say(f"{cfg.name}: {cfg.model.name} ({params:,} params) on {data.dataset}, {len(data.train_y):,} train / "
         f"{len(data.val_y):,} val / {len(data.test_y):,} test images, batch {batch_size}, device {device}"
         + (f", amp {str(dtype).removeprefix('torch.')}" if dtype else ""))
@@ -84,52 +94,75 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
                              config=config, metrics=metrics, epoch=epoch)
 
     rows: list[dict] = []
-    best_value, best_epoch, stopped_early = None, 0, False
-    started = time.perf_counter()
-    for epoch in range(1, cfg.train.epochs + 1):
-        epoch_start = time.perf_counter()
-        lr = current_lr(optimizer)
-        stats = train_one_epoch(model, train_batches, optimizer, device, label_smoothing=cfg.train.label_smoothing,
-                                dtype=dtype, scaler=scaler, batch_scheduler=scheduler if when == "batch" else None,
-                                desc=f"epoch {epoch}/{cfg.train.epochs}", show_progress=not quiet)
-        val = evaluate(model, val_batches, device, dtype) if len(data.val_y) else None
-        test = evaluate(model, test_batches, device, dtype) if monitor == "test_acc" else None
-        row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.acc,
-               "val_loss": val.loss if val else None, "val_acc": val.acc if val else None,
-               "test_acc": test.acc if test else None, "lr": lr, "time_s": time.perf_counter() - epoch_start}
-        rows.append(row)
-        atomic_write_text(run_dir / "metrics.csv", metrics_csv(rows))
-        if stats.nonfinite_step >= 0 or not math.isfinite(row["val_loss"] if val else stats.loss):
-            step = stats.nonfinite_step if stats.nonfinite_step >= 0 else len(train_batches) - 1
-            kept = f"best.pt (epoch {best_epoch}) is kept in {run_dir}" if best_epoch else "no checkpoint was saved"
-            raise NonFiniteLoss(f"training diverged: non-finite loss at epoch {epoch}, step {step + 1} "
-                                f"(lr {lr:.3g}); try a lower train.optimizer.lr, or amp: off; {kept}")
-        if scheduler is not None and when == "epoch":
-            scheduler.step()
-        elif scheduler is not None and when == "metric":
-            scheduler.step(row[cfg.train.scheduler.monitor])
+    best_value, best_epoch, stopped_early, first_epoch = None, 0, False, 1
+    if previous is not None:
+        state = previous["training_state"]
+        model.load_state_dict(previous["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        if stopper is not None:
+            stopper.load_state_dict(state["early_stopping"])
+        torch.set_rng_state(state["rng"]["torch"])
+        generator.set_state(state["rng"]["generator"])
+        if device.type == "cuda" and state["rng"]["cuda"]:
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        rows, best_value, best_epoch = list(state["rows"]), state["best_value"], state["best_epoch"]
+        first_epoch = previous["epoch"] + 1
+        say(f"resuming {run_dir} after epoch {previous['epoch']}")
+    started = time.perf_counter() - sum(r["time_s"] for r in rows)
+    resume_hint = f"mnistlab train {config_path or '<config>'} --resume {run_dir}"
+    try:
+        for epoch in range(first_epoch, cfg.train.epochs + 1):
+            epoch_start = time.perf_counter()
+            lr = current_lr(optimizer)
+            stats = train_one_epoch(model, train_batches, optimizer, device, label_smoothing=cfg.train.label_smoothing,
+                                    dtype=dtype, scaler=scaler, batch_scheduler=scheduler if when == "batch" else None,
+                                    desc=f"epoch {epoch}/{cfg.train.epochs}", show_progress=not quiet)
+            val = evaluate(model, val_batches, device, dtype) if len(data.val_y) else None
+            test = evaluate(model, test_batches, device, dtype) if monitor == "test_acc" else None
+            row = {"epoch": epoch, "train_loss": stats.loss, "train_acc": stats.acc,
+                   "val_loss": val.loss if val else None, "val_acc": val.acc if val else None,
+                   "test_acc": test.acc if test else None, "lr": lr, "time_s": time.perf_counter() - epoch_start}
+            rows.append(row)
+            atomic_write_text(run_dir / "metrics.csv", metrics_csv(rows))
+            if stats.nonfinite_step >= 0 or not math.isfinite(row["val_loss"] if val else stats.loss):
+                step = stats.nonfinite_step if stats.nonfinite_step >= 0 else len(train_batches) - 1
+                kept = f"best.pt (epoch {best_epoch}) is kept in {run_dir}" if best_epoch else "no checkpoint was saved"
+                raise NonFiniteLoss(f"training diverged: non-finite loss at epoch {epoch}, step {step + 1} "
+                                    f"(lr {lr:.3g}); try a lower train.optimizer.lr, or amp: off; {kept}")
+            if scheduler is not None and when == "epoch":
+                scheduler.step()
+            elif scheduler is not None and when == "metric":
+                scheduler.step(row[cfg.train.scheduler.monitor])
 
-        value = epoch if monitor == "last" else row[monitor]
-        improved = monitor == "last" or is_improvement(value, best_value, monitor_mode(monitor))
-        if improved:
-            best_value, best_epoch = value, epoch
-            save_checkpoint(payload(epoch, row), run_dir / "best.pt")
-        last = payload(epoch, row)
-        last["training_state"] = {
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "early_stopping": stopper.state_dict() if stopper else None,
-            "best_value": best_value, "best_epoch": best_epoch, "rows": rows,
-            "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
-        }
-        save_checkpoint(last, run_dir / "last.pt")
-        say(epoch_line(row, cfg.train.epochs, improved))
-        if stopper is not None and stopper.step(row[stopper.monitor]):
-            stopped_early = True
-            say(f"early stopping: {stopper.monitor} has not improved for {stopper.patience} epochs")
-            break
+            value = epoch if monitor == "last" else row[monitor]
+            improved = monitor == "last" or is_improvement(value, best_value, monitor_mode(monitor))
+            if improved:
+                best_value, best_epoch = value, epoch
+                save_checkpoint(payload(epoch, row), run_dir / "best.pt")
+            last = payload(epoch, row)
+            last["training_state"] = {
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "scaler": scaler.state_dict() if scaler is not None else None,
+                "early_stopping": stopper.state_dict() if stopper else None,
+                "best_value": best_value, "best_epoch": best_epoch, "rows": rows,
+                "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(),
+                        "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []},
+            }
+            save_checkpoint(last, run_dir / "last.pt")
+            say(epoch_line(row, cfg.train.epochs, improved))
+            if stopper is not None and stopper.step(row[stopper.monitor]):
+                stopped_early = True
+                say(f"early stopping: {stopper.monitor} has not improved for {stopper.patience} epochs")
+                break
+    except KeyboardInterrupt:
+        done = f"last.pt holds epoch {rows[-1]['epoch']}" if rows else "no epoch had finished"
+        log(f"interrupted: {done}; resume with: {resume_hint}")
+        raise
     train_time = time.perf_counter() - started
 
     best = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=True)
@@ -159,6 +192,41 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
         f"best epoch {best_epoch} of {len(rows)}, {selected}; trained in {train_time:.1f}s")
     log(f"run directory: {run_dir}")
     return summary
+
+
+def load_resume_state(resume: str | Path, cfg) -> dict:
+    """last.pt of an unfinished run whose config matches (more epochs may be asked for)."""
+    path = Path(resume)
+    last = path / "last.pt" if path.is_dir() else path
+    if not last.exists():
+        raise UserError(f"--resume: {last} not found; give a run directory holding last.pt, or the last.pt file")
+    ckpt = load_checkpoint(last)
+    if "training_state" not in ckpt:
+        raise UserError(f"--resume: {last} holds no training state (a best.pt?); resume from last.pt")
+    run_dir = last.parent
+    if (run_dir / "summary.json").exists():
+        raise UserError(f"--resume: {run_dir} has already finished (it has a summary.json)")
+    difference = first_difference(ckpt["config"], config_to_dict(cfg), ignore={"train.epochs"})
+    if difference:
+        key, was, now = difference
+        raise UserError(f"--resume: the config differs from the run's at {key}: the run has {was!r}, now {now!r}")
+    if ckpt["epoch"] >= cfg.train.epochs:
+        raise UserError(f"--resume: the run already did {ckpt['epoch']} epochs; raise train.epochs to go on")
+    ckpt["run_dir"] = run_dir
+    return ckpt
+
+
+def first_difference(a, b, ignore=(), prefix=""):
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in list(a) + [k for k in b if k not in a]:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            if dotted in ignore:
+                continue
+            found = first_difference(a.get(key), b.get(key), ignore, dotted)
+            if found:
+                return found
+        return None
+    return None if a == b else (prefix, a, b)
 
 
 def metrics_csv(rows: list[dict]) -> str:

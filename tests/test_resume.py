@@ -1,0 +1,94 @@
+"""Nothing lost: a run killed mid-epoch resumes to exactly the rows of an uninterrupted run."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+KEEP = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
+ARGS = ["--set", "train.epochs=4", "--set", "train.limit_train_batches=60", "--set", "train.limit_eval_batches=2",
+        "--set", "train.eval_batch_size=500", "--quiet"]
+
+
+def rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv") as f:
+        return [{k: r[k] for k in KEEP} for r in csv.DictReader(f)]
+
+
+def train(out: Path, mnist_root: Path, *extra) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mnistlab", "train", str(REPO / "configs" / "iter7.yaml"), *ARGS,
+                           "--out-dir", str(out), "--data-dir", str(mnist_root), *extra],
+                          capture_output=True, text=True, cwd=REPO, timeout=600)
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted_run(tmp_path, mnist_root):
+    # iter7 has dropout, and the config augments: both RNG streams must be restored exactly
+    full = train(tmp_path / "full", mnist_root)
+    assert full.returncode == 0, full.stderr
+    (full_dir,) = (tmp_path / "full" / "iter7").iterdir()
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", str(REPO / "configs" / "iter7.yaml"), *ARGS,
+                             "--out-dir", str(out), "--data-dir", str(mnist_root)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    metrics = None
+    while time.time() < deadline and proc.poll() is None:
+        found = list(out.glob("iter7/*/metrics.csv"))
+        if found and len(found[0].read_text().splitlines()) >= 2:  # header + epoch 1
+            metrics = found[0]
+            break
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert metrics is not None, "the run never finished an epoch"
+    run_dir = metrics.parent
+    assert not (run_dir / "summary.json").exists(), "killed too late: the run had finished"
+    assert (run_dir / "last.pt").exists() and (run_dir / "best.pt").exists()
+
+    resumed = train(tmp_path / "unused", mnist_root, "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert rows(run_dir) == rows(full_dir)
+    assert len(rows(run_dir)) == 4
+    assert (run_dir / "summary.json").exists()
+    assert not (tmp_path / "unused").exists()  # resuming writes into the original run directory
+
+
+def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path, mnist_root, cli):
+    first = train(tmp_path, mnist_root, "--set", "train.epochs=1")
+    assert first.returncode == 0, first.stderr
+    (run_dir,) = (tmp_path / "iter7").iterdir()
+    code, _, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--resume", run_dir)
+    assert code == 2 and "already finished" in err
+    (run_dir / "summary.json").unlink()
+    code, _, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--set", "train.optimizer.lr=0.1",
+                       "--resume", run_dir)
+    assert code == 2 and "differs from the run's at train.optimizer.lr" in err
+    code, _, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--resume", run_dir / "best.pt")
+    assert code == 2 and "no training state" in err
+    code, _, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--resume", tmp_path / "nothing")
+    assert code == 2 and "not found" in err
+
+
+def test_ctrl_c_exits_130_with_the_resume_command(tmp_path, mnist_root):
+    proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", str(REPO / "configs" / "iter5.yaml"),
+                             "--set", "train.epochs=50", "--set", "train.limit_train_batches=60", "--set",
+                             "train.limit_eval_batches=1", "--out-dir", str(tmp_path), "--data-dir", str(mnist_root)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(tmp_path.glob("iter5/*/last.pt")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "resume with: mnistlab train" in out and "--resume" in out
+    assert "Traceback" not in err
+    (run_dir,) = (tmp_path / "iter5").iterdir()
+    assert (run_dir / "last.pt").exists()
