@@ -205,3 +205,11 @@ def test_truncated_foreign_and_future_checkpoints(tmp_path, iter5_one_epoch):
 def test_eval_missing_checkpoint(cli, tmp_path):
     code, _, err = cli("eval", tmp_path / "none.pt")
     assert code == 2 and "checkpoint not found" in err
+
+
+def test_unusable_out_dir_is_reported_before_training(cli, tmp_path, mnist_root):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code, _, err = cli("train", REPO / "configs" / "iter5.yaml", *TINY, "--out-dir", blocker,
+                       "--data-dir", mnist_root)
+    assert code == 2 and "--out-dir: cannot create" in err and blocker.read_text() == "not a folder"
