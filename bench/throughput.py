@@ -1,0 +1,147 @@
+"""Training throughput: mnistlab's device pipeline against the seeds' pipeline, in one run.
+
+    MNISTLAB_DATA_DIR=../shared/data python bench/throughput.py [--model iter5] [--batch-size 64]
+
+Prints images/s for
+  model only      forward + backward + step on batches already in memory: the ceiling
+  mnistlab device mnistlab's default pipeline (uint8 on the device, batched augmentation)
+  mnistlab classic mnistlab's classic pipeline (PIL + torchvision transforms + DataLoader)
+  seed pipeline   an independent copy of seed 002's loop: torchvision MNIST, per-image transforms,
+                  DataLoader(num_workers=2, pin_memory), loss.item() and a tqdm update every step
+and the ratios: device / seed pipeline (goal >= 2.5x) and device / model only (goal >= 0.85).
+All use the same model, batch size and seed 002's augmentation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mnistlab.config import Augment  # noqa: E402
+from mnistlab.data import DATASETS, load_split, resolve_root  # noqa: E402
+from mnistlab.engine import train_one_epoch  # noqa: E402
+from mnistlab.pipeline import DeviceBatches, classic_batches  # noqa: E402
+from mnistlab.registry import create_model  # noqa: E402
+
+SEED_AUGMENT = Augment(center_crop={"size": 22, "p": 0.1}, rotate=15)
+MEAN, STD = 0.1307, 0.3081
+
+
+def fresh(model_name: str):
+    torch.manual_seed(0)
+    model = create_model(model_name)
+    return model, torch.optim.Adam(model.parameters(), lr=0.002)
+
+
+def timed(fn, images: int) -> float:
+    start = time.perf_counter()
+    fn()
+    return images / (time.perf_counter() - start)
+
+
+def model_only(model_name: str, batch: int, batches: int) -> float:
+    model, opt = fresh(model_name)
+    model.train()
+    xs = torch.randn(8, batch, 1, 28, 28)
+    ys = torch.randint(0, 10, (8, batch))
+
+    def loop(n):
+        for i in range(n):
+            loss = F.cross_entropy(model(xs[i % 8]), ys[i % 8])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    loop(10)
+    return timed(lambda: loop(batches), batches * batch)
+
+
+def mnistlab_pipeline(kind: str, model_name: str, batch: int, batches: int, x, y) -> float:
+    model, opt = fresh(model_name)
+    gen = torch.Generator().manual_seed(0)
+    if kind == "device":
+        make = lambda n: DeviceBatches(x, y, batch, MEAN, STD, SEED_AUGMENT, gen, limit=n)  # noqa: E731
+    else:
+        make = lambda n: classic_batches(x, y, batch, MEAN, STD, SEED_AUGMENT, gen, 2, False, n)  # noqa: E731
+    train_one_epoch(model, make(10), opt, torch.device("cpu"), show_progress=False)
+    return timed(lambda: train_one_epoch(model, make(batches), opt, torch.device("cpu"), show_progress=False),
+                 batches * batch)
+
+
+def seed_pipeline(model_name: str, batch: int, batches: int, root: Path) -> float:
+    """Seed 002's notebook loop, as written there (independent of mnistlab's pipeline code)."""
+    from torchvision import datasets, transforms
+    from tqdm import tqdm
+
+    transform = transforms.Compose([
+        transforms.RandomApply([transforms.CenterCrop(22)], p=0.1),
+        transforms.Resize((28, 28)),
+        transforms.RandomRotation((-15.0, 15.0), fill=0),
+        transforms.ToTensor(),
+        transforms.Normalize((MEAN,), (STD,)),
+    ])
+    train = datasets.MNIST(str(root), train=True, download=False, transform=transform)
+    loader = torch.utils.data.DataLoader(train, batch_size=batch, shuffle=True, num_workers=2,
+                                         pin_memory=torch.cuda.is_available())  # the seed: True, on its GPU
+    model, opt = fresh(model_name)
+    model.train()
+
+    def loop(n):
+        pbar = tqdm(loader, total=n, disable=True)
+        correct = processed = 0
+        for i, (data, target) in enumerate(pbar):
+            if i >= n:
+                break
+            opt.zero_grad()
+            pred = model(data)
+            loss = F.nll_loss(F.log_softmax(pred, dim=1), target)
+            loss.backward()
+            opt.step()
+            correct += pred.argmax(dim=1).eq(target).sum().item()
+            processed += len(data)
+            pbar.set_description(f"Train: Loss={loss.item():0.4f} Batch_id={i} Accuracy={100 * correct / processed:0.2f}")
+
+    loop(10)
+    return timed(lambda: loop(batches), batches * batch)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="iter5")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3, help="methods alternate; each one's best round counts")
+    parser.add_argument("--data-dir")
+    args = parser.parse_args()
+    root = resolve_root(args.data_dir, None)
+    x, y = load_split(DATASETS["mnist"], root, train=True, download=False)
+
+    print(f"model {args.model}, batch {args.batch_size}, {args.batches} batches, seed 002 augmentation, "
+          f"CPU threads {torch.get_num_threads()} of {os.cpu_count()} cores, torch {torch.__version__}")
+    methods = {
+        "model only": lambda: model_only(args.model, args.batch_size, args.batches),
+        "mnistlab device": lambda: mnistlab_pipeline("device", args.model, args.batch_size, args.batches, x, y),
+        "mnistlab classic": lambda: mnistlab_pipeline("classic", args.model, args.batch_size, args.batches, x, y),
+        "seed pipeline": lambda: seed_pipeline(args.model, args.batch_size, args.batches, root),
+    }
+    # Alternating rounds, best of each: a busy neighbour on the machine slows one round, not one method.
+    figures = {name: 0.0 for name in methods}
+    for _ in range(args.rounds):
+        for name, measure in methods.items():
+            figures[name] = max(figures[name], measure())
+    for name, rate in figures.items():
+        print(f"  {name:<17} {rate:8,.0f} images/s")
+    print(f"mnistlab device / seed pipeline: {figures['mnistlab device'] / figures['seed pipeline']:.2f}x (goal >= 2.5x)")
+    print(f"mnistlab device / model only:    {figures['mnistlab device'] / figures['model only']:.2f} (goal >= 0.85)")
+
+
+if __name__ == "__main__":
+    main()
