@@ -227,6 +227,7 @@ class TrainConfig(Strict):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     limit_train_batches: Optional[int] = Field(None, ge=1)
     limit_eval_batches: Optional[int] = Field(None, ge=1)  # smoke tests only: the test score then is partial
+    sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks' batches
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -20,6 +20,7 @@ from .errors import UserError
 class EpochStats:
     loss: float
     acc: float
+    n: int
     nonfinite_step: int  # first step whose loss was NaN/inf, -1 if none
 
 
@@ -112,7 +113,8 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.4f}", acc=f"{correct.item() / seen:.2%}",
                             lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
     bar.close()
-    return EpochStats(loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), int(nonfinite_step.item()))
+    return EpochStats(loss_sum.item() / max(seen, 1), correct.item() / max(seen, 1), seen,
+                      int(nonfinite_step.item()))
 
 
 @torch.inference_mode()

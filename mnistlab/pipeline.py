@@ -16,15 +16,26 @@ from .augment import augment_batch, classic_transform
 
 
 class DeviceBatches:
+    """Shuffled, augmented, normalized batches from uint8 images already on the training device.
+
+    Under torch.distributed every rank walks the same global order (same shuffle generator)
+    and takes every `world`-th image of each global batch: together the ranks see exactly
+    the batches one process would.
+    """
+
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean: float, std: float,
                  aug=None, generator: torch.Generator | None = None, shuffle: bool = True,
-                 limit: int | None = None):
+                 limit: int | None = None, aug_generator: torch.Generator | None = None,
+                 rank: int = 0, world: int = 1):
         self.images = images.unsqueeze(1) if images.ndim == 3 else images
         self.labels = labels
         self.batch_size, self.mean, self.std = batch_size, mean, std
         self.aug = aug if aug is not None and aug.active else None
         self.generator, self.shuffle = generator, shuffle
-        full = -(-len(labels) // batch_size)
+        self.aug_generator = aug_generator or generator
+        self.rank, self.world = rank, world
+        n = len(labels)
+        full = n // batch_size + (1 if n % batch_size >= world else 0)  # no rank may get an empty batch
         self.num_batches = min(full, limit) if limit else full
 
     def __len__(self) -> int:
@@ -37,10 +48,10 @@ class DeviceBatches:
         scale = 1.0 / (255.0 * self.std)
         shift = self.mean / self.std
         for i in range(self.num_batches):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
             x = self.images[idx].float()
             if self.aug is not None:
-                x = augment_batch(x.mul_(1.0 / 255.0), self.aug, self.generator).mul_(1.0 / self.std).sub_(shift)
+                x = augment_batch(x.mul_(1.0 / 255.0), self.aug, self.aug_generator).mul_(1.0 / self.std).sub_(shift)
             else:
                 x = x.mul_(scale).sub_(shift)
             yield x, self.labels[idx]
@@ -76,15 +87,23 @@ class LimitedLoader:
 
 
 def classic_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean: float, std: float, aug,
-                    generator: torch.Generator, num_workers: int, pin_memory: bool, limit: int | None):
+                    generator: torch.Generator, num_workers: int, pin_memory: bool, limit: int | None,
+                    rank: int = 0, world: int = 1):
+    """The seeds' DataLoader. Workers are not persistent: each epoch draws their seeds afresh from
+    `generator`, so reseeding it per epoch makes the epoch reproducible (and resumable)."""
     dataset = PILDigits(images, labels, classic_transform(aug, mean, std, images.shape[-1]))
+    sampler = None
+    if world > 1:
+        sampler = torch.utils.data.distributed.DistributedSampler(dataset, num_replicas=world, rank=rank,
+                                                                  shuffle=True, drop_last=True)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=True, generator=generator, num_workers=num_workers,
-        pin_memory=pin_memory, persistent_workers=num_workers > 0,
+        dataset, batch_size=max(1, batch_size // world), shuffle=sampler is None, sampler=sampler,
+        generator=generator, num_workers=num_workers, pin_memory=pin_memory,
     )
     return LimitedLoader(loader, limit)
 
 
 def eval_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean: float, std: float,
-                 limit: int | None = None):
-    return DeviceBatches(images, labels, batch_size, mean, std, shuffle=False, limit=limit)
+                 limit: int | None = None, rank: int = 0, world: int = 1):
+    """In order, no augmentation; under torch.distributed each rank scores every `world`-th image."""
+    return DeviceBatches(images[rank::world], labels[rank::world], batch_size, mean, std, shuffle=False, limit=limit)
