@@ -8,7 +8,7 @@ from conftest import REPO
 
 
 def torchrun(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=0",
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "mnistlab", *map(str, args)], capture_output=True, text=True, cwd=REPO,
                           timeout=timeout)
 
