@@ -27,6 +27,7 @@ from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, evaluate, is_impro
 from .optim import build_optimizer, build_scheduler, current_lr
 from .pipeline import DeviceBatches, classic_batches, eval_batches
 from .registry import create_model
+from .report import write_run_curves_safely
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "time_s"]
 
@@ -186,6 +187,7 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "versions": versions(),
     }
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+    write_run_curves_safely(run_dir, log)
     selected = f"selected on {monitor}" if monitor != "last" else "the last epoch"
     scored = f"all {test.n:,}" if test.n == len(data.test_y) else f"only {test.n:,} of {len(data.test_y):,} (limit_eval_batches)"
     log(f"test accuracy {test.acc:.2%} (loss {test.loss:.4f}) on {scored} test images; "
