@@ -42,6 +42,8 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", help="dataset root (default: the checkpoint config's, then $MNISTLAB_DATA_DIR)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--plots", metavar="DIR", help="also write a confusion-matrix image and a grid of the "
+                   "misclassified digits into DIR")
     p.set_defaults(handler=cmd_eval)
 
     p = commands.add_parser("models", help="list the registered models with parameter counts")
@@ -93,13 +95,16 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate_checkpoint, format_report
 
-    report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device)
+    report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device,
+                                 plots_dir=args.plots)
     if args.json:
         import json
 
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
+        if args.plots:
+            print(f"\nwrote {', '.join(report['plots'])}")
     return 0
 
 
