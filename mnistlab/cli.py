@@ -42,7 +42,22 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", help="dataset root (default: the checkpoint config's, then $MNISTLAB_DATA_DIR)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--plots", metavar="DIR", help="also write a confusion-matrix image and a grid of the "
+                   "misclassified digits into DIR")
     p.set_defaults(handler=cmd_eval)
+
+    p = commands.add_parser("compare", help="train (or reuse) several configs; write a comparison table and plots")
+    p.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config files, e.g. configs/*.yaml")
+    add_config_options(p)
+    p.add_argument("--seeds", metavar="S1,S2,..", help="train each config once per seed (overrides `seed`); "
+                   "the table shows mean ± sd")
+    p.add_argument("--out-dir", default="checkpoints", help="root of run directories, searched for finished "
+                   "runs to reuse; the table and plots go here too (default: checkpoints)")
+    p.add_argument("--no-reuse", action="store_true", help="train every config even if a finished identical run exists")
+    p.add_argument("--sort", metavar="COLUMN", help="config, model, params, test_acc, val_acc, train_acc, test_loss, "
+                   "train_loss, train_time or time_per_epoch (best first); default: the order given")
+    p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
+    p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser("models", help="list the registered models with parameter counts")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'iter*'")
@@ -93,14 +108,24 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .evaluate import evaluate_checkpoint, format_report
 
-    report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device)
+    report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device,
+                                 plots_dir=args.plots)
     if args.json:
         import json
 
         print(json.dumps(report, indent=2))
     else:
         print(format_report(report))
+        if args.plots:
+            print(f"\nwrote {', '.join(report['plots'])}")
     return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import run_compare
+
+    return run_compare(args.configs, overrides=args.overrides, seeds=args.seeds, out_dir=args.out_dir,
+                       reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir)
 
 
 def cmd_models(args) -> int:

@@ -10,7 +10,8 @@ from .errors import UserError
 from .pipeline import eval_batches
 
 
-def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = None, device: str = "auto") -> dict:
+def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = None, device: str = "auto",
+                        plots_dir: str | None = None) -> dict:
     import torch
 
     ckpt = load_checkpoint(path)
@@ -38,12 +39,47 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
     confusion = torch.zeros(k, k, dtype=torch.long)
     confusion.index_put_((result.labels, result.predictions), torch.ones_like(result.labels), accumulate=True)
     per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
-    return {
+    report = {
         "checkpoint": str(path), "model": ckpt["model"]["name"], "dataset": spec.name, "split": split,
         "accuracy": result.acc, "loss": result.loss, "n": result.n, "epoch": ckpt.get("epoch"),
         "classes": list(ckpt["classes"]), "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
     }
+    if plots_dir is not None:
+        report["plots"] = [str(p) for p in write_eval_plots(report, model, x, result, mean, std, dev, plots_dir)]
+    return report
+
+
+def write_eval_plots(report: dict, model, images, result, mean: float, std: float, dev, plots_dir: str,
+                     shown: int = 48) -> list:
+    """Confusion matrix, and the misclassified digits the model was surest about (label noise shows up there)."""
+    from pathlib import Path
+
+    import torch
+
+    from . import report as plots
+
+    split, n = report["split"], report["n"]
+    head = f"{report['model']} on {report['dataset']} {split}"
+    wrong = (result.predictions != result.labels).nonzero().flatten()
+    errors = len(wrong)
+    confidence = torch.zeros(0)
+    if len(wrong):
+        with torch.inference_mode():
+            probs = [model(x).float().softmax(1).amax(1).cpu()
+                     for x, _ in eval_batches(images[wrong].to(dev), result.labels[wrong].to(dev), 1024, mean, std)]
+        confidence = torch.cat(probs)
+        order = confidence.argsort(descending=True)[:shown]
+        wrong, confidence = wrong[order], confidence[order]
+    out = Path(plots_dir)
+    title = f"{head}: accuracy {report['accuracy']:.2%} ({n:,} images)"
+    matrix = plots.confusion_matrix(report["confusion_matrix"], report["classes"], out / f"confusion_{split}.png",
+                                    title)
+    grid = plots.misclassified_grid(images[wrong].cpu().numpy(), result.labels[wrong].tolist(),
+                                    result.predictions[wrong].tolist(), confidence.tolist(), report["classes"],
+                                    out / f"misclassified_{split}.png",
+                                    f"{head}: {len(wrong)} of {errors:,} misclassified images, most confident first")
+    return [matrix, grid]
 
 
 def format_report(report: dict) -> str:

@@ -28,6 +28,7 @@ from .errors import UserError
 from .optim import build_optimizer, build_scheduler, current_lr
 from .pipeline import DeviceBatches, classic_batches, eval_batches
 from .registry import create_model
+from .report import write_run_curves_safely
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "time_s"]
 
@@ -216,6 +217,7 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
         best["metrics"] = {**best["metrics"], "test_loss": test_loss, "test_acc": test_acc, "test_n": test_n}
         save_checkpoint(best, run_dir / "best.pt")
         atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        write_run_curves_safely(run_dir, log)
     selected = f"selected on {monitor}" if monitor != "last" else "the last epoch"
     scored = f"all {test_n:,}" if test_n == len(data.test_y) else f"only {test_n:,} of {len(data.test_y):,} (limit_eval_batches)"
     log(f"test accuracy {test_acc:.2%} (loss {test_loss:.4f}) on {scored} test images; "

@@ -45,7 +45,7 @@ def test_one_real_epoch_of_iter5_reaches_97_5_percent(iter5_one_epoch):
     assert summary["train_size"] == 54_000 and summary["val_size"] == 6_000
     for key in ("test_loss", "train_time_s", "device", "versions", "selected_on"):
         assert key in summary
-    assert sorted(p.name for p in iter5_one_epoch.iterdir()) == ["best.pt", "config.yaml", "last.pt",
+    assert sorted(p.name for p in iter5_one_epoch.iterdir()) == ["best.pt", "config.yaml", "curves.png", "last.pt",
                                                                  "metrics.csv", "summary.json"]
 
 

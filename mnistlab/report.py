@@ -1,0 +1,227 @@
+"""PNG plots: comparison curves, accuracy against size, per-run curves, confusion matrix, misclassified digits.
+
+Figures are built as bare `matplotlib.figure.Figure`s, never through pyplot: no
+global figure registry to leak from, no GUI backend to pick, and nothing here
+touches the caller's matplotlib state. matplotlib is imported only when a plot
+is drawn, so the CLI and training stay fast to start.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+
+def _figure(width: float, height: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=110, layout="constrained")
+
+
+def _colors(n: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    return path
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """metrics.csv as dicts of floats (None where a column was empty, e.g. no validation split)."""
+    with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as f:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def _plot_series(ax, rows: list[dict], key: str, scale: float = 1.0, **style) -> bool:
+    points = [(r["epoch"], r[key] * scale) for r in rows if r.get(key) is not None and math.isfinite(r[key])]
+    if not points:
+        return False
+    xs, ys = zip(*points)
+    ax.plot(xs, ys, marker="o", markersize=3.5, **style)
+    return True
+
+
+def _epoch_axis(ax, epochs: int) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.set_xlim(0.5, max(epochs, 1) + 0.5)
+    if epochs <= 10:  # MaxNLocator falls back to fractional ticks (0.6, 0.8, ...) on a short range
+        ax.set_xticks(range(1, max(epochs, 1) + 1))
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
+def _log_y(ax, label: str) -> None:
+    """Losses span decades (2.3 -> 0.02), which a linear axis flattens; ticks read 0.5, not 5x10^-1."""
+    from matplotlib.ticker import LogFormatter
+
+    class Plain(LogFormatter):  # LogFormatter decides which ticks get a label; this only spells them plainly
+        def __call__(self, x, pos=None):
+            return f"{x:g}" if super().__call__(x, pos) else ""
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(Plain())
+    ax.yaxis.set_minor_formatter(Plain())
+    ax.set_ylabel(f"{label} (log scale)")
+
+
+def _last_epoch(runs: list[list[dict]]) -> int:
+    return int(max((r["epoch"] for rows in runs for r in rows), default=1))
+
+
+# ---------------------------------------------------------------- comparisons
+
+def comparison_curves(series: list[tuple[str, list[list[dict]]]], path: str | Path, subtitle: str = "") -> Path:
+    """Validation accuracy and loss per epoch, one colour per config; each seed's run is its own line."""
+    fig = _figure(13, 5)
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    for (label, runs), color in zip(series, _colors(len(series))):
+        alpha = 1.0 if len(runs) == 1 else 0.6
+        for i, rows in enumerate(runs):
+            name = label if i == 0 else None  # one legend entry per config, not per seed
+            _plot_series(acc_ax, rows, "val_acc", 100.0, color=color, alpha=alpha, label=name)
+            _plot_series(loss_ax, rows, "val_loss", color=color, alpha=alpha, label=name)
+    acc_ax.set_title("Validation accuracy")
+    acc_ax.set_ylabel("accuracy (%)")
+    loss_ax.set_title("Validation loss")
+    _log_y(loss_ax, "cross-entropy")
+    last = _last_epoch([rows for _, runs in series for rows in runs])
+    for ax in (acc_ax, loss_ax):
+        _epoch_axis(ax, last)
+    handles, labels = acc_ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside right upper", title="config")
+    fig.suptitle("Validation curves" + (f" ({subtitle})" if subtitle else ""))
+    return _save(fig, path)
+
+
+def accuracy_vs_params(points: list[dict], path: str | Path, subtitle: str = "") -> Path:
+    """Test accuracy (mean, ± sd as error bars) against parameter count on a log axis.
+
+    points: dicts with label, params, acc (fraction), sd (fraction or None).
+    """
+    fig = _figure(9, 5.5)
+    ax = fig.subplots()
+    for point, color in zip(points, _colors(len(points))):
+        ax.errorbar(point["params"], point["acc"] * 100, yerr=(point["sd"] or 0) * 100, fmt="o", markersize=7,
+                    capsize=4, color=color, label=point["label"])
+    # Configs of the same model share an x (iter5/6/7 all have 18,422 weights): stack their names
+    # instead of printing them on top of each other.
+    placed: list[tuple[float, float]] = []
+    for point in sorted(points, key=lambda p: (p["params"], -p["acc"])):
+        x, y = math.log10(point["params"]), point["acc"] * 100
+        stack = sum(1 for px, py in placed if abs(px - x) < 0.15)
+        placed.append((x, y))
+        ax.annotate(point["label"], (point["params"], y), xytext=(8, -11 * stack + 4), textcoords="offset points",
+                    fontsize=9)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (log scale)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    if points:
+        lo, hi = min(p["params"] for p in points), max(p["params"] for p in points)
+        ax.set_xlim(lo / 2, hi * 4)  # room for the names right of the rightmost point
+    ax.set_title("Test accuracy against model size" + (f" ({subtitle})" if subtitle else ""))
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- one run
+
+def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
+    """Loss and accuracy per epoch of one run (train, val, test where monitored), best epoch marked."""
+    run_dir = Path(run_dir)
+    rows = read_metrics(run_dir)
+    summary_file = run_dir / "summary.json"
+    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
+    fig = _figure(11, 4.5)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    _plot_series(loss_ax, rows, "train_loss", color="tab:blue", label="train")
+    _plot_series(loss_ax, rows, "val_loss", color="tab:orange", label="validation")
+    _plot_series(acc_ax, rows, "train_acc", 100.0, color="tab:blue", label="train")
+    _plot_series(acc_ax, rows, "val_acc", 100.0, color="tab:orange", label="validation")
+    _plot_series(acc_ax, rows, "test_acc", 100.0, color="tab:green", label="test")
+    best = summary.get("best_epoch")
+    for ax in (loss_ax, acc_ax):
+        if best:
+            ax.axvline(best, color="gray", linestyle="--", linewidth=1, label=f"best (epoch {best})")
+        _epoch_axis(ax, _last_epoch([rows]))
+        ax.legend(fontsize=9)
+    loss_ax.set_title("Loss")
+    _log_y(loss_ax, "cross-entropy")
+    acc_ax.set_title("Accuracy")
+    acc_ax.set_ylabel("accuracy (%)")
+    title = f"{summary.get('name', run_dir.parent.name)}: {summary.get('model', '')}"
+    if "test_acc" in summary:
+        title += f", test accuracy {summary['test_acc']:.2%} (best epoch, seed {summary.get('seed')})"
+    fig.suptitle(title)
+    return _save(fig, path or run_dir / "curves.png")
+
+
+def write_run_curves_safely(run_dir: str | Path, log=print) -> Path | None:
+    """The finished run matters more than its picture: a plotting failure is a warning, never an error."""
+    try:
+        return run_curves(run_dir)
+    except Exception as exc:  # noqa: BLE001
+        log(f"warning: could not draw {Path(run_dir) / 'curves.png'}: {type(exc).__name__}: {exc}")
+        return None
+
+
+# ---------------------------------------------------------------- evaluation
+
+def confusion_matrix(matrix: list[list[int]], classes: list[str], path: str | Path, title: str) -> Path:
+    """Counts on a log colour scale, so a handful of confusions stands out next to a thousand hits."""
+    import numpy as np
+    from matplotlib.colors import LogNorm
+
+    counts = np.asarray(matrix)
+    k = len(classes)
+    side = min(max(6.0, 0.5 * k + 2), 24)
+    fig = _figure(side + 1.2, side)
+    ax = fig.subplots()
+    shown = np.ma.masked_where(counts == 0, counts)  # zero stays white: "never confused"
+    image = ax.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(int(counts.max()), 2)))
+    fig.colorbar(image, ax=ax, label="images (log scale)", shrink=0.8)
+    ticks = range(k)
+    ax.set_xticks(ticks, classes, rotation=90 if max(map(len, classes)) > 2 else 0)
+    ax.set_yticks(ticks, classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if k <= 20:
+        threshold = math.sqrt(max(int(counts.max()), 1))  # the middle of the log scale
+        for i in range(k):
+            for j in range(k):
+                if counts[i, j]:
+                    ax.text(j, i, str(counts[i, j]), ha="center", va="center", fontsize=8,
+                            color="white" if counts[i, j] > threshold else "black")
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def misclassified_grid(images, true: list[int], pred: list[int], confidence: list[float], classes: list[str],
+                       path: str | Path, title: str, columns: int = 8) -> Path:
+    """Digits as the network saw them (before normalization), dark ink on white, labelled true / predicted."""
+    n = len(true)
+    rows = max(1, math.ceil(n / columns))
+    fig = _figure(columns * 1.45, rows * 1.65 + 0.6)
+    axes = fig.subplots(rows, columns, squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.set_axis_off()
+        if i >= n:
+            continue
+        ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
+        ax.set_title(f"true {classes[true[i]]}\npred {classes[pred[i]]} ({confidence[i]:.0%})", fontsize=8,
+                     color="firebrick")
+    if n == 0:
+        axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
+    fig.suptitle(title)
+    return _save(fig, path)
