@@ -59,6 +59,16 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
     p.set_defaults(handler=cmd_compare)
 
+    p = commands.add_parser("predict", help="classify digit images (photos, scans, drawings) with a checkpoint")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="image files, or folders of them")
+    p.add_argument("--ckpt", help="checkpoint (default: the newest checkpoints/**/best.pt, else the shipped model)")
+    p.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="show the K likeliest classes")
+    p.add_argument("--json", action="store_true", help="print JSON: one object per input")
+    p.add_argument("--no-preprocess", action="store_true",
+                   help="the images are already MNIST-style (white digit on black, 28x28): no framing")
+    p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input")
+    p.set_defaults(handler=cmd_predict)
+
     p = commands.add_parser("models", help="list the registered models with parameter counts")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'iter*'")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -69,6 +79,16 @@ def build_parser() -> Parser:
     add_config_options(p)
     p.set_defaults(handler=cmd_summary)
     return parser
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -126,6 +146,24 @@ def cmd_compare(args) -> int:
 
     return run_compare(args.configs, overrides=args.overrides, seeds=args.seeds, out_dir=args.out_dir,
                        reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir)
+
+
+def cmd_predict(args) -> int:
+    from .predict import find_checkpoint, format_result, load_classifier, predict_files
+
+    path, source = find_checkpoint(args.ckpt)
+    classifier = load_classifier(path)
+    print(f"checkpoint: {path} ({source})", file=sys.stderr)
+    results = predict_files(args.inputs, classifier, top_k=args.top_k, frame=not args.no_preprocess,
+                            save_dir=args.save_preprocessed)
+    if args.json:
+        import json
+
+        print(json.dumps(results, indent=2))
+    else:
+        for result in results:
+            print(format_result(result))
+    return 1 if any("error" in r for r in results) else 0
 
 
 def cmd_models(args) -> int:

@@ -1,0 +1,139 @@
+"""`mnistlab predict`: read people's digit images with a checkpoint.
+
+Each file goes through the same preparation as `mnistlab draw` (mnistlab.preprocess: polarity,
+ink box, 20x20 fit, centre of mass in 28x28); the model then sees the batch at once.
+A file that cannot be read becomes an error line of its own; the others are still predicted.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+SHIPPED = Path(__file__).resolve().parent / "weights" / "default.pt"
+PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves
+
+
+@dataclass
+class Classifier:
+    model: object
+    classes: list[str]
+    mean: float
+    std: float
+    path: Path
+
+
+def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -> tuple[Path, str]:
+    """--ckpt > the newest best.pt under ./checkpoints/ > the model shipped inside the package."""
+    if ckpt:
+        return Path(ckpt), "given with --ckpt"
+    local = [p for p in search_root.glob("**/best.pt") if p.is_file()] if search_root.is_dir() else []
+    if local:
+        return max(local, key=lambda p: p.stat().st_mtime), "the newest best.pt under ./checkpoints"
+    if SHIPPED.is_file():
+        return SHIPPED, "the default model shipped with mnistlab"
+    raise UserError("no checkpoint: give --ckpt PATH, or train one (mnistlab train configs/default.yaml)")
+
+
+def load_classifier(path: Path) -> Classifier:
+    from .checkpoint import load_checkpoint, model_from_checkpoint
+
+    ckpt = load_checkpoint(path)
+    if list(ckpt["input_size"]) != [1, 28, 28]:
+        raise UserError(f"{path}: expects {ckpt['input_size']} inputs; predict prepares 1x28x28 digits")
+    return Classifier(model_from_checkpoint(ckpt, path), list(ckpt["classes"]), ckpt["normalize"]["mean"],
+                      ckpt["normalize"]["std"], Path(path))
+
+
+def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 1024):
+    """digits: N x 28 x 28 in [0, 1], white ink on black. Returns N x classes probabilities."""
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(digits, dtype=np.float32)).unsqueeze(1)
+    x = (x - classifier.mean) / classifier.std
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(x), batch_size):
+            out.append(torch.softmax(classifier.model(x[i:i + batch_size]).float(), dim=1))
+    return torch.cat(out) if out else torch.zeros(0, len(classifier.classes))
+
+
+def expand_inputs(items: list[str]) -> list[Path]:
+    """Files as given; a directory's files (not hidden, not recursive) in sorted order."""
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths += sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        else:
+            paths.append(path)
+    return paths
+
+
+def _prepare(args: tuple[str, bool]):
+    from .preprocess import ImageError, preprocess
+
+    path, frame = args
+    try:
+        return preprocess(path, frame=frame), None
+    except ImageError as exc:
+        return None, str(exc)
+
+
+def prepare_all(paths: list[Path], frame: bool) -> list[tuple[np.ndarray | None, str | None]]:
+    jobs = [(str(p), frame) for p in paths]
+    workers = min(os.cpu_count() or 1, 8)
+    if len(jobs) < PARALLEL_FROM or workers < 2:
+        return [_prepare(job) for job in jobs]
+    import multiprocessing
+
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(_prepare, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+
+
+def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, frame: bool = True,
+                  save_dir: str | None = None) -> list[dict]:
+    paths = expand_inputs(items)
+    if not paths:
+        raise UserError(f"no image files in {', '.join(items)}")
+    prepared = prepare_all(paths, frame)
+    good = [i for i, (digit, _) in enumerate(prepared) if digit is not None]
+    probs = classify(classifier, np.stack([prepared[i][0] for i in good])) if good else None
+    k = min(top_k, len(classifier.classes))
+    results: list[dict] = [{"path": str(p), "error": prepared[i][1]} for i, p in enumerate(paths)]
+    for row, i in enumerate(good):
+        values, indices = probs[row].topk(k)
+        top = [{"label": classifier.classes[j], "probability": float(v)} for v, j in zip(values, indices)]
+        results[i] = {"path": str(paths[i]), "prediction": top[0]["label"], "confidence": top[0]["probability"],
+                      "top_k": top}
+    if save_dir:
+        save_prepared(paths, prepared, Path(save_dir))
+    return results
+
+
+def save_prepared(paths: list[Path], prepared, out: Path) -> None:
+    from PIL import Image
+
+    out.mkdir(parents=True, exist_ok=True)
+    used: set[str] = set()
+    for path, (digit, _) in zip(paths, prepared):
+        if digit is None:
+            continue
+        name = f"{path.stem}.png"
+        while name in used:
+            name = f"{path.stem}_{len(used)}.png"
+        used.add(name)
+        Image.fromarray((np.clip(digit, 0, 1) * 255).round().astype(np.uint8), mode="L").save(out / name)
+
+
+def format_result(result: dict) -> str:
+    if "error" in result:
+        return f"{result['path']}: error: {result['error']}"
+    ranked = ", ".join(f"{t['label']} ({t['probability']:.1%})" for t in result["top_k"])
+    return f"{result['path']}: {ranked}"
