@@ -225,3 +225,16 @@ def cnn3_bn(num_classes: int = 10, in_channels: int = 1, dropout_p: float = 0.4)
         nn.Flatten(), nn.Linear(128 * 3 * 3, 128), nn.ReLU(inplace=True),
         *dropout(dropout_p), nn.Linear(128, num_classes),
     )
+
+
+# ---------------------------------------------------------------- mnistlab's own
+
+@register_model
+def compact8k(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """mnistlab's small model (7,646 params): five 3x3 conv-BN-ReLU, two pools, global average pool, 1x1 head."""
+    return nn.Sequential(
+        *conv_block(in_channels, 8, 3, bn=True), *conv_block(8, 12, 3, bn=True), nn.MaxPool2d(2),
+        *conv_block(12, 16, 3, bn=True), *conv_block(16, 16, 3, bn=True), nn.MaxPool2d(2),
+        *conv_block(16, 16, 3, bn=True), nn.AdaptiveAvgPool2d(1),
+        nn.Conv2d(16, num_classes, 1), nn.Flatten(),
+    )
