@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
@@ -132,8 +132,18 @@ def _thin(mask: np.ndarray) -> np.ndarray:
             return mask
 
 
+_PEN_PATHS: dict[bytes, np.ndarray] = {}
+
+
 def _pen_path(digit: np.ndarray) -> np.ndarray:
     """Segments (N x 2 x 2, y/x in units of the 28x28 digit) a pen would follow to write `digit`."""
+    key = digit.tobytes()
+    if key not in _PEN_PATHS:
+        _PEN_PATHS[key] = _trace(digit)
+    return _PEN_PATHS[key]
+
+
+def _trace(digit: np.ndarray) -> np.ndarray:
     big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BILINEAR)) > 60
     skeleton = _thin(big)
     segments = []
@@ -190,12 +200,15 @@ def transparent_rgba(digit, rng, path):
 
 
 def jpeg_photo(digit, rng, path):
-    """Ballpoint on tinted paper with sensor noise, as a phone JPEG."""
+    """Ballpoint on tinted paper in the soft shadow of the phone, with sensor noise, as a phone JPEG."""
     paper = (np.array([235, 228, 210]) + rng.normal(0, 6, 3)).astype(np.float32)
     ink = (np.array([35, 40, 110]) + rng.normal(0, 10, 3)).astype(np.float32)
     mask = np.asarray(_draw(digit, rng, (640, 480), pen=int(rng.integers(3, 7)), height=rng.uniform(120, 400),
                             paper=0, ink=255), dtype=np.float32)[..., None] / 255
-    rgb = paper + (ink - paper) * mask + 5 * rng.standard_normal((480, 640, 1), dtype=np.float32)
+    yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
+    cy, cx, radius = rng.uniform(0, 480), rng.uniform(0, 640), rng.uniform(120, 260)
+    light = 1 - rng.uniform(0.2, 0.45) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+    rgb = (paper + (ink - paper) * mask) * light[..., None] + 5 * rng.standard_normal((480, 640, 1), dtype=np.float32)
     img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
     return _save(img, path.with_suffix(".jpg"), quality=int(rng.integers(50, 85)))
 
@@ -272,13 +285,30 @@ def bilevel_scan(digit, rng, path):
     return _save(img.convert("1", dither=Image.Dither.NONE), path.with_suffix(".png"), compress_level=1)
 
 
+def marker_crop(digit, rng, path):
+    """A bold marker digit cut out with a small margin: ink covers much of the picture, even of its border."""
+    side = round(28 * rng.uniform(8, 12))
+    bold = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)) > 90
+    ys, xs = np.nonzero(bold)
+    margin = round(rng.uniform(0.03, 0.1) * max(np.ptp(ys), np.ptp(xs)))
+    crop = bold[max(0, ys.min() - margin): ys.max() + 1 + margin, max(0, xs.min() - margin): xs.max() + 1 + margin]
+    gray = np.where(crop, 30, 240) + 6 * rng.standard_normal(crop.shape)
+    return _save(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)), path.with_suffix(".jpg"), quality=80)
+
+
+def drawing_window(digit, rng, path):
+    """What the drawing window hands over: a 400x400 RGB canvas, a round 12-24 px brush, no file."""
+    return _draw(digit, rng, (400, 400), pen=int(rng.integers(12, 25)), height=rng.uniform(180, 330), mode="RGB",
+                 paper=(255, 255, 255), ink=(0, 0, 0))
+
+
 STYLES = [pen_on_canvas, transparent_rgba, jpeg_photo, chalkboard, shaded_paper, palette_png, sixteen_bit_png,
-          bilevel_scan]
+          bilevel_scan, marker_crop, drawing_window]
 
 
 @pytest.fixture(scope="module")
 def rendered(sample, tmp_path_factory):
-    """style -> its files for the sample digits, drawn once per test run."""
+    """style -> its files (or, for the drawing window, images) for the sample digits, drawn once per run."""
     cache: dict = {}
 
     def files(style) -> list[Path]:
@@ -376,7 +406,7 @@ def test_frame_false_only_converts_and_resizes(sample, tmp_path):
     np.testing.assert_allclose(out, 1 - digit / 255.0, atol=1e-5)  # dark on light stays so
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=25, deadline=None)
 @given(
     width=st.integers(30, 1200), height=st.integers(30, 1200), paper=st.floats(0, 1),
     strokes=st.lists(st.tuples(*[st.floats(0.05, 0.95)] * 4), min_size=1, max_size=4),
