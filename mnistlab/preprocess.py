@@ -231,9 +231,9 @@ def _ink_strength(gray: np.ndarray) -> tuple[np.ndarray, float]:
     coarse = gray[::step, ::step]
     residual = coarse - _paper_through_border(coarse)
     floor = max(4.0 * _border_noise(residual), MIN_CONTRAST)
-    darker, lighter = residual < -floor, residual > floor
     # The ink is on the side whose outliers carry more contrast beyond the floor.
-    dark_ink = -float(residual[darker].sum()) - floor * darker.sum() >= float(residual[lighter].sum()) - floor * lighter.sum()
+    darker, lighter = -residual[residual < -floor], residual[residual > floor]
+    dark_ink = float(darker.sum()) - floor * darker.size >= float(lighter.sum()) - floor * lighter.size
     sign = np.float32(-1.0 if dark_ink else 1.0)
     residual *= sign
     full = _typical_ink(residual, floor)
@@ -338,9 +338,10 @@ def _paper_level(gray: np.ndarray, dark_ink: bool, stroke: float) -> np.ndarray:
 
     For dark ink, the brightest value nearby (then the darkest of those, to give
     back the shape of shadows); strokes narrower than the window vanish, shading
-    and shadows wider than it stay. The window is three strokes wide, and at
-    least an eighth of the picture so that it averages away paper grain; it runs
-    on a thumbnail where it spans 9 pixels, because the paper level is smooth.
+    and shadows wider than it stay. The window is three strokes wide and at least
+    an eighth of the picture. It runs on a thumbnail where it spans 9 pixels: the
+    paper level is smooth, and the thumbnail's averaging keeps paper grain from
+    biasing the maximum.
     """
     window = max(max(gray.shape) / 8, 3 * stroke, 3.0)
     scale = max(1.0, window / 9)
@@ -365,7 +366,8 @@ def _grow(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of a smooth surface (as Pillow's, without its copies of the full-size result)."""
     if small.shape == shape:
         return small.astype(np.float32)
-    (top, bottom, down), (left, right, across) = (_bilinear_taps(n_out, n_in) for n_out, n_in in zip(shape, small.shape))
+    top, bottom, down = _bilinear_taps(shape[0], small.shape[0])
+    left, right, across = _bilinear_taps(shape[1], small.shape[1])
     small = small.astype(np.float32)
     wide = small[:, left] * (1 - across) + small[:, right] * across
     grown = wide[top] * (1 - down)[:, None]
@@ -601,7 +603,7 @@ def _fit(shape: np.ndarray, side: int) -> np.ndarray:
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
-    """Place the digit in the 28x28 frame with its centre of mass at the frame's, shifting by whole pixels as MNIST did."""
+    """Place the digit in the 28x28 frame with its centre of mass at the centre (whole-pixel shifts, as MNIST)."""
     height, width = digit.shape
     total = float(digit.sum())
     ys, xs = np.indices(digit.shape)
