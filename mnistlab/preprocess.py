@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import math
 import os
+import struct
 import warnings
-from collections import deque
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -62,19 +62,19 @@ def open_image(path) -> Image.Image:
                 img.load()  # the first frame of an animation: fine for a digit
                 try:
                     return ImageOps.exif_transpose(img)
-                except Exception:  # noqa: BLE001 - a broken orientation tag is no reason to refuse the picture
+                except Exception:  # a broken orientation tag is no reason to refuse the picture
                     return img.copy()
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
         raise ImageError(f"{name}: not an image (or a format Pillow cannot read)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ImageError(f"{name}: image is too large (over {MAX_PIXELS // 1_000_000} megapixels)") from None
+        raise ImageError(f"{name}: image is too large (Pillow refuses it as a possible decompression bomb)") from None
     except PermissionError:
         raise ImageError(f"{name}: permission denied") from None
     except MemoryError:
         raise ImageError(f"{name}: image is too large to decode in memory") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as exc:
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
         # Pillow's plugins report damaged data with any of these.
         raise ImageError(f"{name}: image is truncated or corrupt ({_one_line(exc)})") from None
 
@@ -118,7 +118,7 @@ def to_grayscale(img: Image.Image) -> np.ndarray:
 
 def _luminance(rgb: np.ndarray) -> np.ndarray:
     # ITU-R 601 weights, as Pillow's convert("L"), but without rounding to 8 bits.
-    return (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)).astype(np.float32)
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
 def _composite(lum: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -212,7 +212,7 @@ def _resize(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         return gray.astype(np.float32)
     shrinking = height <= gray.shape[0] and width <= gray.shape[1]
     method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    resized = Image.fromarray(gray.astype(np.float32), mode="F").resize((width, height), method)
+    resized = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32)).resize((width, height), method)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
@@ -220,27 +220,27 @@ def _ink_strength(gray: np.ndarray) -> tuple[np.ndarray, float]:
     """How much ink each pixel holds (1 = a typical stroke), and the level that counts as ink.
 
     Measured against the paper's own brightness at each pixel, so shading, a
-    shadow or a tinted sheet are not ink. Two passes: the paper level through the
-    picture's border (where there is paper even when a tightly cropped, bold digit
-    covers most of the middle) settles the polarity and which pixels are clearly
-    ink; then a local median of the remaining pixels follows the shading closely.
-    The first pass only gathers statistics, so it looks at every few pixels.
+    shadow or a tinted sheet are not ink. Two passes. The first fits the paper
+    along the picture's border (there is paper there even when a tightly cropped,
+    bold digit covers most of the middle) and settles the polarity, the noise and
+    the stroke width; it only gathers statistics, so it looks at every few pixels.
+    The second takes the paper level at each pixel from its neighbourhood with
+    the strokes wiped out, which follows shadows the border cannot see.
     """
     step = max(1, max(gray.shape) // 500)
     coarse = gray[::step, ::step]
-    border_fit = _paper_through_border(coarse)
-    residual = coarse - border_fit
+    residual = coarse - _paper_through_border(coarse)
     floor = max(4.0 * _border_noise(residual), MIN_CONTRAST)
-    darker, lighter = residual < -floor, residual > floor
     # The ink is on the side whose outliers carry more contrast beyond the floor.
-    dark_ink = -float(residual[darker].sum()) - floor * darker.sum() >= float(residual[lighter].sum()) - floor * lighter.sum()
+    darker, lighter = -residual[residual < -floor], residual[residual > floor]
+    dark_ink = float(darker.sum()) - floor * darker.size >= float(lighter.sum()) - floor * lighter.size
     sign = np.float32(-1.0 if dark_ink else 1.0)
     residual *= sign
     full = _typical_ink(residual, floor)
     if full is None:
         return np.zeros_like(gray), 1.0
-    paper = residual < max(floor, 0.5 * full)
-    ink = gray - _grow(_local_paper_level(coarse, paper, border_fit), gray.shape)
+    stroke = _stroke_width(residual > 0.5 * full) * step
+    ink = gray - _paper_level(gray, dark_ink, stroke)
     ink *= sign
     full = _typical_ink(ink, floor)
     if full is None:
@@ -252,14 +252,28 @@ def _ink_strength(gray: np.ndarray) -> tuple[np.ndarray, float]:
 def _typical_ink(ink: np.ndarray, floor: float) -> float | None:
     """The contrast of a well-inked stroke, or None when nothing stands out from the paper.
 
-    The upper part of the ink's own range: a lighter pencil stroke next to a dark
-    one still counts as ink; JPEG ringing and paper grain (below the floor) do not.
+    Of the pixels beyond the floor, the stronger of two classes (Otsu): the other
+    holds what the paper estimate missed (a shadow's core, JPEG ringing) or the
+    lighter half of a pencil's strokes, which still count as ink.
     """
     strong = ink[ink > floor]
     if strong.size == 0:
         return None
-    full = float(np.percentile(strong, 90))
+    full = float(np.median(strong[strong >= _otsu(strong)]))
     return full if full >= 2 * MIN_CONTRAST else None
+
+
+def _otsu(values: np.ndarray) -> float:
+    """The threshold that best splits `values` into two classes (Otsu's method, 64 bins)."""
+    counts, edges = np.histogram(values, bins=64)
+    centres = (edges[:-1] + edges[1:]) / 2
+    below = np.cumsum(counts)[:-1]
+    above = values.size - below
+    sum_below = np.cumsum(counts * centres)[:-1]
+    mean_below = sum_below / np.maximum(below, 1)
+    mean_above = (float((counts * centres).sum()) - sum_below) / np.maximum(above, 1)
+    spread = below * above * (mean_below - mean_above) ** 2
+    return float(edges[1:-1][np.argmax(spread)]) if spread.max() > 0 else float(values.min())
 
 
 def _border_band(shape: tuple[int, int]) -> np.ndarray:
@@ -305,44 +319,55 @@ def _border_noise(residual: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
 
 
-def _local_paper_level(gray: np.ndarray, paper: np.ndarray, fallback: np.ndarray) -> np.ndarray:
-    """The paper's brightness on a 24-pixel thumbnail, from nearby paper: a median over big windows.
+def _stroke_width(mask: np.ndarray) -> float:
+    """Typical stroke width in pixels: runs of ink across a stroke are short, runs along it long.
 
-    Ink is left out of the thumbnail, so a bold digit cannot pull the level
-    towards itself. The median runs along rows, then columns (nearly as robust
-    as a 2-D one, and far cheaper); odd reflection at the edges keeps a linear
-    gradient exact there. Where no paper is near, the border fit stands in.
+    The lower third of all row and column run lengths; a shadow's core, one long
+    run per row, cannot outnumber the strokes' runs.
     """
-    side = 24
-    paper = paper.astype(np.float32)
-    amount = _shrink_to(paper, side)
-    level = _shrink_to(gray * paper, side) / np.maximum(amount, 1e-6)
-    level[amount < 0.2] = np.nan
-    window = max(3, (max(level.shape) * 3 // 4) | 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN windows: filled below
-        for axis in (1, 0):
-            if level.shape[axis] == 1:
-                continue
-            pad = [(0, 0), (0, 0)]
-            pad[axis] = (window // 2, window // 2)
-            if level.shape[axis] > window // 2:
-                padded = np.pad(level, pad, mode="reflect", reflect_type="odd")
-            else:
-                padded = np.pad(level, pad, mode="edge")
-            level = np.nanmedian(np.lib.stride_tricks.sliding_window_view(padded, window, axis=axis), axis=-1)
-    level = level.astype(np.float32)
-    missing = np.isnan(level)
-    if missing.any():
-        level[missing] = _shrink_to(fallback, side)[missing]
-    return level
+    runs = []
+    for lines in (mask, mask.T):
+        edges = np.diff(np.pad(lines, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+        runs.append(np.nonzero(edges == -1)[1] - np.nonzero(edges == 1)[1])
+    runs = np.concatenate(runs)
+    return float(np.percentile(runs, 33)) if runs.size else 1.0
+
+
+def _paper_level(gray: np.ndarray, dark_ink: bool, stroke: float) -> np.ndarray:
+    """The paper's brightness at each pixel: a grey-level closing that wipes out the strokes.
+
+    For dark ink, the brightest value nearby (then the darkest of those, to give
+    back the shape of shadows); strokes narrower than the window vanish, shading
+    and shadows wider than it stay. The window is three strokes wide and at least
+    an eighth of the picture. It runs on a thumbnail where it spans 9 pixels: the
+    paper level is smooth, and the thumbnail's averaging keeps paper grain from
+    biasing the maximum.
+    """
+    window = max(max(gray.shape) / 8, 3 * stroke, 3.0)
+    scale = max(1.0, window / 9)
+    small = _shrink_to(gray, max(1, round(max(gray.shape) / scale)))
+    cells = max(3, round(window / scale) | 1)
+    first, second = (np.maximum, np.minimum) if dark_ink else (np.minimum, np.maximum)
+    return _grow(_extreme_filter(_extreme_filter(small, cells, first), cells, second), gray.shape)
+
+
+def _extreme_filter(values: np.ndarray, size: int, extreme: np.ufunc) -> np.ndarray:
+    """Maximum (or minimum) over a size x size square around each pixel, edges repeated."""
+    half = size // 2
+    for axis in (0, 1):
+        pad = [(0, 0), (0, 0)]
+        pad[axis] = (half, half)
+        windows = np.lib.stride_tricks.sliding_window_view(np.pad(values, pad, mode="edge"), size, axis=axis)
+        values = extreme.reduce(windows, axis=-1)
+    return values
 
 
 def _grow(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Bilinear upsampling of a smooth surface (as Pillow's, without its copies of the full-size result)."""
     if small.shape == shape:
         return small.astype(np.float32)
-    (top, bottom, down), (left, right, across) = (_bilinear_taps(n_out, n_in) for n_out, n_in in zip(shape, small.shape))
+    top, bottom, down = _bilinear_taps(shape[0], small.shape[0])
+    left, right, across = _bilinear_taps(shape[1], small.shape[1])
     small = small.astype(np.float32)
     wide = small[:, left] * (1 - across) + small[:, right] * across
     grown = wide[top] * (1 - down)[:, None]
@@ -447,24 +472,43 @@ def _pool_sum(mask: np.ndarray, cell: int) -> np.ndarray:
 
 
 def _label(grid: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a boolean grid (at most ~200x200 cells: a plain flood fill is quick)."""
-    labels = np.zeros(grid.shape, dtype=np.int32)
+    """8-connected components of a boolean grid, numbered from 1 (0 is background).
+
+    Works on runs of set cells along each row, joining runs in neighbouring rows
+    that touch (union-find): the Python loop sees a few runs per row, not every cell.
+    """
     height, width = grid.shape
-    count = 0
-    for start in zip(*np.nonzero(grid)):
-        if labels[start]:
-            continue
-        count += 1
-        labels[start] = count
-        queue = deque([start])
-        while queue:
-            y, x = queue.popleft()
-            for ny in (y - 1, y, y + 1):
-                for nx in (x - 1, x, x + 1):
-                    if 0 <= ny < height and 0 <= nx < width and grid[ny, nx] and not labels[ny, nx]:
-                        labels[ny, nx] = count
-                        queue.append((ny, nx))
-    return labels, count
+    edges = np.diff(np.pad(grid, ((0, 0), (1, 1))).astype(np.int8), axis=1)
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # exclusive; row-major order pairs each end with its start
+    if len(rows) == 0:
+        return np.zeros(grid.shape, dtype=np.int32), 0
+    parent = list(range(len(rows)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first = np.searchsorted(rows, np.arange(height + 1))
+    starts_list, ends_list = starts.tolist(), ends.tolist()
+    for row in range(1, height):
+        above, above_end, here, here_end = first[row - 1], first[row], first[row], first[row + 1]
+        while above < above_end and here < here_end:
+            # Runs [a, b) and [c, d) in adjacent rows touch, diagonals included, when c <= b and a <= d.
+            if starts_list[here] <= ends_list[above] and starts_list[above] <= ends_list[here]:
+                parent[root(here)] = root(above)
+            if ends_list[above] < ends_list[here]:
+                above += 1
+            else:
+                here += 1
+    _, run_labels = np.unique([root(i) for i in range(len(rows))], return_inverse=True)
+    lengths = ends - starts
+    cells = np.repeat(rows * width + starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
+    labels = np.zeros(height * width, dtype=np.int32)
+    labels[cells] = np.repeat(run_labels.ravel() + 1, lengths)
+    return labels.reshape(height, width), int(run_labels.max()) + 1
 
 
 def _bounding_boxes(labels: np.ndarray, count: int) -> np.ndarray:
@@ -486,8 +530,8 @@ def _frames_and_edges(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, s
     """Blobs that are a frame, the edge of the sheet or the table beside it, not a digit.
 
     That is: blobs lying along a long stretch of the image edge, or within a thin
-    strip by it, and blobs whose box holds a digit-sized blob with room on all
-    sides (a box drawn round the digit). A 0 with a speck in its hole is no
+    strip by it, thin lines across the whole picture, and blobs whose box holds
+    a digit-sized blob with room on all sides (a box drawn round the digit). A 0 with a speck in its hole is no
     frame, hence "digit-sized" and, unless the box spans the whole picture, heavy.
     """
     height, width = labels.shape
@@ -502,6 +546,13 @@ def _frames_and_edges(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, s
     long_x, long_y = right - left + 1 >= 0.3 * width, bottom - top + 1 >= 0.3 * height
     result |= long_x & ((bottom < band_y) | (top >= height - band_y))
     result |= long_y & ((right < band_x) | (left >= width - band_x))
+    # A thin line across (nearly) the whole picture from an edge: the edge of the
+    # sheet or of a shadow, a ruled line. A 1 that fills a photo's height is such
+    # a line too, but then nothing else is left, and the fallback keeps it.
+    across_y = (bottom - top + 1 >= 0.85 * height) & ((top == 0) | (bottom == height - 1))
+    across_x = (right - left + 1 >= 0.85 * width) & ((left == 0) | (right == width - 1))
+    result |= across_y & (right - left + 1 <= max(1, 0.1 * width))
+    result |= across_x & (bottom - top + 1 <= max(1, 0.1 * height))
 
     digit_sized = np.maximum(bottom - top, right - left) + 1 >= smallest
     whole_picture = (bottom - top + 1 >= 0.8 * height) & (right - left + 1 >= 0.8 * width)
@@ -523,9 +574,9 @@ def _binary_shape(ink: np.ndarray, keep: np.ndarray, threshold: float) -> np.nda
         return _pool_any(keep, math.ceil(side / SHAPE_SIDE))
     scale = SHAPE_SIDE / side
     size = (max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
-    grown = Image.fromarray(np.where(keep, ink, 0).astype(np.float32), mode="F")
-    grown = grown.resize(size[::-1], Image.Resampling.BILINEAR)
-    return np.asarray(grown) > threshold
+    grown = Image.fromarray(np.where(keep, ink, 0).astype(np.float32)).resize(size[::-1], Image.Resampling.BILINEAR)
+    shape = np.asarray(grown) > threshold
+    return shape if shape.any() else keep  # a lone faint pixel can fall between the interpolated samples
 
 
 def _widen_strokes(shape: np.ndarray, width: float) -> np.ndarray:
@@ -552,7 +603,7 @@ def _fit(shape: np.ndarray, side: int) -> np.ndarray:
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
-    """Place the digit in the 28x28 frame with its centre of mass at the frame's, shifting by whole pixels as MNIST did."""
+    """Place the digit in the 28x28 frame with its centre of mass at the centre (whole-pixel shifts, as MNIST)."""
     height, width = digit.shape
     total = float(digit.sum())
     ys, xs = np.indices(digit.shape)
