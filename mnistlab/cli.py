@@ -69,6 +69,10 @@ def build_parser() -> Parser:
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input")
     p.set_defaults(handler=cmd_predict)
 
+    p = commands.add_parser("draw", help="a window to draw digits in with the mouse, read by a checkpoint as you draw")
+    p.add_argument("--ckpt", help="checkpoint (default: the newest checkpoints/**/best.pt, else the shipped model)")
+    p.set_defaults(handler=cmd_draw)
+
     p = commands.add_parser("models", help="list the registered models with parameter counts")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'iter*'")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -164,6 +168,12 @@ def cmd_predict(args) -> int:
         for result in results:
             print(format_result(result))
     return 1 if any("error" in r for r in results) else 0
+
+
+def cmd_draw(args) -> int:
+    from .draw import run_draw
+
+    return run_draw(args.ckpt)
 
 
 def cmd_models(args) -> int:

@@ -1,0 +1,646 @@
+"""Preprocessing of people's digit images into MNIST form (mnistlab.preprocess).
+
+The accuracy tests redraw real MNIST test digits the way people hand them in
+(a thin pen on a big canvas, a transparent PNG, a JPEG photo, chalk on a board,
+shaded paper, palette and 16-bit PNGs, a bilevel scan), run them through
+`preprocess`, and let a small CNN trained here on MNIST read the result. If the
+preprocessing did not reproduce MNIST's preparation, that classifier, which
+knows nothing else, could not read them.
+
+Needs the MNIST IDX files under $MNISTLAB_DATA_DIR/MNIST/raw/ (a relative
+directory is taken from the repository root); skipped without them.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import struct
+import subprocess
+import sys
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image, ImageDraw
+
+from mnistlab import preprocess as pp
+from mnistlab.preprocess import ImageError, mnist_frame, open_image, preprocess, to_grayscale
+
+REPO = Path(__file__).resolve().parents[1]
+N_DIGITS = 200  # per image style: 1 % of accuracy is 2 digits
+
+
+# ---------------------------------------------------------------- MNIST and a reader for it
+
+def _raw_dir() -> Path:
+    root = Path(os.environ.get("MNISTLAB_DATA_DIR", "data")).expanduser()
+    return (root if root.is_absolute() else REPO / root) / "MNIST" / "raw"
+
+
+def _read_idx(name: str, header: int) -> np.ndarray:
+    return np.fromfile(_raw_dir() / name, dtype=np.uint8, offset=header)
+
+
+@pytest.fixture(scope="module")
+def mnist() -> dict[str, np.ndarray]:
+    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    missing = [n for n in names if not (_raw_dir() / n).is_file()]
+    if missing:
+        pytest.skip(f"MNIST not found: {', '.join(missing)} missing in {_raw_dir()} (set MNISTLAB_DATA_DIR)")
+    return {
+        "train_x": _read_idx(names[0], 16).reshape(-1, 28, 28),
+        "train_y": _read_idx(names[1], 8),
+        "test_x": _read_idx(names[2], 16).reshape(-1, 28, 28),
+        "test_y": _read_idx(names[3], 8),
+    }
+
+
+@pytest.fixture(scope="module")
+def classify(mnist):
+    """A LeNet-sized CNN trained for a few seconds on plain MNIST: it can only read MNIST-like input."""
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # on a busy 2-core CI box, OpenMP threads waiting on each other cost 3-10x
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
+    )
+    x = torch.from_numpy(mnist["train_x"][:20000]).float().div(255).unsqueeze(1)
+    y = torch.from_numpy(mnist["train_y"][:20000]).long()
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    try:
+        for _ in range(2):
+            order = torch.randperm(len(x))
+            for start in range(0, len(x), 128):
+                batch = order[start: start + 128]
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model((x[batch] - 0.13) / 0.31), y[batch]).backward()
+                optimizer.step()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+
+    def predict(images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            batch = torch.from_numpy(np.asarray(images, dtype=np.float32)).unsqueeze(1)
+            return model((batch - 0.13) / 0.31).argmax(1).numpy()
+
+    return predict
+
+
+@pytest.fixture(scope="module")
+def sample(mnist):
+    """The same N_DIGITS test digits for every style, so the styles compare."""
+    index = np.random.default_rng(7).choice(len(mnist["test_x"]), N_DIGITS, replace=False)
+    return mnist["test_x"][index], mnist["test_y"][index]
+
+
+@pytest.fixture(scope="module")
+def plain_accuracy(classify, sample):
+    digits, labels = sample
+    return float((classify(digits / 255.0) == labels).mean())
+
+
+# ---------------------------------------------------------------- drawing a digit as a person would
+
+def _thin(mask: np.ndarray) -> np.ndarray:
+    """Zhang-Suen thinning: the pen's path through a filled MNIST stroke."""
+    mask = mask.copy()
+    while True:
+        changed = False
+        for step in (0, 1):
+            p = np.pad(mask, 1)
+            n = [p[:-2, 1:-1], p[:-2, 2:], p[1:-1, 2:], p[2:, 2:], p[2:, 1:-1], p[2:, :-2], p[1:-1, :-2], p[:-2, :-2]]
+            neighbours = sum(a.astype(np.int8) for a in n)
+            crossings = sum((~n[i] & n[(i + 1) % 8]).astype(np.int8) for i in range(8))
+            p2, p4, p6, p8 = n[0], n[2], n[4], n[6]
+            side = ~(p2 & p4 & p6) & ~(p4 & p6 & p8) if step == 0 else ~(p2 & p4 & p8) & ~(p2 & p6 & p8)
+            drop = mask & (neighbours >= 2) & (neighbours <= 6) & (crossings == 1) & side
+            if drop.any():
+                mask &= ~drop
+                changed = True
+        if not changed:
+            return mask
+
+
+_PEN_PATHS: dict[bytes, np.ndarray] = {}
+
+
+def _pen_path(digit: np.ndarray) -> np.ndarray:
+    """Segments (N x 2 x 2, y/x in units of the 28x28 digit) a pen would follow to write `digit`."""
+    key = digit.tobytes()
+    if key not in _PEN_PATHS:
+        _PEN_PATHS[key] = _trace(digit)
+    return _PEN_PATHS[key]
+
+
+def _trace(digit: np.ndarray) -> np.ndarray:
+    big = np.asarray(Image.fromarray(digit).resize((112, 112), Image.Resampling.BILINEAR)) > 60
+    skeleton = _thin(big)
+    segments = []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        a = skeleton[: 112 - dy, max(0, -dx): 112 - max(0, dx)]
+        b = skeleton[dy:, max(0, dx): 112 - max(0, -dx) or None]
+        ys, xs = np.nonzero(a & b)
+        xs = xs + max(0, -dx)
+        segments.append(np.stack([np.stack([ys, xs], 1), np.stack([ys + dy, xs + dx], 1)], 1))
+    return np.concatenate(segments).astype(np.float64) / 4.0
+
+
+def _draw(digit, rng, size, *, pen, height, tilt=8.0, mode="L", paper=255, ink=0, image=None, margin=0):
+    """Write `digit` on a canvas of `size` (w, h): pen width in px, digit height in px, off-centre, tilted."""
+    segments = _pen_path(digit) - 14.0
+    angle = math.radians(rng.uniform(-tilt, tilt))
+    rotation = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    points = segments @ rotation.T * (height / 20.0)
+    low, high = points.reshape(-1, 2).min(0), points.reshape(-1, 2).max(0)
+    margin = max(margin, pen + 4)
+    offset = [rng.uniform(margin - low[i], size[1 - i] - margin - high[i]) for i in (0, 1)]
+    points = points + offset
+    canvas = image if image is not None else Image.new(mode, size, paper)
+    draw = ImageDraw.Draw(canvas)
+    for (y0, x0), (y1, x1) in points:
+        draw.line([(x0, y0), (x1, y1)], fill=ink, width=pen)
+    if pen >= 3:
+        r = pen / 2
+        for y, x in points[:, 0]:
+            draw.ellipse([x - r, y - r, x + r, y + r], fill=ink)
+    return canvas
+
+
+def _save(img: Image.Image, path: Path, **options) -> Path:
+    img.save(path, **options)
+    return path
+
+
+def pen_on_canvas(digit, rng, path):
+    """A 2-4 px pen on a 1000x800 drawing canvas: the digit is a thin line 30x bigger than MNIST's."""
+    return _save(_draw(digit, rng, (1000, 800), pen=int(rng.integers(2, 5)), height=rng.uniform(250, 550)),
+                 path.with_suffix(".png"), compress_level=1)
+
+
+def transparent_rgba(digit, rng, path):
+    """Coloured ink on a transparent background whose pixels are (0, 0, 0, 0), as drawing apps export."""
+    colour = [(20, 40, 200), (200, 20, 20), (0, 120, 0), (250, 220, 0), (0, 0, 0)][int(rng.integers(5))]
+    alpha = _draw(digit, rng, (500, 500), pen=int(rng.integers(4, 10)), height=rng.uniform(150, 400),
+                  paper=0, ink=255)
+    img = Image.new("RGB", alpha.size, colour)
+    img.putalpha(alpha)
+    img = Image.fromarray(np.asarray(img) * (np.asarray(alpha) > 0)[..., None].astype(np.uint8))  # clear = (0,0,0,0)
+    return _save(img, path.with_suffix(".png"), compress_level=1)
+
+
+def jpeg_photo(digit, rng, path):
+    """Ballpoint on tinted paper in the soft shadow of the phone, with sensor noise, as a phone JPEG."""
+    paper = (np.array([235, 228, 210]) + rng.normal(0, 6, 3)).astype(np.float32)
+    ink = (np.array([35, 40, 110]) + rng.normal(0, 10, 3)).astype(np.float32)
+    mask = np.asarray(_draw(digit, rng, (640, 480), pen=int(rng.integers(3, 7)), height=rng.uniform(120, 400),
+                            paper=0, ink=255), dtype=np.float32)[..., None] / 255
+    yy, xx = np.mgrid[0:480, 0:640].astype(np.float32)
+    cy, cx, radius = rng.uniform(0, 480), rng.uniform(0, 640), rng.uniform(120, 260)
+    light = 1 - rng.uniform(0.2, 0.45) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * radius**2))
+    rgb = (paper + (ink - paper) * mask) * light[..., None] + 5 * rng.standard_normal((480, 640, 1), dtype=np.float32)
+    img = Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8))
+    return _save(img, path.with_suffix(".jpg"), quality=int(rng.integers(50, 85)))
+
+
+def chalkboard(digit, rng, path):
+    """Light, patchy chalk on a dark, uneven board: the opposite polarity of paper."""
+    mask = np.asarray(_draw(digit, rng, (640, 480), pen=int(rng.integers(6, 14)), height=rng.uniform(150, 380),
+                            paper=0, ink=255), dtype=np.float32) / 255
+    chalk = mask * rng.uniform(0.55, 1.0, mask.shape)
+    ramp = np.linspace(0, 1, 640)[None, :] * rng.uniform(-25, 25)
+    board = 45 + ramp + rng.normal(0, 8, mask.shape)
+    img = Image.fromarray(np.clip(board * (1 - chalk) + 215 * chalk, 0, 255).astype(np.uint8))
+    return _save(img, path.with_suffix(".jpg"), quality=80)
+
+
+def shaded_paper(digit, rng, path):
+    """Pencil on grainy paper half in shadow, with specks, and a frame round the sheet or the table beside it.
+
+    The shadow darkens paper and pencil alike (light times reflectance): in the
+    dark corner the pencil is darker than the lit paper by less than the shadow.
+    """
+    w, h = 640, 480
+    mask = np.asarray(_draw(digit, rng, (w, h), pen=int(rng.integers(3, 6)), height=rng.uniform(120, 300),
+                            paper=0, ink=255, margin=30), dtype=np.float32) / 255
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / max(w, h)
+    angle = rng.uniform(0, 2 * math.pi)
+    ramp = np.clip(0.5 + (xx - 0.5) * math.cos(angle) + (yy - 0.4) * math.sin(angle), 0, 1)
+    light = 1 - rng.uniform(0.3, 0.55) * ramp
+    paper = 235 + 7 * rng.standard_normal((h, w), dtype=np.float32)
+    pencil = rng.uniform(60, 110)
+    img = Image.fromarray(np.clip(light * (paper + (pencil - paper) * mask), 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(25):
+        x, y, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.5, 2.5)
+        draw.ellipse([x - r, y - r, x + r, y + r], fill=int(pencil * 0.8))
+    style = rng.random()
+    if style < 0.4:
+        draw.rectangle([6, 6, w - 7, h - 7], outline=40, width=3)
+    elif style < 0.7:  # the photo caught the dark table beside the sheet, on the side with most room
+        ys, xs = np.nonzero(mask)
+        room = {"left": xs.min(), "right": w - 1 - xs.max(), "top": ys.min(), "bottom": h - 1 - ys.max()}
+        side = max(room, key=room.get)
+        size = rng.uniform(15, min(room[side] - 15, 0.2 * (w if side in ("left", "right") else h)))
+        box = {"left": [0, 0, size, h], "right": [w - size, 0, w, h], "top": [0, 0, w, size],
+               "bottom": [0, h - size, w, h]}[side]
+        draw.rectangle(box, fill=int(rng.uniform(30, 70)))
+    return _save(img, path.with_suffix(".jpg"), quality=85)
+
+
+def palette_png(digit, rng, path):
+    """A palette PNG whose transparent background index is black, with dark red ink."""
+    img = Image.new("P", (500, 400), 0)
+    img.putpalette([0, 0, 0, 140, 10, 10, 255, 255, 255])
+    _draw(digit, rng, img.size, pen=int(rng.integers(3, 8)), height=rng.uniform(120, 330), ink=1, image=img)
+    return _save(img, path.with_suffix(".png"), transparency=0, compress_level=1)
+
+
+def sixteen_bit_png(digit, rng, path):
+    """A 16-bit grey scan (mode I;16): dark ink on light paper at 0..65535."""
+    mask = np.asarray(_draw(digit, rng, (560, 420), pen=int(rng.integers(3, 7)), height=rng.uniform(120, 340),
+                            paper=0, ink=255), dtype=np.float32) / 255
+    gray = 52000 - 43000 * mask + 400 * rng.standard_normal(mask.shape, dtype=np.float32)
+    img = Image.fromarray(np.clip(gray, 0, 65535).astype(np.uint16))
+    assert img.mode == "I;16"
+    return _save(img, path.with_suffix(".png"), compress_level=0)  # noise does not compress; saves time
+
+
+def bilevel_scan(digit, rng, path):
+    """A 1-bit fax-like scan (mode 1) with a few flecks of dirt."""
+    img = _draw(digit, rng, (600, 450), pen=int(rng.integers(3, 6)), height=rng.uniform(120, 320))
+    draw = ImageDraw.Draw(img)
+    for _ in range(15):
+        x, y = rng.uniform(0, 600), rng.uniform(0, 450)
+        draw.rectangle([x, y, x + 1, y + 1], fill=0)
+    return _save(img.convert("1", dither=Image.Dither.NONE), path.with_suffix(".png"), compress_level=1)
+
+
+def marker_crop(digit, rng, path):
+    """A bold marker digit cut out with a small margin: ink covers much of the picture, even of its border."""
+    side = round(28 * rng.uniform(8, 12))
+    bold = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC)) > 90
+    ys, xs = np.nonzero(bold)
+    margin = round(rng.uniform(0.03, 0.1) * max(np.ptp(ys), np.ptp(xs)))
+    crop = bold[max(0, ys.min() - margin): ys.max() + 1 + margin, max(0, xs.min() - margin): xs.max() + 1 + margin]
+    gray = np.where(crop, 30, 240) + 6 * rng.standard_normal(crop.shape)
+    return _save(Image.fromarray(np.clip(gray, 0, 255).astype(np.uint8)), path.with_suffix(".jpg"), quality=80)
+
+
+def drawing_window(digit, rng, path):
+    """What the drawing window hands over: a 400x400 RGB canvas, a round 12-24 px brush, no file."""
+    return _draw(digit, rng, (400, 400), pen=int(rng.integers(12, 25)), height=rng.uniform(180, 330), mode="RGB",
+                 paper=(255, 255, 255), ink=(0, 0, 0))
+
+
+STYLES = [pen_on_canvas, transparent_rgba, jpeg_photo, chalkboard, shaded_paper, palette_png, sixteen_bit_png,
+          bilevel_scan, marker_crop, drawing_window]
+
+
+@pytest.fixture(scope="module")
+def rendered(sample, tmp_path_factory):
+    """style -> its files (or, for the drawing window, images) for the sample digits, drawn once per run."""
+    cache: dict = {}
+
+    def files(style) -> list[Path]:
+        if style not in cache:
+            folder = tmp_path_factory.mktemp(style.__name__)
+            rng = np.random.default_rng(zlib.crc32(style.__name__.encode()))
+            cache[style] = [style(digit, rng, folder / str(i)) for i, digit in enumerate(sample[0])]
+        return cache[style]
+
+    return files
+
+
+@pytest.fixture(scope="module")
+def framed(rendered):
+    """style -> `preprocess` of each of its files, as an N x 28 x 28 array."""
+    cache: dict = {}
+
+    def outputs(style) -> np.ndarray:
+        if style not in cache:
+            cache[style] = np.stack([preprocess(path) for path in rendered(style)])
+        return cache[style]
+
+    return outputs
+
+
+# ---------------------------------------------------------------- accuracy on people's images
+
+@pytest.mark.parametrize("style", STYLES, ids=lambda s: s.__name__)
+def test_peoples_images_read_like_mnist(style, sample, classify, plain_accuracy, framed):
+    accuracy = float((classify(framed(style)) == sample[1]).mean())
+    print(f"{style.__name__}: {accuracy:.3f} (plain MNIST digits: {plain_accuracy:.3f})")
+    assert accuracy >= 0.90
+    assert accuracy >= plain_accuracy - 0.05
+
+
+def test_naive_resizing_cannot_read_a_big_canvas(sample, classify, rendered, framed):
+    """The accuracy tests have teeth: squashing the canvas to 28x28, even inverted, reads almost nothing."""
+    paths = rendered(pen_on_canvas)
+    squashed = np.stack([np.asarray(Image.open(p).convert("L").resize((28, 28)), dtype=np.float32) for p in paths]) / 255
+    for naive in (squashed, 1 - squashed):
+        assert (classify(naive) == sample[1]).mean() < 0.5
+    assert (classify(framed(pen_on_canvas)) == sample[1]).mean() >= 0.9
+
+
+def test_reframing_mnist_digits_keeps_them_readable(sample, classify, plain_accuracy):
+    digits, labels = sample
+    framed = np.stack([mnist_frame(d / 255.0) for d in digits])
+    assert (classify(framed) == labels).mean() >= plain_accuracy - 0.01
+
+
+def test_thin_pen_strokes_keep_mnist_weight(mnist, framed):
+    """A 2-4 px pen shrunk 30-fold would leave a faint thread; strokes must come out as heavy as MNIST's."""
+    ours = np.median(framed(pen_on_canvas).sum(axis=(1, 2)))
+    theirs = np.median(mnist["test_x"][:1000].sum(axis=(1, 2)) / 255)
+    assert 0.7 * theirs <= ours <= 1.4 * theirs
+
+
+# ---------------------------------------------------------------- geometry and polarity (no MNIST needed)
+
+_TOY_STROKES = {  # polylines on a 112x112 grid, drawn with a broad pen and shrunk to 28x28 like MNIST
+    "0": [[(56, 16), (78, 30), (80, 74), (56, 96), (34, 74), (34, 30), (56, 16)]],
+    "2": [[(36, 36), (48, 18), (70, 18), (78, 36), (40, 92), (80, 92)]],
+    "3": [[(36, 20), (76, 20), (54, 52), (78, 70), (62, 94), (34, 90)]],
+    "4": [[(64, 16), (30, 70), (82, 70)], [(64, 16), (64, 96)]],
+    "7": [[(32, 18), (80, 18), (50, 96)]],
+}
+
+
+def _toy_digit(name: str) -> np.ndarray:
+    img = Image.new("L", (112, 112), 0)
+    draw = ImageDraw.Draw(img)
+    for line in _TOY_STROKES[name]:
+        draw.line(line, fill=255, width=10, joint="curve")
+    return np.asarray(img.resize((28, 28), Image.Resampling.BOX))
+
+
+def _canvas_digit(digit, *, seed=0, size=(900, 700), pen=3, height=400):
+    return to_grayscale(_draw(digit, np.random.default_rng(seed), size, pen=pen, height=height, tilt=0))
+
+
+def test_output_is_mnist_shaped():
+    out = mnist_frame(_canvas_digit(_toy_digit("2")))
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert 0 <= out.min() and out.max() <= 1 and out.max() > 0.9
+    ys, xs = np.nonzero(out > 0)
+    assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 <= 20
+    assert out[[0, -1]].max() < 0.5 and out[:, [0, -1]].max() < 0.5  # room around the digit, as in MNIST
+    cy, cx = (np.indices(out.shape) * out).sum(axis=(1, 2)) / out.sum()
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
+
+
+def test_polarity_placement_and_scale_do_not_matter():
+    digit = _toy_digit("4")
+    reference = mnist_frame(_canvas_digit(digit, seed=1))
+    for other in (1 - _canvas_digit(digit, seed=1), _canvas_digit(digit, seed=2),
+                  _canvas_digit(digit, seed=3, size=(3000, 2200), pen=9, height=1200)):
+        assert np.abs(mnist_frame(other) - reference).mean() < 0.05
+
+
+def test_uint8_input_is_taken_as_0_to_255():
+    gray = _canvas_digit(_toy_digit("3"))
+    np.testing.assert_allclose(mnist_frame((gray * 255).round().astype(np.uint8)), mnist_frame(gray), atol=0.02)
+
+
+def test_frame_false_only_converts_and_resizes(tmp_path):
+    digit = _toy_digit("7")
+    Image.fromarray(digit).save(tmp_path / "d.png")
+    np.testing.assert_array_equal(preprocess(tmp_path / "d.png", frame=False), digit / np.float32(255))
+    Image.fromarray(255 - digit).resize((56, 56), Image.Resampling.NEAREST).save(tmp_path / "big.png")
+    out = preprocess(tmp_path / "big.png", frame=False)
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    np.testing.assert_allclose(out, 1 - digit / 255.0, atol=1e-5)  # dark on light stays so
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    width=st.integers(30, 1200), height=st.integers(30, 1200), paper=st.floats(0, 1),
+    strokes=st.lists(st.tuples(*[st.floats(0.05, 0.95)] * 4), min_size=1, max_size=4),
+    pen=st.integers(1, 12), seed=st.integers(0, 2**16),
+)
+def test_any_drawing_gives_a_valid_frame_or_a_clear_error(width, height, paper, strokes, pen, seed):
+    rng = np.random.default_rng(seed)
+    img = Image.new("L", (width, height), round(paper * 255))
+    ink = 0 if paper > 0.5 else 255
+    draw = ImageDraw.Draw(img)
+    for y0, x0, y1, x1 in strokes:
+        draw.line([(x0 * width, y0 * height), (x1 * width, y1 * height)], fill=ink, width=pen)
+    gray = to_grayscale(img) + rng.normal(0, 0.02, (height, width)).astype(np.float32)
+    try:
+        out = mnist_frame(np.clip(gray, 0, 1))
+    except ImageError as exc:
+        assert "no ink" in str(exc)
+        return
+    assert out.shape == (28, 28) and out.dtype == np.float32
+    assert np.isfinite(out).all() and out.min() >= 0 and out.max() <= 1 and out.max() > 0.5
+
+
+# ---------------------------------------------------------------- image modes
+
+def _dark_digit() -> Image.Image:
+    """An 'L' drawing, dark ink on white paper, to convert into every mode."""
+    return Image.fromarray(255 - _toy_digit("0")).resize((112, 112), Image.Resampling.BILINEAR)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "CMYK", "YCbCr", "HSV", "P", "1", "I", "F", "I;16", "LA", "RGBa"])
+def test_every_mode_gives_the_same_grey(mode):
+    base = _dark_digit()
+    expected = np.asarray(base, dtype=np.float32) / 255
+    if mode == "I;16":
+        img = Image.fromarray((np.asarray(base).astype(np.uint16) * 257))
+    elif mode == "F":
+        img = Image.fromarray(expected)
+    elif mode == "RGBa":
+        img = base.convert("RGBA").convert("RGBa")
+    else:
+        img = base.convert(mode, dither=Image.Dither.NONE)
+    if mode == "1":
+        expected = (expected >= 0.5).astype(np.float32)  # Pillow's threshold, undithered
+    gray = to_grayscale(img)
+    assert gray.shape == expected.shape and gray.dtype == np.float32
+    assert 0 <= gray.min() and gray.max() <= 1
+    # The colour modes round through 8-bit RGB (YCbCr, HSV, CMYK lose a little more).
+    assert np.abs(gray - expected).max() <= 0.03
+
+
+@pytest.mark.parametrize("ink", [(0, 0, 0), (30, 30, 220), (255, 230, 0), (255, 255, 255)])
+def test_transparent_background_becomes_paper_contrasting_with_the_ink(ink):
+    alpha = Image.fromarray(_toy_digit("2")).resize((112, 112), Image.Resampling.BILINEAR)
+    img = Image.new("RGB", alpha.size, ink)
+    img.putalpha(alpha)
+    img = Image.fromarray(np.asarray(img) * (np.asarray(alpha) > 0)[..., None].astype(np.uint8))
+    gray = to_grayscale(img)
+    transparent = np.asarray(alpha) == 0
+    lum = (0.299 * ink[0] + 0.587 * ink[1] + 0.114 * ink[2]) / 255
+    paper = 1.0 if lum < 0.5 else 0.0
+    assert np.allclose(gray[transparent], paper)
+    assert np.allclose(gray[np.asarray(alpha) == 255], lum, atol=1e-3)
+    assert np.abs(mnist_frame(gray) - mnist_frame(np.asarray(alpha, dtype=np.float32) / 255)).mean() < 0.02
+
+
+def test_palette_transparency_and_la():
+    alpha = np.asarray(Image.fromarray(_toy_digit("3")).resize((112, 112)))
+    palette = Image.fromarray((alpha > 127).astype(np.uint8), mode="L").convert("P")
+    palette.putpalette([0, 0, 0, 0, 0, 0])  # black ink, black transparent background
+    palette.info["transparency"] = 0
+    assert to_grayscale(palette)[alpha <= 127].min() == 1.0
+    la = Image.merge("LA", [Image.new("L", (112, 112), 0), Image.fromarray(alpha)])
+    assert np.allclose(to_grayscale(la), 1 - alpha / 255.0, atol=1e-3)
+
+
+def test_fully_transparent_image_has_no_ink(tmp_path):
+    path = _save(Image.new("RGBA", (300, 200), (0, 0, 0, 0)), tmp_path / "clear.png")
+    with pytest.raises(ImageError, match="no ink"):
+        preprocess(path)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("L", (300, 100), 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to display"
+    img.save(tmp_path / "phone.jpg", exif=exif)
+    assert open_image(tmp_path / "phone.jpg").size == (100, 300)
+
+
+def test_animated_gif_uses_its_first_frame(tmp_path):
+    first = _draw(_toy_digit("7"), np.random.default_rng(0), (400, 300), pen=4, height=200)
+    second = _draw(_toy_digit("0"), np.random.default_rng(1), (400, 300), pen=4, height=200)
+    first.save(tmp_path / "anim.gif", save_all=True, append_images=[second], duration=100, loop=0)
+    first.save(tmp_path / "still.png")
+    assert getattr(Image.open(tmp_path / "anim.gif"), "n_frames", 1) == 2
+    np.testing.assert_allclose(preprocess(tmp_path / "anim.gif"), preprocess(tmp_path / "still.png"), atol=1e-6)
+
+
+# ---------------------------------------------------------------- bad input: one clear ImageError naming the file
+
+def _assert_image_error(path, fragment):
+    with pytest.raises(ImageError) as caught:
+        preprocess(path)
+    message = str(caught.value)
+    assert str(path) in message and fragment in message and "\n" not in message
+    assert caught.value.exit_code == 2
+
+
+def _noise_image(size=(200, 150)) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(0).integers(0, 256, size[::-1], dtype=np.uint8))
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) \
+        + _png_chunk(b"IEND", b"")
+
+
+def test_missing_file(tmp_path):
+    _assert_image_error(tmp_path / "nope.png", "no such file")
+
+
+def test_directory(tmp_path):
+    _assert_image_error(tmp_path, "directory")
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.png").write_bytes(b"")
+    _assert_image_error(tmp_path / "empty.png", "empty")
+
+
+def test_random_bytes(tmp_path):
+    (tmp_path / "noise.jpg").write_bytes(np.random.default_rng(0).bytes(4096))
+    _assert_image_error(tmp_path / "noise.jpg", "not an image")
+
+
+def test_text_file(tmp_path):
+    (tmp_path / "digit.png").write_text("7\n")
+    _assert_image_error(tmp_path / "digit.png", "not an image")
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP"])
+def test_truncated_image(tmp_path, fmt):
+    buffer = io.BytesIO()
+    _noise_image().save(buffer, fmt)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(ImageError) as caught:
+        preprocess(path)
+    assert str(path) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_corrupt_png_data(tmp_path):
+    buffer = io.BytesIO()
+    _noise_image().save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(64)
+    (tmp_path / "bad.png").write_bytes(bytes(data))
+    _assert_image_error(tmp_path / "bad.png", "corrupt")
+
+
+def test_zero_size_image(tmp_path):
+    (tmp_path / "zero.pgm").write_bytes(b"P5\n0 10\n255\n")
+    with pytest.raises(ImageError) as caught:
+        preprocess(tmp_path / "zero.pgm")
+    assert str(tmp_path / "zero.pgm") in str(caught.value)
+
+
+def test_zero_size_pillow_image():
+    with pytest.raises(ImageError, match="zero size"):
+        preprocess(Image.new("L", (0, 5)))
+
+
+def test_decompression_bomb_header(tmp_path):
+    (tmp_path / "bomb.png").write_bytes(_png_header_only(100_000, 100_000))
+    _assert_image_error(tmp_path / "bomb.png", "too large")
+
+
+def test_image_over_our_pixel_limit(tmp_path):
+    (tmp_path / "huge.png").write_bytes(_png_header_only(8000, 7000))  # 56 MP: under Pillow's limit, over ours
+    _assert_image_error(tmp_path / "huge.png", "too large")
+
+
+def test_pixel_limit_is_applied_to_real_images(tmp_path, monkeypatch):
+    _noise_image((400, 300)).save(tmp_path / "big.png")
+    monkeypatch.setattr(pp, "MAX_PIXELS", 100_000)
+    _assert_image_error(tmp_path / "big.png", "too large")
+
+
+def test_pillow_bomb_warning_is_an_error(tmp_path, monkeypatch):
+    _noise_image((400, 300)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100_000)  # 120,000 px: Pillow warns, does not raise
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _assert_image_error(tmp_path / "big.png", "too large")
+
+
+@pytest.mark.parametrize("maker", [
+    lambda: Image.new("L", (640, 480), 250),
+    lambda: Image.fromarray(np.clip(np.random.default_rng(0).normal(200, 6, (480, 640))
+                                    * np.linspace(1, 0.6, 640)[None], 0, 255).astype(np.uint8)),
+    lambda: Image.new("RGB", (640, 480), (20, 30, 40)),
+], ids=["white", "shaded-grainy-paper", "dark-board"])
+def test_blank_image_has_no_ink(tmp_path, maker):
+    path = _save(maker(), tmp_path / "blank.jpg", quality=80)
+    _assert_image_error(path, "no ink found")
+
+
+def test_errors_are_user_errors():
+    assert issubclass(ImageError, pp.UserError)
+
+
+def test_importing_preprocess_does_not_import_torch():
+    code = "import sys, mnistlab.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
