@@ -144,45 +144,75 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def fill_row(row: Row, overrides: list[str], seeds: list[int] | None, out_dir: Path, reuse: bool,
-             data_dir: str | None, log) -> None:
-    """Train or reuse each seed of one config into `row`; the first failure ends the row with its message."""
-    from .config import config_to_dict, load_config
+def load_row(row: Row, overrides: list[str]):
+    """The config (without a seed override) with the row's model, parameters and layers filled in."""
+    from .config import load_config
+
+    cfg = load_config(row.path, overrides)
+    row.config, row.model = cfg.name, cfg.model.name
+    try:
+        row.params, row.layers = describe_model(cfg)
+    except UserError as exc:
+        raise UserError(f"{row.path}: {exc}") from None
+    return cfg
+
+
+def reusable_run(cfg, seed: int, out_dir: Path, reuse: bool, log) -> Run | None:
+    """The finished run of this config (with its seed) on the device it gets now, or None: it must be trained.
+
+    The device is resolved even without reuse, so a device that is not there fails the row before training."""
+    from .config import config_to_dict
     from .engine import resolve_device
     from .report import write_run_curves_safely
-    from .train import device_name, run_training
+    from .train import device_name
 
-    seed = None
-    try:
-        cfg = load_config(row.path, overrides)
-        row.config, row.model = cfg.name, cfg.model.name
-        try:
-            row.params, row.layers = describe_model(cfg)
-        except UserError as exc:
-            raise UserError(f"{row.path}: {exc}") from None
-        for seed in seeds if seeds is not None else [cfg.seed]:
-            cfg = load_config(row.path, [*overrides, f"seed={seed}"])
-            device = device_name(resolve_device(cfg.device))
-            previous = find_finished_run(out_dir, config_to_dict(cfg), device) if reuse else None
-            if previous is not None:
-                log(f"== {cfg.name} (seed {seed}): reusing the finished run {previous}")
-                if not (previous / "curves.png").exists():
-                    write_run_curves_safely(previous, log)
-                summary = json.loads((previous / "summary.json").read_text(encoding="utf-8"))
-                row.runs.append(Run(seed, previous, summary, reused=True))
-                continue
-            log(f"== {cfg.name} (seed {seed}): training")
-            summary = run_training(cfg, data_dir=data_dir, out_dir=out_dir, log=log, config_path=row.path)
-            row.runs.append(Run(seed, Path(summary["run_dir"]), summary, reused=False))
-    except UserError as exc:  # a bad config, missing data, a diverged run: this row's problem only
-        row.error = one_line(exc)
-    except Exception as exc:  # noqa: BLE001  (our bug: the row fails, the traceback is not hidden)
-        traceback.print_exc(file=sys.stderr)
-        row.error = f"{type(exc).__name__}: {one_line(exc)} (a bug in mnistlab; traceback above)"
+    device = device_name(resolve_device(cfg.device))
+    previous = find_finished_run(out_dir, config_to_dict(cfg), device) if reuse else None
+    if previous is None:
+        return None
+    log(f"== {cfg.name} (seed {seed}): reusing the finished run {previous}")
+    if not (previous / "curves.png").exists():
+        write_run_curves_safely(previous, log)
+    summary = json.loads((previous / "summary.json").read_text(encoding="utf-8"))
+    return Run(seed, previous, summary, reused=True)
+
+
+def failure_message(exc: Exception) -> str:
+    """A row's one-line error. A UserError (a bad config, missing data, a diverged run) is this row's
+    problem only; anything else is our bug: the row fails and its traceback is not hidden."""
+    if isinstance(exc, UserError):
+        return one_line(exc)
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    return f"{type(exc).__name__}: {one_line(exc)} (a bug in mnistlab; traceback above)"
+
+
+def end_row(row: Row, seed: int | None, seeds: list[int] | None, log) -> None:
     if row.error:
         if seed is not None and seeds is not None and len(seeds) > 1:
             row.error += f" (seed {seed})"
         log(f"== {row.config}: FAILED: {row.error}")
+
+
+def fill_row(row: Row, overrides: list[str], seeds: list[int] | None, out_dir: Path, reuse: bool,
+             data_dir: str | None, log) -> None:
+    """Train or reuse each seed of one config into `row`; the first failure ends the row with its message."""
+    from .config import load_config
+    from .train import run_training
+
+    seed = None
+    try:
+        cfg = load_row(row, overrides)
+        for seed in seeds if seeds is not None else [cfg.seed]:
+            cfg = load_config(row.path, [*overrides, f"seed={seed}"])
+            run = reusable_run(cfg, seed, out_dir, reuse, log)
+            if run is None:
+                log(f"== {cfg.name} (seed {seed}): training")
+                summary = run_training(cfg, data_dir=data_dir, out_dir=out_dir, log=log, config_path=row.path)
+                run = Run(seed, Path(summary["run_dir"]), summary, reused=False)
+            row.runs.append(run)
+    except Exception as exc:  # noqa: BLE001  (see failure_message)
+        row.error = failure_message(exc)
+    end_row(row, seed, seeds, log)
 
 
 def compare_configs(paths: list[str], overrides: list[str] = (), seeds: list[int] | None = None,
