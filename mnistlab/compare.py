@@ -10,7 +10,9 @@ data.download are left out of the comparison: they say where the dataset files
 live and whether they may be fetched, not what is trained. Everything else
 counts, even eval_batch_size or num_workers, because the table reports timings
 as well as accuracies. A run from another device is not reused either: its
-times would not be comparable with the rest of the table.
+times would not be comparable with the rest of the table. The `device` setting
+itself is compared through the device the run used, and GPUs of one model count
+as one device (`compare --jobs` puts runs on cuda:0, cuda:1, ... by turns).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 import sys
 import traceback
@@ -93,11 +96,20 @@ def reuse_key(config: dict) -> dict:
     for section, name in REUSE_IGNORED:
         if isinstance(key.get(section), dict):
             key[section].pop(name, None)
+    key.pop("device", None)  # the device the run used is compared instead: same_device
     return key
 
 
+def same_device(a, b) -> bool:
+    """`cuda:1 (NVIDIA H100)` and `cuda (NVIDIA H100)` are the same kind of device; `cpu` and `cuda ...` are not."""
+    def kind(device) -> str:
+        return re.sub(r"^([a-z]+):\d+", r"\1", str(device))
+
+    return kind(a) == kind(b)
+
+
 def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
-    """The newest finished run of exactly this config on this device, if any."""
+    """The newest finished run of exactly this config on this kind of device, if any."""
     wanted = reuse_key(config)
     found = []
     for summary_file in (Path(out_dir) / str(config["name"])).glob("*/summary.json"):
@@ -107,7 +119,7 @@ def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
         except (OSError, ValueError, yaml.YAMLError):
             continue  # a damaged run is simply not a candidate
-        if isinstance(stored, dict) and reuse_key(stored) == wanted and summary.get("device") == device \
+        if isinstance(stored, dict) and reuse_key(stored) == wanted and same_device(summary.get("device"), device) \
                 and (run_dir / "metrics.csv").exists():
             found.append((summary_file.stat().st_mtime, run_dir))
     return max(found)[1] if found else None
