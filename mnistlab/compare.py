@@ -229,19 +229,27 @@ def fill_row(row: Row, overrides: list[str], seeds: list[int] | None, out_dir: P
 
 def compare_configs(paths: list[str], overrides: list[str] = (), seeds: list[int] | None = None,
                     out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
-                    data_dir: str | None = None, log=print) -> Comparison:
+                    data_dir: str | None = None, log=print, jobs: int = 1) -> Comparison:
     if sort is not None and sort not in SORT_COLUMNS:
         raise UserError(f"--sort: got {sort!r}; allowed: {', '.join(SORT_COLUMNS)}")
+    if jobs < 1:
+        raise UserError(f"--jobs: got {jobs}; expected a whole number >= 1")
     comparison = Comparison([], Path(out_dir), list(overrides), seeds)
-    for i, path in enumerate(paths):
-        row = Row(config=Path(path).stem, path=str(path))
-        comparison.rows.append(row)
-        try:
-            fill_row(row, list(overrides), seeds, Path(out_dir), reuse, data_dir, log)
-        except KeyboardInterrupt:  # keep what finished; the table is written below all the same
-            row.error = "interrupted" + (f" after {len(row.runs)} finished seed(s)" if row.runs else "")
-            comparison.interrupted, comparison.skipped = True, len(paths) - i - 1
-            break
+    if jobs > 1:  # worker processes; the rows come out as they do below
+        from .jobs import fill_rows_in_parallel
+
+        fill_rows_in_parallel(comparison, list(paths), list(overrides), seeds, Path(out_dir), reuse, data_dir, jobs,
+                              log)
+    else:
+        for i, path in enumerate(paths):
+            row = Row(config=Path(path).stem, path=str(path))
+            comparison.rows.append(row)
+            try:
+                fill_row(row, list(overrides), seeds, Path(out_dir), reuse, data_dir, log)
+            except KeyboardInterrupt:  # keep what finished; the table is written below all the same
+                row.error = "interrupted" + (f" after {len(row.runs)} finished seed(s)" if row.runs else "")
+                comparison.interrupted, comparison.skipped = True, len(paths) - i - 1
+                break
     if sort is not None:
         comparison.rows = sort_rows(comparison.rows, sort)
     return comparison
@@ -447,9 +455,10 @@ def write_outputs(comparison: Comparison) -> list[Path]:
 
 def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | None = None,
                 out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
-                data_dir: str | None = None, log=print) -> int:
+                data_dir: str | None = None, log=print, jobs: int = 1) -> int:
     """The whole command: runs, table on the terminal, files. Exit code 0, 1 (a row failed) or 130 (Ctrl-C)."""
-    comparison = compare_configs(paths, list(overrides), parse_seeds(seeds), out_dir, reuse, sort, data_dir, log)
+    comparison = compare_configs(paths, list(overrides), parse_seeds(seeds), out_dir, reuse, sort, data_dir, log,
+                                 jobs)
     files = write_outputs(comparison)
     trained = sum(not run.reused for row in comparison.rows for run in row.runs)
     reused = sum(run.reused for row in comparison.rows for run in row.runs)
