@@ -57,6 +57,9 @@ def build_parser() -> Parser:
     p.add_argument("--sort", metavar="COLUMN", help="config, model, params, test_acc, val_acc, train_acc, test_loss, "
                    "train_loss, train_time or time_per_epoch (best first); default: the order given")
     p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="train up to N runs at once, each in "
+                   "its own process: one GPU each where there are GPUs, else the CPU cores shared out (default: 1, "
+                   "one after another in this process)")
     p.set_defaults(handler=cmd_compare)
 
     p = commands.add_parser("predict", help="classify digit images (photos, scans, drawings) with a checkpoint")
@@ -149,7 +152,7 @@ def cmd_compare(args) -> int:
     from .compare import run_compare
 
     return run_compare(args.configs, overrides=args.overrides, seeds=args.seeds, out_dir=args.out_dir,
-                       reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir)
+                       reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir, jobs=args.jobs)
 
 
 def cmd_predict(args) -> int:

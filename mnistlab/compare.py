@@ -10,7 +10,9 @@ data.download are left out of the comparison: they say where the dataset files
 live and whether they may be fetched, not what is trained. Everything else
 counts, even eval_batch_size or num_workers, because the table reports timings
 as well as accuracies. A run from another device is not reused either: its
-times would not be comparable with the rest of the table.
+times would not be comparable with the rest of the table. The `device` setting
+itself is compared through the device the run used, and GPUs of one model count
+as one device (`compare --jobs` puts runs on cuda:0, cuda:1, ... by turns).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import statistics
 import sys
 import traceback
@@ -93,11 +96,20 @@ def reuse_key(config: dict) -> dict:
     for section, name in REUSE_IGNORED:
         if isinstance(key.get(section), dict):
             key[section].pop(name, None)
+    key.pop("device", None)  # the device the run used is compared instead: same_device
     return key
 
 
+def same_device(a, b) -> bool:
+    """`cuda:1 (NVIDIA H100)` and `cuda (NVIDIA H100)` are the same kind of device; `cpu` and `cuda ...` are not."""
+    def kind(device) -> str:
+        return re.sub(r"^([a-z]+):\d+", r"\1", str(device))
+
+    return kind(a) == kind(b)
+
+
 def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
-    """The newest finished run of exactly this config on this device, if any."""
+    """The newest finished run of exactly this config on this kind of device, if any."""
     wanted = reuse_key(config)
     found = []
     for summary_file in (Path(out_dir) / str(config["name"])).glob("*/summary.json"):
@@ -107,7 +119,7 @@ def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
         except (OSError, ValueError, yaml.YAMLError):
             continue  # a damaged run is simply not a candidate
-        if isinstance(stored, dict) and reuse_key(stored) == wanted and summary.get("device") == device \
+        if isinstance(stored, dict) and reuse_key(stored) == wanted and same_device(summary.get("device"), device) \
                 and (run_dir / "metrics.csv").exists():
             found.append((summary_file.stat().st_mtime, run_dir))
     return max(found)[1] if found else None
@@ -144,62 +156,100 @@ def one_line(exc: BaseException) -> str:
     return text or type(exc).__name__
 
 
-def fill_row(row: Row, overrides: list[str], seeds: list[int] | None, out_dir: Path, reuse: bool,
-             data_dir: str | None, log) -> None:
-    """Train or reuse each seed of one config into `row`; the first failure ends the row with its message."""
-    from .config import config_to_dict, load_config
+def load_row(row: Row, overrides: list[str]):
+    """The config (without a seed override) with the row's model, parameters and layers filled in."""
+    from .config import load_config
+
+    cfg = load_config(row.path, overrides)
+    row.config, row.model = cfg.name, cfg.model.name
+    try:
+        row.params, row.layers = describe_model(cfg)
+    except UserError as exc:
+        raise UserError(f"{row.path}: {exc}") from None
+    return cfg
+
+
+def reusable_run(cfg, seed: int, out_dir: Path, reuse: bool, log) -> Run | None:
+    """The finished run of this config (with its seed) on the device it gets now, or None: it must be trained.
+
+    The device is resolved even without reuse, so a device that is not there fails the row before training."""
+    from .config import config_to_dict
     from .engine import resolve_device
     from .report import write_run_curves_safely
-    from .train import device_name, run_training
+    from .train import device_name
 
-    seed = None
-    try:
-        cfg = load_config(row.path, overrides)
-        row.config, row.model = cfg.name, cfg.model.name
-        try:
-            row.params, row.layers = describe_model(cfg)
-        except UserError as exc:
-            raise UserError(f"{row.path}: {exc}") from None
-        for seed in seeds if seeds is not None else [cfg.seed]:
-            cfg = load_config(row.path, [*overrides, f"seed={seed}"])
-            device = device_name(resolve_device(cfg.device))
-            previous = find_finished_run(out_dir, config_to_dict(cfg), device) if reuse else None
-            if previous is not None:
-                log(f"== {cfg.name} (seed {seed}): reusing the finished run {previous}")
-                if not (previous / "curves.png").exists():
-                    write_run_curves_safely(previous, log)
-                summary = json.loads((previous / "summary.json").read_text(encoding="utf-8"))
-                row.runs.append(Run(seed, previous, summary, reused=True))
-                continue
-            log(f"== {cfg.name} (seed {seed}): training")
-            summary = run_training(cfg, data_dir=data_dir, out_dir=out_dir, log=log, config_path=row.path)
-            row.runs.append(Run(seed, Path(summary["run_dir"]), summary, reused=False))
-    except UserError as exc:  # a bad config, missing data, a diverged run: this row's problem only
-        row.error = one_line(exc)
-    except Exception as exc:  # noqa: BLE001  (our bug: the row fails, the traceback is not hidden)
-        traceback.print_exc(file=sys.stderr)
-        row.error = f"{type(exc).__name__}: {one_line(exc)} (a bug in mnistlab; traceback above)"
+    device = device_name(resolve_device(cfg.device))
+    previous = find_finished_run(out_dir, config_to_dict(cfg), device) if reuse else None
+    if previous is None:
+        return None
+    log(f"== {cfg.name} (seed {seed}): reusing the finished run {previous}")
+    if not (previous / "curves.png").exists():
+        write_run_curves_safely(previous, log)
+    summary = json.loads((previous / "summary.json").read_text(encoding="utf-8"))
+    return Run(seed, previous, summary, reused=True)
+
+
+def failure_message(exc: Exception) -> str:
+    """A row's one-line error. A UserError (a bad config, missing data, a diverged run) is this row's
+    problem only; anything else is our bug: the row fails and its traceback is not hidden."""
+    if isinstance(exc, UserError):
+        return one_line(exc)
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    return f"{type(exc).__name__}: {one_line(exc)} (a bug in mnistlab; traceback above)"
+
+
+def end_row(row: Row, seed: int | None, seeds: list[int] | None, log) -> None:
     if row.error:
         if seed is not None and seeds is not None and len(seeds) > 1:
             row.error += f" (seed {seed})"
         log(f"== {row.config}: FAILED: {row.error}")
 
 
+def fill_row(row: Row, overrides: list[str], seeds: list[int] | None, out_dir: Path, reuse: bool,
+             data_dir: str | None, log) -> None:
+    """Train or reuse each seed of one config into `row`; the first failure ends the row with its message."""
+    from .config import load_config
+    from .train import run_training
+
+    seed = None
+    try:
+        cfg = load_row(row, overrides)
+        for seed in seeds if seeds is not None else [cfg.seed]:
+            cfg = load_config(row.path, [*overrides, f"seed={seed}"])
+            run = reusable_run(cfg, seed, out_dir, reuse, log)
+            if run is None:
+                log(f"== {cfg.name} (seed {seed}): training")
+                summary = run_training(cfg, data_dir=data_dir, out_dir=out_dir, log=log, config_path=row.path)
+                run = Run(seed, Path(summary["run_dir"]), summary, reused=False)
+            row.runs.append(run)
+    except Exception as exc:  # noqa: BLE001  (see failure_message)
+        row.error = failure_message(exc)
+    end_row(row, seed, seeds, log)
+
+
 def compare_configs(paths: list[str], overrides: list[str] = (), seeds: list[int] | None = None,
                     out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
-                    data_dir: str | None = None, log=print) -> Comparison:
+                    data_dir: str | None = None, log=print, jobs: int = 1) -> Comparison:
     if sort is not None and sort not in SORT_COLUMNS:
         raise UserError(f"--sort: got {sort!r}; allowed: {', '.join(SORT_COLUMNS)}")
+    if jobs < 1:
+        raise UserError(f"--jobs: got {jobs}; expected a whole number >= 1")
     comparison = Comparison([], Path(out_dir), list(overrides), seeds)
-    for i, path in enumerate(paths):
-        row = Row(config=Path(path).stem, path=str(path))
-        comparison.rows.append(row)
-        try:
-            fill_row(row, list(overrides), seeds, Path(out_dir), reuse, data_dir, log)
-        except KeyboardInterrupt:  # keep what finished; the table is written below all the same
-            row.error = "interrupted" + (f" after {len(row.runs)} finished seed(s)" if row.runs else "")
-            comparison.interrupted, comparison.skipped = True, len(paths) - i - 1
-            break
+    if jobs > 1:  # worker processes; the rows come out as they do below
+        from .jobs import fill_rows_in_parallel
+
+        fill_rows_in_parallel(comparison, list(paths), list(overrides), seeds, Path(out_dir), reuse, data_dir, jobs,
+                              log)
+    else:
+        for i, path in enumerate(paths):
+            row = Row(config=Path(path).stem, path=str(path))
+            comparison.rows.append(row)
+            try:
+                fill_row(row, list(overrides), seeds, Path(out_dir), reuse, data_dir, log)
+            except KeyboardInterrupt:  # keep what finished; the table is written below all the same
+                row.error = "interrupted" + (f" after {len(row.runs)} finished seed(s)" if row.runs else "")
+                comparison.interrupted, comparison.skipped = True, len(paths) - i - 1
+                break
     if sort is not None:
         comparison.rows = sort_rows(comparison.rows, sort)
     return comparison
@@ -405,9 +455,10 @@ def write_outputs(comparison: Comparison) -> list[Path]:
 
 def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | None = None,
                 out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
-                data_dir: str | None = None, log=print) -> int:
+                data_dir: str | None = None, log=print, jobs: int = 1) -> int:
     """The whole command: runs, table on the terminal, files. Exit code 0, 1 (a row failed) or 130 (Ctrl-C)."""
-    comparison = compare_configs(paths, list(overrides), parse_seeds(seeds), out_dir, reuse, sort, data_dir, log)
+    comparison = compare_configs(paths, list(overrides), parse_seeds(seeds), out_dir, reuse, sort, data_dir, log,
+                                 jobs)
     files = write_outputs(comparison)
     trained = sum(not run.reused for row in comparison.rows for run in row.runs)
     reused = sum(run.reused for row in comparison.rows for run in row.runs)
