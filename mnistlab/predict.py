@@ -83,7 +83,7 @@ def _prepare(args: tuple[str, bool]):
     try:
         return preprocess(path, frame=frame), None
     except ImageError as exc:
-        return None, str(exc)
+        return None, str(exc).removeprefix(f"{path}: ")  # the result names the path already
 
 
 def prepare_all(paths: list[Path], frame: bool) -> list[tuple[np.ndarray | None, str | None]]:

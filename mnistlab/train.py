@@ -60,7 +60,7 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
 def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log, resume, config_path) -> dict:
     log = log if world.is_main else (lambda *args, **kw: None)
     say = (lambda *args, **kw: None) if quiet else log
-    previous = load_resume_state(resume, cfg) if resume else None
+    previous = load_resume_state(resume, cfg, world.size) if resume else None
     device = resolve_device(device_setting)
     dtype = amp_dtype(cfg.train.amp, device)
     torch.manual_seed(cfg.seed)  # the model's initial weights: the same on every rank
@@ -256,8 +256,8 @@ def open_run_dir(cfg, world: World, out_dir, previous) -> Path:
     return Path(outcome)
 
 
-def load_resume_state(resume: str | Path, cfg) -> dict:
-    """last.pt of an unfinished run whose config matches (more epochs may be asked for)."""
+def load_resume_state(resume: str | Path, cfg, world_size: int = 1) -> dict:
+    """last.pt of an unfinished run whose config and process count match (more epochs may be asked for)."""
     path = Path(resume)
     last = path / "last.pt" if path.is_dir() else path
     if not last.exists():
@@ -272,6 +272,12 @@ def load_resume_state(resume: str | Path, cfg) -> dict:
     if difference:
         key, was, now = difference
         raise UserError(f"--resume: the config differs from the run's at {key}: the run has {was!r}, now {now!r}")
+    # Dropout and augmentation are seeded per rank: another process count would not continue the same run.
+    was_size = ckpt["training_state"].get("world_size", 1)
+    if was_size != world_size:
+        how = "without torchrun" if was_size == 1 else f"with torchrun --nproc_per_node={was_size}"
+        raise UserError(f"--resume: the run was trained by {was_size} process(es), this is {world_size}; "
+                        f"resume it {how}")
     if ckpt["epoch"] >= cfg.train.epochs:
         raise UserError(f"--resume: the run already did {ckpt['epoch']} epochs; raise train.epochs to go on")
     ckpt["run_dir"] = run_dir

@@ -76,6 +76,14 @@ def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path, mnist_ro
     code, _, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--resume", tmp_path / "nothing")
     assert code == 2 and "not found" in err
 
+    import torch
+
+    last = torch.load(run_dir / "last.pt", weights_only=True)
+    last["training_state"]["world_size"] = 2
+    torch.save(last, run_dir / "last.pt")
+    code, _, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--resume", run_dir)
+    assert code == 2 and "trained by 2 process(es), this is 1" in err and "--nproc_per_node=2" in err
+
 
 def test_ctrl_c_exits_130_with_the_resume_command(tmp_path, mnist_root):
     proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", str(REPO / "configs" / "iter5.yaml"),
