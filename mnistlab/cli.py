@@ -156,8 +156,22 @@ def cmd_compare(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import find_checkpoint, format_result, load_classifier, predict_files
+    from .predict import expand_inputs, find_checkpoint, format_result, load_classifier, predict_files
 
+    # Mistakes in the inputs or the output folder are reported before the model loads.
+    if not expand_inputs(args.inputs):
+        raise UserError(f"no image files in {', '.join(args.inputs)}")
+    if args.save_preprocessed:
+        import os
+        from pathlib import Path
+
+        try:
+            Path(args.save_preprocessed).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--save-preprocessed: cannot create {args.save_preprocessed}: "
+                            f"{exc.strerror or exc}") from None
+        if not os.access(args.save_preprocessed, os.W_OK):
+            raise UserError(f"--save-preprocessed: {args.save_preprocessed} is not writable")
     path, source = find_checkpoint(args.ckpt)
     classifier = load_classifier(path)
     print(f"checkpoint: {path} ({source})", file=sys.stderr)

@@ -45,10 +45,20 @@ def load_classifier(path: Path) -> Classifier:
     from .checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path)
-    if list(ckpt["input_size"]) != [1, 28, 28]:
-        raise UserError(f"{path}: expects {ckpt['input_size']} inputs; predict prepares 1x28x28 digits")
-    return Classifier(model_from_checkpoint(ckpt, path), list(ckpt["classes"]), ckpt["normalize"]["mean"],
-                      ckpt["normalize"]["std"], Path(path))
+    try:
+        input_size, classes = list(ckpt["input_size"]), [str(c) for c in ckpt["classes"]]
+        mean, std = float(ckpt["normalize"]["mean"]), float(ckpt["normalize"]["std"])
+        spec = ckpt["model"]
+        spec = {**spec, "num_classes": int(spec["num_classes"]), "in_channels": int(spec["in_channels"]),
+                "kwargs": dict(spec.get("kwargs", {})), "name": str(spec["name"])}
+        if len(classes) != spec["num_classes"] or not std > 0:
+            raise ValueError
+    except (KeyError, TypeError, ValueError):  # a weights-only file with the right tag but nonsense entries
+        raise UserError(f"{path}: damaged checkpoint: its model, classes, normalize or input_size entry "
+                        f"is not what mnistlab writes") from None
+    if input_size != [1, 28, 28]:
+        raise UserError(f"{path}: expects {input_size} inputs; predict prepares 1x28x28 digits")
+    return Classifier(model_from_checkpoint({**ckpt, "model": spec}, path), classes, mean, std, Path(path))
 
 
 def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 1024):
@@ -83,7 +93,7 @@ def _prepare(args: tuple[str, bool]):
     try:
         return preprocess(path, frame=frame), None
     except ImageError as exc:
-        return None, str(exc).removeprefix(f"{path}: ")  # the result names the path already
+        return None, str(exc).removeprefix(f"{path}: ")  # the result line names the path already
 
 
 def prepare_all(paths: list[Path], frame: bool) -> list[tuple[np.ndarray | None, str | None]]:
@@ -125,9 +135,9 @@ def save_prepared(paths: list[Path], prepared, out: Path) -> None:
     for path, (digit, _) in zip(paths, prepared):
         if digit is None:
             continue
-        name = f"{path.stem}.png"
+        name, n = f"{path.stem}.png", 1
         while name in used:
-            name = f"{path.stem}_{len(used)}.png"
+            name, n = f"{path.stem}_{n}.png", n + 1
         used.add(name)
         Image.fromarray((np.clip(digit, 0, 1) * 255).round().astype(np.uint8), mode="L").save(out / name)
 

@@ -265,7 +265,8 @@ def _typical_ink(ink: np.ndarray, floor: float) -> float | None:
 
 def _otsu(values: np.ndarray) -> float:
     """The threshold that best splits `values` into two classes (Otsu's method, 64 bins)."""
-    counts, edges = np.histogram(values, bins=64)
+    # float64: numpy cannot cut a float32 range only a few units of precision wide into 64 bins (ValueError)
+    counts, edges = np.histogram(values.astype(np.float64), bins=64)
     centres = (edges[:-1] + edges[1:]) / 2
     below = np.cumsum(counts)[:-1]
     above = values.size - below
