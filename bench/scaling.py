@@ -21,7 +21,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnistlab.engine import amp_dtype, autocast, resolve_device  # noqa: E402
-from mnistlab.registry import create_model  # noqa: E402
+from mnistlab.registry import count_params, create_model  # noqa: E402
 
 EPOCH_IMAGES = 54_000
 
@@ -67,7 +67,7 @@ def main() -> None:
     print(f"  {'model':<10} {'params':>12} {'s/step':>8} {'s/epoch':>9} {'x iter5':>8}")
     base = None
     for name in ("iter5", "cnn3_bn", "cnn_large", "vgg16"):
-        params = sum(p.numel() for p in create_model(name).parameters()) if name != "vgg16" else 134_301_514
+        params = count_params(name)
         steps = max(3, args.steps // (10 if name == "vgg16" and device.type == "cpu" else 1))
         per_step = seconds_per_step(name, 64, steps, device)
         per_epoch = per_step * EPOCH_IMAGES / 64
