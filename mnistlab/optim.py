@@ -30,8 +30,11 @@ def build_scheduler(cfg, optimizer, epochs: int, steps_per_epoch: int):
                                    min_lr=cfg.min_lr), "metric"
     if cfg.name == "onecycle":
         max_lr = cfg.max_lr or optimizer.param_groups[0]["lr"]
+        # OneCycleLR divides by zero when its warm-up ends exactly on step 0 (a smoke run of 5 steps at
+        # pct_start 0.2): warm up for at least 2 steps, or 3/4 of a run shorter than 3 steps.
+        pct_start = max(cfg.pct_start, min(2 / (epochs * steps_per_epoch), 0.75))
         return S.OneCycleLR(optimizer, max_lr=max_lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                            pct_start=cfg.pct_start, div_factor=cfg.div_factor,
+                            pct_start=pct_start, div_factor=cfg.div_factor,
                             final_div_factor=cfg.final_div_factor), "batch"
     raise AssertionError(f"unhandled scheduler {cfg.name}")
 

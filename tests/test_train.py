@@ -91,6 +91,9 @@ def test_same_seed_on_cpu_gives_identical_metrics(cli, tmp_path, mnist_root):
     rows = lambda d: [{k: r[k] for k in keep} for r in read_metrics(d)]  # noqa: E731
     assert rows(a) == rows(b) and len(rows(a)) == 2
     assert rows(a) != rows(c)
+    import signal
+
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the run gave Ctrl-C back
 
 
 def test_classic_pipeline_trains(cli, tmp_path, mnist_root):
@@ -213,3 +216,25 @@ def test_unusable_out_dir_is_reported_before_training(cli, tmp_path, mnist_root)
     code, _, err = cli("train", REPO / "configs" / "iter5.yaml", *TINY, "--out-dir", blocker,
                        "--data-dir", mnist_root)
     assert code == 2 and "--out-dir: cannot create" in err and blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("epochs,steps", [(1, 1), (1, 2), (1, 3), (1, 5), (2, 5), (1, 10), (3, 7)])
+def test_onecycle_runs_on_the_shortest_smoke_runs(epochs, steps):
+    """torch's OneCycleLR divides by zero when its warm-up ends on step 0 (5 steps at pct_start 0.2)."""
+    import math
+
+    import torch
+
+    from mnistlab.config import validate_config
+    from mnistlab.optim import build_scheduler, current_lr
+
+    cfg = validate_config({"model": "iter5", "train": {"scheduler": {"name": "onecycle", "pct_start": 0.2}}})
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    scheduler, when = build_scheduler(cfg.train.scheduler, optimizer, epochs, steps)
+    assert when == "batch"
+    lrs = []
+    for _ in range(epochs * steps):
+        optimizer.step()
+        scheduler.step()
+        lrs.append(current_lr(optimizer))
+    assert all(math.isfinite(lr) and 0 < lr <= 0.1 for lr in lrs)
