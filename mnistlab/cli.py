@@ -244,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except UserError as exc:
-        print(f"mnistlab {args.command}: error: {exc}", file=sys.stderr)
+        one_line = " ".join(str(exc).splitlines())  # a key or path may carry a newline of its own
+        print(f"mnistlab {args.command}: error: {one_line}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"mnistlab {args.command}: interrupted", file=sys.stderr)

@@ -422,7 +422,7 @@ def _dotted(loc: tuple) -> tuple[str, type | None]:
         if owner is None and candidates and not all(c.model_config.get("extra") == "allow" for c in candidates):
             if cls is not None and not tagged and loc[-1] != item:
                 continue  # a union branch label such as 'int' or "literal['auto']"
-        parts.append(str(item))
+        parts.append(str(item) if str(item).isprintable() and str(item).strip() == str(item) else repr(item))
         cls = owner.model_fields[item].annotation if owner else None
     return ".".join(parts), cls
 

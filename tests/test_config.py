@@ -144,3 +144,10 @@ def test_help_and_version_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "mnistlab 0.1" in result.stdout and "usage: mnistlab" in result.stdout
+
+
+def test_a_key_with_a_newline_is_still_one_line(cli, tmp_path):
+    config = write_config(tmp_path / "nl.yaml", 'data:\n  "\\n": null\n')
+    code, out, err = cli("train", config)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert "data.'\\n': unknown key in data" in err
