@@ -52,6 +52,12 @@ class Job:
     started: float = 0.0  # time.monotonic()
 
 
+def sigint_default() -> None:
+    """In a worker, before exec: Ctrl-C reaches it as SIGINT from us, which it must not ignore even when
+    this process does (a compare started in the background of a script inherits SIGINT ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def worker_error(returncode: int, output: str) -> str:
     """The row's one-line error from a failed child: its own message, or as the in-process path words a bug."""
     if ERROR_MARK in output:  # a UserError: a bad config, missing data, a diverged run
@@ -132,7 +138,8 @@ def fill_rows_in_parallel(comparison: Comparison, paths: list[str], overrides: l
         # A session of its own: Ctrl-C reaches the child once, from the KeyboardInterrupt handler below, not
         # also from the terminal.
         job.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=job.output, stderr=subprocess.STDOUT,
-                                    env={**os.environ, "OMP_NUM_THREADS": str(threads)}, start_new_session=True)
+                                    env={**os.environ, "OMP_NUM_THREADS": str(threads)}, start_new_session=True,
+                                    preexec_fn=sigint_default)
         running.append(job)
         log(f"== {job.cfg.name} (seed {job.seed}): training in worker {slot + 1}/{jobs} ({job.device})")
 

@@ -7,13 +7,10 @@ rank 0 alone prints and writes the run directory.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import math
-import signal
-import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -137,11 +134,8 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
         say(f"resuming {run_dir} after epoch {previous['epoch']}")
     started = time.perf_counter() - sum(r["time_s"] for r in rows)
     resume_hint = f"mnistlab train {config_path or '<config>'} --resume {run_dir}"
-    interrupts = latch_interrupts()
     try:
         for epoch in range(first_epoch, cfg.train.epochs + 1):
-            if interrupts.hit:  # a Ctrl-C that Python swallowed (it landed in a finalizer)
-                raise KeyboardInterrupt
             epoch_start = time.perf_counter()
             torch.manual_seed(epoch_seed(cfg.seed, epoch, 1 + world.rank))  # dropout
             shuffle_gen.manual_seed(epoch_seed(cfg.seed, epoch, 0))  # the same order on every rank
@@ -198,8 +192,6 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
         done = f"last.pt holds epoch {rows[-1]['epoch']}" if rows else "no epoch had finished"
         log(f"interrupted: {done}; resume with: {resume_hint}")
         raise
-    finally:
-        interrupts.release()
     train_time = time.perf_counter() - started
     in_sync = ranks_agree(world, model)
 
@@ -290,26 +282,6 @@ def load_resume_state(resume: str | Path, cfg, world_size: int = 1) -> dict:
         raise UserError(f"--resume: the run already did {ckpt['epoch']} epochs; raise train.epochs to go on")
     ckpt["run_dir"] = run_dir
     return ckpt
-
-
-class latch_interrupts:
-    """Ctrl-C raises KeyboardInterrupt as usual and is also remembered, because Python only prints an
-    interrupt that lands inside a finalizer (`Exception ignored in ...`); the epoch loop checks `hit`."""
-
-    def __init__(self):
-        self.hit = False
-        self.previous = None
-        if threading.current_thread() is threading.main_thread():
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-
-    def _handler(self, signum, frame):
-        self.hit = True
-        raise KeyboardInterrupt
-
-    def release(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
 
 
 def first_difference(a, b, ignore=(), prefix=""):

@@ -85,11 +85,18 @@ def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path, mnist_ro
     assert code == 2 and "trained by 2 process(es), this is 1" in err and "--nproc_per_node=2" in err
 
 
+def as_from_a_terminal() -> None:
+    """pytest may itself run with SIGINT ignored (started in the background of a script), and a child
+    inherits that; a user's terminal gives SIGINT its default action."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_with_the_resume_command(tmp_path, mnist_root):
     proc = subprocess.Popen([sys.executable, "-m", "mnistlab", "train", str(REPO / "configs" / "iter5.yaml"),
                              "--set", "train.epochs=50", "--set", "train.limit_train_batches=60", "--set",
                              "train.limit_eval_batches=1", "--out-dir", str(tmp_path), "--data-dir", str(mnist_root)],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=as_from_a_terminal)
     deadline = time.time() + 300
     while time.time() < deadline and not list(tmp_path.glob("iter5/*/last.pt")):
         time.sleep(0.05)
