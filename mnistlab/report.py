@@ -115,16 +115,30 @@ def accuracy_vs_params(points: list[dict], path: str | Path, subtitle: str = "")
     for point, color in zip(points, _colors(len(points))):
         ax.errorbar(point["params"], point["acc"] * 100, yerr=(point["sd"] or 0) * 100, fmt="o", markersize=7,
                     capsize=4, color=color, label=point["label"])
-    # Configs of the same model share an x (iter5/6/7 all have 18,422 weights): stack their names
-    # instead of printing them on top of each other.
-    placed: list[tuple[float, float]] = []
-    for point in sorted(points, key=lambda p: (p["params"], -p["acc"])):
-        x, y = math.log10(point["params"]), point["acc"] * 100
-        stack = sum(1 for px, py in placed if abs(px - x) < 0.15)
-        placed.append((x, y))
-        ax.annotate(point["label"], (point["params"], y), xytext=(8, -11 * stack + 4), textcoords="offset points",
-                    fontsize=9)
+    # Many configs have nearly the same size (iter3...7: 18-21k weights): their names go in a column
+    # beside the group, in the points' order of accuracy and colour, each with a line to its point.
     ax.set_xscale("log")
+    accs = [p["acc"] * 100 for p in points]
+    span = (max(accs) - min(accs)) if points else 1.0
+    gap = max(span, 0.5) * 0.055  # one label's height in accuracy units
+    color_of = {id(p): c for p, c in zip(points, _colors(len(points)))}
+    by_size = sorted(points, key=lambda p: p["params"])
+    groups: list[list[dict]] = []
+    for point in by_size:
+        if groups and math.log10(point["params"]) - math.log10(groups[-1][0]["params"]) < 0.3:
+            groups[-1].append(point)
+        else:
+            groups.append([point])
+    for group in groups:
+        group.sort(key=lambda p: -p["acc"])
+        label_x = max(p["params"] for p in group) * 10 ** 0.3
+        label_y = group[0]["acc"] * 100
+        for point in group:
+            label_y = min(label_y, point["acc"] * 100)
+            ax.annotate(point["label"], (point["params"], point["acc"] * 100), xytext=(label_x, label_y),
+                        fontsize=9, color=color_of[id(point)], va="center",
+                        arrowprops=dict(arrowstyle="-", color=color_of[id(point)], lw=0.7, shrinkA=2, shrinkB=4))
+            label_y -= gap
     ax.set_xlabel("parameters (log scale)")
     ax.set_ylabel("test accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
