@@ -73,6 +73,25 @@ def augment_batch(x: torch.Tensor, aug, generator: torch.Generator) -> torch.Ten
     return apply_affine(x, theta, params["zoom"] if aug.center_crop is not None else None)
 
 
+# (degrees, x pixels, y pixels): the image itself, its four one-pixel shifts and two small turns
+TTA_VIEWS = ((0, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1), (-6, 0, 0), (6, 0, 0))
+
+
+def tta_views(x: torch.Tensor, background: float):
+    """Test-time augmentation: the views of a normalized batch whose predictions get averaged.
+
+    Shifting `x - background` fills the uncovered border with the background's value, as the
+    training augmentation does before normalization; one-pixel shifts move pixels exactly.
+    """
+    ones = torch.ones(x.shape[0], device=x.device)
+    for angle, dx, dy in TTA_VIEWS:
+        if angle == dx == dy == 0:
+            yield x
+            continue
+        theta = affine_theta(ones * angle, ones, ones * dx, ones * dy, ones, size=x.shape[-1])
+        yield apply_affine(x - background, theta) + background
+
+
 def classic_transform(aug, mean: float, std: float, size: int = 28):
     """The same augmentation as per-image torchvision transforms on PIL images (the seeds' way)."""
     from torchvision import transforms as T

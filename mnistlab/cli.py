@@ -42,6 +42,9 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", help="dataset root (default: the checkpoint config's, then $MNISTLAB_DATA_DIR)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: average over the image, its one-pixel shifts and +-6 degree "
+                   "turns (default: as the run's train.tta)")
     p.add_argument("--plots", metavar="DIR", help="also write a confusion-matrix image and a grid of the "
                    "misclassified digits into DIR")
     p.set_defaults(handler=cmd_eval)
@@ -136,7 +139,7 @@ def cmd_eval(args) -> int:
     from .evaluate import evaluate_checkpoint, format_report
 
     report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device,
-                                 plots_dir=args.plots)
+                                 plots_dir=args.plots, tta=args.tta)
     if args.json:
         import json
 

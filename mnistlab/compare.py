@@ -366,6 +366,12 @@ def _notes(rows: list[Row]) -> list[str]:
                      + (" (runs differ: see test_n in the CSV)." if len(counts) > 1 else "."))
     if any(len(row.runs) > 1 for row in rows):
         notes.append("With several seeds: mean ± sample sd.")
+    with_tta = [(row.config, [run.summary["test_acc_single_view"] for run in row.runs]) for row in rows
+                if row.runs and all(run.summary.get("tta") for run in row.runs)]
+    if with_tta:
+        notes.append("Scored with test-time augmentation (train.tta, 7 views; selection stays single-view): "
+                     + ", ".join(f"{name} (single view {sum(accs) / len(accs):.2%})" for name, accs in with_tta)
+                     + ".")
     return notes
 
 

@@ -224,7 +224,13 @@ class TrainConfig(Strict):
     checkpoint_monitor: Literal["val_loss", "val_acc", "test_acc", "last"] = "val_loss"
     allow_test_selection: bool = False
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    # Test-time augmentation for the final scores of the selected checkpoint (val and test): the mean
+    # prediction over the image, its four one-pixel shifts and +-6 degree turns. Selection stays single-view.
+    tta: bool = False
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
+    # torch.compile for the training steps; reduce-overhead adds CUDA graphs (GPU only, fixed batch shapes)
+    compile: Union[bool, Literal["reduce-overhead", "max-autotune"]] = False
+    channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor-core GPUs
     limit_train_batches: Optional[int] = Field(None, ge=1)
     limit_eval_batches: Optional[int] = Field(None, ge=1)  # smoke tests only: the test score then is partial
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks' batches

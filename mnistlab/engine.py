@@ -118,8 +118,12 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
 
 
 @torch.inference_mode()
-def evaluate(model, batches, device, dtype=None) -> EvalResult:
-    """Mean cross-entropy (no label smoothing) and accuracy over every image in `batches`."""
+def evaluate(model, batches, device, dtype=None, views=None) -> EvalResult:
+    """Mean cross-entropy (no label smoothing) and accuracy over every image in `batches`.
+
+    With `views` (a batch -> iterable of batches, e.g. augment.tta_views) the prediction for an
+    image is the mean of its views' softmax outputs, and the loss is that mean's cross-entropy.
+    """
     model.eval()
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     predictions, labels = [], []
@@ -127,8 +131,12 @@ def evaluate(model, batches, device, dtype=None) -> EvalResult:
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
         with autocast(device, dtype):
-            logits = model(x)
-        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").double()
+            if views is None:
+                logits = model(x).float()
+            else:
+                probs = [model(v).float().softmax(1) for v in views(x)]
+                logits = (sum(probs) / len(probs)).clamp_min(1e-12).log()
+        loss_sum += F.cross_entropy(logits, y, reduction="sum").double()
         predictions.append(logits.argmax(1))
         labels.append(y)
     pred = torch.cat(predictions).cpu() if predictions else torch.zeros(0, dtype=torch.long)

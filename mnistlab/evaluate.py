@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .augment import tta_views
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import validate_config
 from .data import DATASETS, load_split, resolve_root, split_indices
@@ -11,7 +12,10 @@ from .pipeline import eval_batches
 
 
 def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = None, device: str = "auto",
-                        plots_dir: str | None = None) -> dict:
+                        plots_dir: str | None = None, tta: bool | None = None) -> dict:
+    """`tta` None: as the run was scored (its train.tta)."""
+    from functools import partial
+
     import torch
 
     ckpt = load_checkpoint(path)
@@ -33,15 +37,17 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
     dev = resolve_device(device)
     model.to(dev)
     mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
+    tta = cfg.train.tta if tta is None else tta
+    views = partial(tta_views, background=-mean / std) if tta else None
     result = evaluate(model, eval_batches(x.to(dev), y.to(dev), cfg.train.eval_batch_size, mean, std), dev,
-                      amp_dtype(cfg.train.amp, dev))
+                      amp_dtype(cfg.train.amp, dev), views)
     k = len(ckpt["classes"])
     confusion = torch.zeros(k, k, dtype=torch.long)
     confusion.index_put_((result.labels, result.predictions), torch.ones_like(result.labels), accumulate=True)
     per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
     report = {
         "checkpoint": str(path), "model": ckpt["model"]["name"], "dataset": spec.name, "split": split,
-        "accuracy": result.acc, "loss": result.loss, "n": result.n, "epoch": ckpt.get("epoch"),
+        "accuracy": result.acc, "loss": result.loss, "tta": tta, "n": result.n, "epoch": ckpt.get("epoch"),
         "classes": list(ckpt["classes"]), "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
     }
@@ -84,7 +90,8 @@ def write_eval_plots(report: dict, model, images, result, mean: float, std: floa
 
 def format_report(report: dict) -> str:
     lines = [f"{report['model']} on {report['dataset']} {report['split']} ({report['n']:,} images): "
-             f"accuracy {report['accuracy']:.2%}, loss {report['loss']:.4f}", "", "per-class accuracy:"]
+             f"accuracy {report['accuracy']:.2%}, loss {report['loss']:.4f}"
+             + (" (test-time augmentation: 7 views)" if report.get("tta") else ""), "", "per-class accuracy:"]
     classes = report["classes"]
     width = max(len(c) for c in classes)
     for name, acc, row in zip(classes, report["per_class_accuracy"], report["confusion_matrix"]):

@@ -238,3 +238,26 @@ def compact8k(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
         *conv_block(16, 16, 3, bn=True), nn.AdaptiveAvgPool2d(1),
         nn.Conv2d(16, num_classes, 1), nn.Flatten(),
     )
+
+
+@register_model
+def speedrun(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """mnistlab's fast-to-99% model (23,194 params): three conv-BN-ReLU-pool blocks (16, 32, 48), one linear layer."""
+    return nn.Sequential(
+        *conv_block(in_channels, 16, 3, bn=True), nn.MaxPool2d(2),
+        *conv_block(16, 32, 3, bn=True), nn.MaxPool2d(2),
+        *conv_block(32, 48, 3, bn=True), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(48 * 3 * 3, num_classes),
+    )
+
+
+@register_model
+def cnn5_bn(num_classes: int = 10, in_channels: int = 1, dropout_p: float = 0.3) -> nn.Module:
+    """mnistlab's accurate model (87,346 params): conv-BN-ReLU pairs at 28 and 14 pixels (24, 48 channels), one at
+    7 (96), three max-pools, dropout, a linear head."""
+    return nn.Sequential(
+        *conv_block(in_channels, 24, 3, bn=True), *conv_block(24, 24, 3, bn=True), nn.MaxPool2d(2),
+        *conv_block(24, 48, 3, bn=True), *conv_block(48, 48, 3, bn=True), nn.MaxPool2d(2),
+        *conv_block(48, 96, 3, bn=True), nn.MaxPool2d(2),
+        nn.Flatten(), *dropout(dropout_p), nn.Linear(96 * 3 * 3, num_classes),
+    )

@@ -13,10 +13,12 @@ import json
 import math
 import time
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 
 import torch
 
+from .augment import tta_views
 from .checkpoint import (atomic_write_text, load_checkpoint, make_run_dir, model_payload, save_checkpoint,
                          versions)
 from .config import config_to_dict, config_to_yaml
@@ -69,7 +71,11 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
     batch_size = resolve_batch_size(cfg.train.batch_size, len(data.train_y))
     model = create_model(cfg.model.name, num_classes=data.num_classes, in_channels=1, **cfg.model.kwargs).to(device)
     params = sum(p.numel() for p in model.parameters())
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     net = wrap_distributed(model, world, device, cfg.train.sync_batchnorm)
+    if cfg.train.compile:
+        net = torch.compile(net, mode=None if cfg.train.compile is True else cfg.train.compile)
 
     shuffle_gen = torch.Generator(device=device if cfg.data.pipeline == "device" else "cpu")
     aug_gen = torch.Generator(device=device)
@@ -88,10 +94,10 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
     test_batches = eval_batches(data.test_x.to(device), data.test_y.to(device), eval_bs, data.mean, data.std,
                                 eval_limit, world.rank, world.size)
 
-    def score(batches) -> tuple[float, float, int]:
+    def score(batches, views=None) -> tuple[float, float, int]:
         """Loss, accuracy and count over all ranks' shares."""
         sync_buffers(world, model)
-        r = evaluate(model, batches, device, dtype)
+        r = evaluate(model, batches, device, dtype, views)
         loss_sum, correct, n = sum_across(world, [r.loss * r.n, r.acc * r.n, r.n], device)
         return loss_sum / max(n, 1), correct / max(n, 1), int(n)
 
@@ -200,6 +206,13 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
     model.load_state_dict(best["state_dict"])
     test_loss, test_acc, test_n = score(test_batches)
     best_row = rows[best_epoch - 1]
+    tta = {}
+    if cfg.train.tta:
+        views = partial(tta_views, background=-data.mean / data.std)
+        single_view = test_acc
+        test_loss, test_acc, test_n = score(test_batches, views)
+        tta = {"tta": True, "test_acc_single_view": single_view,
+               "val_acc_tta": score(val_batches, views)[1] if len(data.val_y) else None}
     summary = {
         "name": cfg.name, "model": cfg.model.name, "model_kwargs": cfg.model.kwargs, "params": params,
         "dataset": data.dataset, "num_classes": data.num_classes, "seed": cfg.seed,
@@ -207,7 +220,7 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
         "val_acc": best_row["val_acc"], "val_loss": best_row["val_loss"],
         "train_acc": best_row["train_acc"], "train_loss": best_row["train_loss"],
         "best_epoch": best_epoch, "epochs_run": len(rows), "stopped_early": stopped_early,
-        "selected_on": monitor, "train_time_s": train_time, "time_per_epoch_s": train_time / len(rows),
+        **tta, "selected_on": monitor, "train_time_s": train_time, "time_per_epoch_s": train_time / len(rows),
         "device": device_name(device), "amp": str(dtype).removeprefix("torch.") if dtype else "off",
         "pipeline": cfg.data.pipeline, "batch_size": batch_size, "train_size": len(data.train_y),
         "val_size": len(data.val_y), "world_size": world.size, "ranks_in_sync": in_sync, "run_dir": str(run_dir),
@@ -220,7 +233,8 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
         write_run_curves_safely(run_dir, log)
     selected = f"selected on {monitor}" if monitor != "last" else "the last epoch"
     scored = f"all {test_n:,}" if test_n == len(data.test_y) else f"only {test_n:,} of {len(data.test_y):,} (limit_eval_batches)"
-    log(f"test accuracy {test_acc:.2%} (loss {test_loss:.4f}) on {scored} test images; "
+    how = f" with test-time augmentation, {tta['test_acc_single_view']:.2%} single-view," if tta else ""
+    log(f"test accuracy {test_acc:.2%} (loss {test_loss:.4f}){how} on {scored} test images; "
         f"best epoch {best_epoch} of {len(rows)}, {selected}; trained in {train_time:.1f}s")
     log(f"run directory: {run_dir}")
     return summary

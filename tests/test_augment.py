@@ -112,3 +112,34 @@ def test_config_augment_reaches_the_pipeline():
     cfg = load_config(raw={"model": "iter5", "data": {"augment": {"rotate": 15, "center_crop": {"size": 22, "p": 0.1}}}})
     assert cfg.data.augment.active and cfg.data.augment.center_crop.p == 0.1
     assert not load_config(raw={"model": "iter5"}).data.augment.active
+
+
+def test_tta_views_are_the_image_its_one_pixel_shifts_and_two_turns():
+    from mnistlab.augment import TTA_VIEWS, tta_views
+
+    background = -0.1307 / 0.3081
+    img = horizontal_bar() * 3.0 + background  # normalized: ink 3, background as MNIST's black
+    views = list(tta_views(img, background))
+    assert len(views) == len(TTA_VIEWS) == 7 and torch.equal(views[0], img)
+    right = torch.full_like(img, background)
+    right[..., :, 1:] = img[..., :, :-1]
+    assert torch.allclose(views[1], right, atol=1e-5)  # +1 pixel in x: exact, the new column is background
+    up = torch.full_like(img, background)
+    up[..., :-1, :] = img[..., 1:, :]
+    assert torch.allclose(views[4], up, atol=1e-5)
+    for turned in views[5:]:
+        assert not torch.allclose(turned, img, atol=1e-3)
+        assert turned.min() >= background - 1e-5  # the corners brought in are background, not zeros
+
+
+def test_evaluate_with_identical_views_equals_a_single_view():
+    from mnistlab.engine import evaluate
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
+    batches = [(torch.randn(50, 1, 28, 28), torch.randint(0, 10, (50,))) for _ in range(3)]
+    plain = evaluate(model, batches, torch.device("cpu"))
+    doubled = evaluate(model, batches, torch.device("cpu"), views=lambda x: [x, x, x])
+    assert doubled.acc == plain.acc and doubled.n == 150
+    assert doubled.loss == pytest.approx(plain.loss, rel=1e-5)
+    assert torch.equal(doubled.predictions, plain.predictions)

@@ -13,7 +13,8 @@ KEYS = ["name", "seed", "device", "data", "data.dataset", "data.val_split", "dat
         "train", "train.epochs", "train.batch_size", "train.optimizer", "train.optimizer.name",
         "train.optimizer.lr", "train.optimizer.momentum", "train.scheduler", "train.scheduler.name",
         "train.scheduler.step_size", "train.early_stopping", "train.early_stopping.patience",
-        "train.checkpoint_monitor", "train.label_smoothing", "train.amp", "train.limit_train_batches", "bogus",
+        "train.checkpoint_monitor", "train.label_smoothing", "train.amp", "train.limit_train_batches", "train.tta",
+        "train.compile", "train.channels_last", "bogus",
         "train.bogus", "data.augment.bogus"]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),

@@ -3,6 +3,7 @@
 import csv
 import json
 import pickle
+import shutil
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,40 @@ def test_eval_equals_summary(iter5_one_epoch, cli, mnist_root):
     assert val["n"] == 6_000 and val["accuracy"] == summary["val_acc"]
     code, out, _ = cli("eval", iter5_one_epoch / "best.pt", "--data-dir", mnist_root)
     assert code == 0 and "confusion matrix" in out and "per-class accuracy" in out
+
+
+def test_tta_scores_the_selected_checkpoint_and_eval_agrees(cli, tmp_path, mnist_root):
+    run = tiny_run(cli, tmp_path, mnist_root, "--set", "train.tta=true", "--set", "train.limit_eval_batches=null")
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["tta"] is True and summary["test_n"] == 10_000
+    assert summary["test_acc_single_view"] != summary["test_acc"]  # seven views of a half-trained model disagree
+    assert summary["val_acc_tta"] is not None
+    code, out, _ = cli("eval", run / "best.pt", "--json", "--data-dir", mnist_root)
+    report = json.loads(out)
+    assert code == 0 and report["tta"] is True and report["accuracy"] == summary["test_acc"]
+    code, out, _ = cli("eval", run / "best.pt", "--json", "--no-tta", "--data-dir", mnist_root)
+    assert json.loads(out)["accuracy"] == summary["test_acc_single_view"]
+    code, out, _ = cli("eval", run / "best.pt", "--split", "val", "--json", "--data-dir", mnist_root)
+    assert json.loads(out)["accuracy"] == summary["val_acc_tta"]
+
+
+def test_channels_last_trains_and_its_checkpoint_loads_into_a_plain_model(cli, tmp_path, mnist_root):
+    plain = tiny_run(cli, tmp_path / "plain", mnist_root)
+    nhwc = tiny_run(cli, tmp_path / "nhwc", mnist_root, "--set", "train.channels_last=true")
+    a, b = read_metrics(plain), read_metrics(nhwc)
+    assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=1e-3)
+    code, out, _ = cli("eval", nhwc / "best.pt", "--json", "--data-dir", mnist_root)
+    assert code == 0 and json.loads(out)["accuracy"] > 0.5
+
+
+@pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on the CPU needs a C compiler (cc)")
+def test_compiled_training_matches_eager(cli, tmp_path, mnist_root):
+    eager = tiny_run(cli, tmp_path / "eager", mnist_root, config="mlp.yaml")
+    compiled = tiny_run(cli, tmp_path / "compiled", mnist_root, "--set", "train.compile=true", config="mlp.yaml")
+    a, b = read_metrics(eager), read_metrics(compiled)
+    assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=1e-3)
+    assert torch.load(compiled / "best.pt", weights_only=True)["state_dict"].keys() == \
+        torch.load(eager / "best.pt", weights_only=True)["state_dict"].keys()  # no _orig_mod. prefixes
 
 
 def test_checkpoints_describe_themselves_and_load_weights_only(iter5_one_epoch):
