@@ -244,6 +244,15 @@ class TrainConfig(Strict):
             raise ValueError("must be a positive whole number or 'auto' (= min(4096, training-set size))")
         return value
 
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _compile_mode(cls, value):
+        allowed = [True, False, "reduce-overhead", "max-autotune"]
+        if not any(value is a or (isinstance(value, str) and value == a) for a in allowed):
+            raise ValueError("allowed: true, false, reduce-overhead, max-autotune"
+                             + _did_you_mean(value, ["reduce-overhead", "max-autotune"]))
+        return value
+
     @field_validator("optimizer", mode="before")
     @classmethod
     def _optimizer_shorthand(cls, value):

@@ -42,6 +42,9 @@ BAD_OVERRIDES = [
     ("train.checkpoint_monitor=test_acc", "allow_test_selection"),
     ("train.checkpoint_monitor=val_los", "did you mean 'val_loss'"),
     ("device=gpu", "device: got 'gpu'"),
+    ("train.compile=reduce-overhaed", "train.compile: got 'reduce-overhaed'; allowed: true, false, reduce-overhead"),
+    ("train.compile=1", "train.compile: got 1; allowed"),
+    ("train.tta=maybe", "train.tta: got 'maybe'"),
     ("name=has space", "name: got 'has space'"),
     ("train.epochs", "expected KEY=VALUE"),
 ]
