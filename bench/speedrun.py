@@ -31,8 +31,7 @@ from mnistlab.data import load_data, resolve_root  # noqa: E402
 from mnistlab.engine import amp_dtype, evaluate, resolve_device, train_one_epoch  # noqa: E402
 from mnistlab.optim import build_optimizer, build_scheduler  # noqa: E402
 from mnistlab.pipeline import DeviceBatches, eval_batches  # noqa: E402
-from mnistlab.registry import create_model  # noqa: E402
-from mnistlab.train import resolve_batch_size  # noqa: E402
+from mnistlab.train import compile_if_asked, create_training_model, resolve_batch_size  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,16 +44,13 @@ def synchronize(device: torch.device) -> None:
 def train_and_score(cfg, data, on_device: dict, device, seed: int) -> tuple[float, float, float | None]:
     """(training seconds, val accuracy, test accuracy) for one seed; `on_device` holds the splits moved there."""
     torch.manual_seed(seed)
-    model = create_model(cfg.model.name, num_classes=data.num_classes, **cfg.model.kwargs).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = model
-    if cfg.train.compile:
-        net = torch.compile(model, mode=None if cfg.train.compile is True else cfg.train.compile)
+    model = create_training_model(cfg, data.num_classes, device)
+    net = compile_if_asked(model, cfg.train.compile)
     dtype = amp_dtype(cfg.train.amp, device)
     generator = torch.Generator(device=device).manual_seed(seed)
     batch_size = resolve_batch_size(cfg.train.batch_size, len(data.train_y))
-    batches = DeviceBatches(*on_device["train"], batch_size, data.mean, data.std, cfg.data.augment, generator, limit=cfg.train.limit_train_batches)
+    batches = DeviceBatches(*on_device["train"], batch_size, data.mean, data.std, cfg.data.augment, generator,
+                            limit=cfg.train.limit_train_batches)
     optimizer = build_optimizer(cfg.train.optimizer, model.parameters())
     scheduler, when = build_scheduler(cfg.train.scheduler, optimizer, cfg.train.epochs, len(batches))
     synchronize(device)
@@ -66,6 +62,7 @@ def train_and_score(cfg, data, on_device: dict, device, seed: int) -> tuple[floa
             scheduler.step()
     synchronize(device)
     seconds = time.perf_counter() - start
+
     def score(split):
         return evaluate(model, eval_batches(*on_device[split], cfg.train.eval_batch_size, data.mean, data.std),
                         device, dtype).acc

@@ -10,6 +10,7 @@ rotation, translation and scale about the centre, background filled with 0
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -90,6 +91,11 @@ def tta_views(x: torch.Tensor, background: float):
             continue
         theta = affine_theta(ones * angle, ones, ones * dx, ones * dy, ones, size=x.shape[-1])
         yield apply_affine(x - background, theta) + background
+
+
+def tta_for(mean: float, std: float):
+    """`tta_views` for batches normalized with this mean and std, as engine.evaluate's `views`."""
+    return functools.partial(tta_views, background=-mean / std)
 
 
 def classic_transform(aug, mean: float, std: float, size: int = 28):

@@ -247,8 +247,7 @@ class TrainConfig(Strict):
     @field_validator("compile", mode="before")
     @classmethod
     def _compile_mode(cls, value):
-        allowed = [True, False, "reduce-overhead", "max-autotune"]
-        if not any(value is a or (isinstance(value, str) and value == a) for a in allowed):
+        if not (isinstance(value, bool) or value in ("reduce-overhead", "max-autotune")):  # not 1, not "yes"
             raise ValueError("allowed: true, false, reduce-overhead, max-autotune"
                              + _did_you_mean(value, ["reduce-overhead", "max-autotune"]))
         return value

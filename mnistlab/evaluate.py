@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .augment import tta_views
+from .augment import tta_for
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import validate_config
 from .data import DATASETS, load_split, resolve_root, split_indices
@@ -14,8 +14,6 @@ from .pipeline import eval_batches
 def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = None, device: str = "auto",
                         plots_dir: str | None = None, tta: bool | None = None) -> dict:
     """`tta` None: as the run was scored (its train.tta)."""
-    from functools import partial
-
     import torch
 
     ckpt = load_checkpoint(path)
@@ -38,7 +36,7 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
     model.to(dev)
     mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
     tta = cfg.train.tta if tta is None else tta
-    views = partial(tta_views, background=-mean / std) if tta else None
+    views = tta_for(mean, std) if tta else None
     result = evaluate(model, eval_batches(x.to(dev), y.to(dev), cfg.train.eval_batch_size, mean, std), dev,
                       amp_dtype(cfg.train.amp, dev), views)
     k = len(ckpt["classes"])

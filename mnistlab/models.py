@@ -253,8 +253,7 @@ def speedrun(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
 
 @register_model
 def cnn5_bn(num_classes: int = 10, in_channels: int = 1, dropout_p: float = 0.3) -> nn.Module:
-    """mnistlab's accurate model (87,346 params): conv-BN-ReLU pairs at 28 and 14 pixels (24, 48 channels), one at
-    7 (96), three max-pools, dropout, a linear head."""
+    """mnistlab's accurate model (87,346 params): two conv-BN-ReLU pairs (24, 48), a conv (96), dropout, linear."""
     return nn.Sequential(
         *conv_block(in_channels, 24, 3, bn=True), *conv_block(24, 24, 3, bn=True), nn.MaxPool2d(2),
         *conv_block(24, 48, 3, bn=True), *conv_block(48, 48, 3, bn=True), nn.MaxPool2d(2),

@@ -13,12 +13,11 @@ import json
 import math
 import time
 from datetime import datetime, timezone
-from functools import partial
 from pathlib import Path
 
 import torch
 
-from .augment import tta_views
+from .augment import tta_for
 from .checkpoint import (atomic_write_text, load_checkpoint, make_run_dir, model_payload, save_checkpoint,
                          versions)
 from .config import config_to_dict, config_to_yaml
@@ -69,13 +68,9 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
 
     data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))
     batch_size = resolve_batch_size(cfg.train.batch_size, len(data.train_y))
-    model = create_model(cfg.model.name, num_classes=data.num_classes, in_channels=1, **cfg.model.kwargs).to(device)
+    model = create_training_model(cfg, data.num_classes, device)
     params = sum(p.numel() for p in model.parameters())
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    net = wrap_distributed(model, world, device, cfg.train.sync_batchnorm)
-    if cfg.train.compile:
-        net = torch.compile(net, mode=None if cfg.train.compile is True else cfg.train.compile)
+    net = compile_if_asked(wrap_distributed(model, world, device, cfg.train.sync_batchnorm), cfg.train.compile)
 
     shuffle_gen = torch.Generator(device=device if cfg.data.pipeline == "device" else "cpu")
     aug_gen = torch.Generator(device=device)
@@ -208,7 +203,7 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
     best_row = rows[best_epoch - 1]
     tta = {}
     if cfg.train.tta:
-        views = partial(tta_views, background=-data.mean / data.std)
+        views = tta_for(data.mean, data.std)
         single_view = test_acc
         test_loss, test_acc, test_n = score(test_batches, views)
         tta = {"tta": True, "test_acc_single_view": single_view,
@@ -238,6 +233,19 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
         f"best epoch {best_epoch} of {len(rows)}, {selected}; trained in {train_time:.1f}s")
     log(f"run directory: {run_dir}")
     return summary
+
+
+def create_training_model(cfg, num_classes: int, device: torch.device):
+    """The config's model on `device`, in the memory format it asks for."""
+    model = create_model(cfg.model.name, num_classes=num_classes, in_channels=1, **cfg.model.kwargs).to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
+
+
+def compile_if_asked(net, setting):
+    """train.compile: false, true (torch.compile's default mode) or a mode name."""
+    if not setting:
+        return net
+    return torch.compile(net, mode=None if setting is True else setting)
 
 
 def wrap_distributed(model, world: World, device: torch.device, sync_batchnorm: bool):
