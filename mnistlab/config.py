@@ -230,7 +230,7 @@ class TrainConfig(Strict):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     # torch.compile for the training steps; reduce-overhead adds CUDA graphs (GPU only, fixed batch shapes)
     compile: Union[bool, Literal["reduce-overhead", "max-autotune"]] = False
-    channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor-core GPUs
+    channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor-core GPUs and CPUs
     limit_train_batches: Optional[int] = Field(None, ge=1)
     limit_eval_batches: Optional[int] = Field(None, ge=1)  # smoke tests only: the test score then is partial
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks' batches

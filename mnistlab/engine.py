@@ -57,8 +57,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def amp_dtype(setting: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 where the GPU supports it, else fp16; never on the CPU (it is slower there)."""
-    if device.type != "cuda" or setting == "off":
+    """auto: bf16 where the GPU supports it, else fp16. On the CPU only an explicit bf16 autocasts (it pays
+    on CPUs with bf16 kernels, e.g. AVX512-BF16 or AMX, and costs elsewhere); fp16 there means fp32."""
+    if setting == "off":
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if setting == "bf16" else None
+    if device.type != "cuda":
         return None
     if setting == "fp16":
         return torch.float16

@@ -13,6 +13,7 @@ from conftest import REPO, TINY, write_config
 from idx_files import write_dataset
 from mnistlab.checkpoint import load_checkpoint
 from mnistlab.data import DATASETS
+from mnistlab.engine import amp_dtype
 from mnistlab.errors import UserError
 
 
@@ -87,6 +88,28 @@ def test_channels_last_trains_and_its_checkpoint_loads_into_a_plain_model(cli, t
     assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=1e-3)
     code, out, _ = cli("eval", nhwc / "best.pt", "--json", "--data-dir", mnist_root)
     assert code == 0 and json.loads(out)["accuracy"] > 0.5
+
+
+def test_amp_on_the_cpu_is_bf16_only_when_asked():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert amp_dtype("bf16", cpu) == torch.bfloat16
+    assert amp_dtype("auto", cpu) is None and amp_dtype("off", cpu) is None
+    assert amp_dtype("fp16", cpu) is None  # a GPU config evaluated or resumed on a CPU runs in fp32 there
+    assert amp_dtype("fp16", gpu) == torch.float16 and amp_dtype("off", gpu) is None
+
+
+def test_bf16_autocast_on_the_cpu_trains_and_eval_uses_it(cli, tmp_path, mnist_root):
+    fp32 = tiny_run(cli, tmp_path / "fp32", mnist_root)
+    bf16 = tiny_run(cli, tmp_path / "bf16", mnist_root, "--set", "train.amp=bf16",
+                    "--set", "train.limit_eval_batches=null")
+    summary = json.loads((bf16 / "summary.json").read_text())
+    assert summary["amp"] == "bfloat16" and summary["test_n"] == 10_000
+    a, b = read_metrics(fp32), read_metrics(bf16)
+    assert a != b  # it did autocast ...
+    assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=0.05)
+    code, out, _ = cli("eval", bf16 / "best.pt", "--json", "--data-dir", mnist_root)
+    report = json.loads(out)
+    assert code == 0 and (report["accuracy"], report["loss"]) == (summary["test_acc"], summary["test_loss"])  # ... eval too
 
 
 @pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on the CPU needs a C compiler (cc)")
