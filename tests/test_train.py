@@ -112,6 +112,14 @@ def test_bf16_autocast_on_the_cpu_trains_and_eval_uses_it(cli, tmp_path, mnist_r
     assert code == 0 and (report["accuracy"], report["loss"]) == (summary["test_acc"], summary["test_loss"])  # ... eval too
 
 
+def test_fp16_on_the_cpu_trains_in_fp32_and_says_so(cli, tmp_path, mnist_root):
+    code, out, err = cli("train", REPO / "configs" / "iter5.yaml", "--set", "train.amp=fp16", "--set", "train.epochs=1",
+                         "--set", "train.limit_train_batches=2", "--set", "train.limit_eval_batches=1",
+                         "--out-dir", tmp_path, "--data-dir", mnist_root)
+    assert code == 0 and "device cpu, fp32 (amp fp16 is for CUDA)" in out + err
+    assert json.loads((run_dirs(tmp_path, "iter5")[0] / "summary.json").read_text())["amp"] == "off"
+
+
 @pytest.mark.skipif(shutil.which("cc") is None, reason="torch.compile on the CPU needs a C compiler (cc)")
 def test_compiled_training_matches_eager(cli, tmp_path, mnist_root):
     eager = tiny_run(cli, tmp_path / "eager", mnist_root, config="mlp.yaml")
