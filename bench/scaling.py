@@ -14,8 +14,8 @@ sets channels_last against NCHW for each model, the two alternating so that the 
 from __future__ import annotations
 
 import argparse
-import sys
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path

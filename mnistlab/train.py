@@ -108,7 +108,7 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
     say(f"{cfg.name}: {cfg.model.name} ({params:,} params) on {data.dataset}, {len(data.train_y):,} train / "
         f"{len(data.val_y):,} val / {len(data.test_y):,} test images, batch {batch_size}, device {device}"
         + (f", amp {str(dtype).removeprefix('torch.')}" if dtype else
-           f", fp32 (amp {cfg.train.amp} is for CUDA)" if cfg.train.amp == "fp16" else "")
+           f", fp32 (amp {cfg.train.amp} is not used on {device.type})" if cfg.train.amp not in ("auto", "off") else "")
         + (f", {world.size} processes" if world.active else ""))
     if monitor == "test_acc":
         say("note: the checkpoint is selected on TEST accuracy (allow_test_selection: true); "
