@@ -1,14 +1,15 @@
 """What a bigger experiment costs: seconds per training epoch against model size and batch size.
 
-    python bench/scaling.py [--models iter5,cnn3_bn,...] [--device auto] [--steps 20] [--channels-last]
-                            [--amp auto|off|bf16]
+    python bench/scaling.py [--models iter5,cnn3_bn,...] [--device auto] [--steps 20]
+                            [--channels-last [after_first_pool]] [--amp auto|off|bf16]
 
 Times forward + backward + optimizer step on in-memory batches (the model's cost, no data work) and
 scales it to one epoch of 54,000 images (MNIST's training set less a 10% validation split). Models:
 iter5 -> cnn3_bn -> cnn_large -> vgg16 at 32x32 (or --models), at batch 64; then the first model at
 batch 32 ... 1024.
 --channels-last and --amp price the trainer's train.channels_last and train.amp settings; a last table
-sets channels_last against NCHW for each model, the two alternating so that the machine's noise cancels.
+sets the layouts (NCHW, channels_last, channels_last after the first pool) against each other for each
+model, alternating so that the machine's noise cancels.
 """
 
 from __future__ import annotations
@@ -25,19 +26,20 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnistlab.engine import amp_dtype, autocast, resolve_device  # noqa: E402
+from mnistlab.engine import amp_dtype, autocast, keep_freed_host_memory, resolve_device  # noqa: E402
+from mnistlab.layout import apply_layout  # noqa: E402
 from mnistlab.registry import count_params, create_model, list_models  # noqa: E402
 
 EPOCH_IMAGES = 54_000
+LAYOUT_NAMES = {False: "NCHW", True: "channels_last", "after_first_pool": "channels_last after the first pool"}
 
 
-def training_step(name: str, batch: int, device: torch.device, channels_last: bool = False, amp: str = "auto"):
+def training_step(name: str, batch: int, device: torch.device, channels_last: bool | str = False,
+                  amp: str = "auto"):
     """One forward + backward + SGD step of `name` on a fixed in-memory batch, warmed up; returns the step."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        model = create_model(name).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = apply_layout(create_model(name).to(device), channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
     x = torch.randn(batch, 1, 28, 28, device=device)
     y = torch.randint(0, 10, (batch,), device=device)
@@ -71,15 +73,18 @@ def seconds_per_step(name: str, batch: int, steps: int, device: torch.device, **
     return clocked(training_step(name, batch, device, **setting), steps, device)
 
 
-def channels_last_speedup(name: str, steps: int, rounds: int, device: torch.device, amp: str) -> tuple:
-    """NCHW and channels_last alternating, median of each: a busy machine slows rounds, not one format."""
-    steppers = [training_step(name, 64, device, cl, amp) for cl in (False, True)]
-    times = [[], []]
+LAYOUTS = (False, True, "after_first_pool")  # train.channels_last's values
+
+
+def layout_times(name: str, steps: int, rounds: int, device: torch.device, amp: str) -> list[float]:
+    """Seconds per step in each of LAYOUTS, alternating, median of each: a busy machine slows rounds,
+    not one layout."""
+    steppers = [training_step(name, 64, device, layout, amp) for layout in LAYOUTS]
+    times = [[] for _ in LAYOUTS]
     for _ in range(rounds):
         for i, step in enumerate(steppers):
             times[i].append(clocked(step, steps, device))
-    nchw, nhwc = (statistics.median(t) for t in times)
-    return nchw, nhwc
+    return [statistics.median(t) for t in times]
 
 
 def main() -> None:
@@ -87,7 +92,8 @@ def main() -> None:
     parser.add_argument("--models", default="iter5,cnn3_bn,cnn_large,vgg16", help="registry names, smallest first")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--channels-last", action="store_true", help="as train.channels_last: true")
+    parser.add_argument("--channels-last", nargs="?", const=True, default=False, choices=(True, "after_first_pool"),
+                        help="as train.channels_last: true, or after_first_pool")
     parser.add_argument("--amp", default="auto", choices=("auto", "off", "bf16", "fp16"), help="as train.amp")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -96,8 +102,10 @@ def main() -> None:
         parser.error(f"--models: unknown {', '.join(unknown) or '(none given)'}; see `mnistlab models`")
     device = resolve_device(args.device)
     dtype = amp_dtype(args.amp, device)
+    if device.type == "cpu":
+        keep_freed_host_memory()  # as mnistlab train does on a CPU
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
-          f"{'channels_last' if args.channels_last else 'NCHW'}, "
+          f"{LAYOUT_NAMES[args.channels_last]}, "
           f"{str(dtype).removeprefix('torch.') + ' autocast' if dtype else 'fp32'}; one epoch = {EPOCH_IMAGES:,} images")
     setting = {"channels_last": args.channels_last, "amp": args.amp}
 
@@ -118,13 +126,12 @@ def main() -> None:
         per_step = seconds_per_step(models[0], batch, args.steps, device, **setting)
         print(f"  {batch:>6} {per_step:>8.4f} {per_step * EPOCH_IMAGES / batch:>9.1f} {batch / per_step:>10,.0f}")
 
-    print("\ntrain.channels_last (batch 64; the two formats alternate, 5 rounds, median):")
-    print(f"  {'model':<10} {'NCHW s/step':>12} {'NHWC s/step':>12} {'speed-up':>9}")
+    print("\ntrain.channels_last (batch 64, s/step and speed-up over NCHW; the layouts alternate, 5 rounds, median):")
+    print(f"  {'model':<10} {'NCHW':>8} {'true':>16} {'after_first_pool':>16}")
     for name in models:
         steps = max(1, args.steps // (20 if name == "vgg16" and device.type == "cpu" else 4))
-        nchw, nhwc = channels_last_speedup(name, steps, 5, device, args.amp)
-        print(f"  {name:<10} {nchw:>12.4f} {nhwc:>12.4f} {nchw / nhwc:>8.2f}x")
-
+        nchw, nhwc, after = layout_times(name, steps, 5, device, args.amp)
+        print(f"  {name:<10} {nchw:>8.4f} {nhwc:>8.4f} ({nchw / nhwc:.2f}x) {after:>8.4f} ({nchw / after:.2f}x)")
 
 if __name__ == "__main__":
     main()

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnistlab.config import load_config  # noqa: E402
 from mnistlab.data import load_data, resolve_root  # noqa: E402
-from mnistlab.engine import amp_dtype, evaluate, resolve_device, train_one_epoch  # noqa: E402
+from mnistlab.engine import amp_dtype, evaluate, keep_freed_host_memory, resolve_device, train_one_epoch  # noqa: E402
 from mnistlab.optim import build_optimizer, build_scheduler  # noqa: E402
 from mnistlab.pipeline import DeviceBatches, eval_batches  # noqa: E402
 from mnistlab.train import compile_if_asked, create_training_model, resolve_batch_size  # noqa: E402
@@ -84,6 +84,8 @@ def main() -> None:
         sys.exit(f"{args.config}: the speedrun times the device pipeline; set data.pipeline: device")
     device = resolve_device(args.device if args.device != "auto" else cfg.device)
     torch.backends.cudnn.benchmark = True
+    if device.type == "cpu":
+        keep_freed_host_memory()  # as mnistlab train does on a CPU
     data = load_data(cfg.data, cfg.seed, resolve_root(None, cfg.data.root))
     on_device = {"train": (data.train_x.to(device), data.train_y.to(device)),
                  "val": (data.val_x.to(device), data.val_y.to(device)),

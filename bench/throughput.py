@@ -7,17 +7,21 @@ Prints images/s for
   mnistlab device mnistlab's default pipeline (uint8 on the device, batched augmentation)
   mnistlab classic mnistlab's classic pipeline (PIL + torchvision transforms + DataLoader)
   seed pipeline   an independent copy of seed 002's loop: torchvision MNIST, per-image transforms,
-                  DataLoader(num_workers=2, pin_memory), loss.item() and a tqdm update every step
+                  DataLoader(num_workers=2, pin_memory), loss.item() and a tqdm update every step,
+                  run in a child process as the seeds ran it (glibc's default allocator), and again in
+                  this process with mnistlab's allocator setting, so that setting's share is visible
 and the ratios: device / seed pipeline (goal >= 2.5x) and device / model only (goal >= 0.85).
 All use the same model, batch size and seed 002's augmentation. The model-only and device figures come
-in each compute setting the trainer offers on a CPU: fp32 (the seeds'), train.channels_last, and
-channels_last with train.amp: bf16 where the CPU has bf16 kernels (AVX512-BF16/AMX).
+in each compute setting the trainer offers on a CPU: fp32 NCHW (the seeds'), train.channels_last: true
+and after_first_pool, and after_first_pool with train.amp: bf16 where the CPU has bf16 kernels
+(AVX512-BF16/AMX).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnistlab.config import Augment  # noqa: E402
 from mnistlab.data import DATASETS, load_split, resolve_root  # noqa: E402
-from mnistlab.engine import autocast, train_one_epoch  # noqa: E402
+from mnistlab.engine import autocast, keep_freed_host_memory, train_one_epoch  # noqa: E402
+from mnistlab.layout import apply_layout  # noqa: E402
 from mnistlab.pipeline import DeviceBatches, classic_batches  # noqa: E402
 from mnistlab.registry import create_model  # noqa: E402
 
@@ -37,11 +42,9 @@ SEED_AUGMENT = Augment(center_crop={"size": 22, "p": 0.1}, rotate=15)
 MEAN, STD = 0.1307, 0.3081
 
 
-def fresh(model_name: str, channels_last: bool = False):
+def fresh(model_name: str, channels_last: bool | str = False):
     torch.manual_seed(0)
-    model = create_model(model_name)
-    if channels_last:  # as train.channels_last does it; 1-channel input batches are NHWC already
-        model = model.to(memory_format=torch.channels_last)
+    model = apply_layout(create_model(model_name), channels_last)
     return model, torch.optim.Adam(model.parameters(), lr=0.002)
 
 
@@ -51,7 +54,7 @@ def timed(fn, images: int) -> float:
     return images / (time.perf_counter() - start)
 
 
-def model_only(model_name: str, batch: int, batches: int, channels_last=False, dtype=None) -> float:
+def model_only(model_name: str, batch: int, batches: int, channels_last: bool | str = False, dtype=None) -> float:
     model, opt = fresh(model_name, channels_last)
     model.train()
     xs = torch.randn(8, batch, 1, 28, 28)
@@ -70,7 +73,7 @@ def model_only(model_name: str, batch: int, batches: int, channels_last=False, d
 
 
 def mnistlab_pipeline(kind: str, model_name: str, batch: int, batches: int, x, y,
-                      channels_last=False, dtype=None) -> float:
+                      channels_last: bool | str = False, dtype=None) -> float:
     model, opt = fresh(model_name, channels_last)
     gen = torch.Generator().manual_seed(0)
     if kind == "device":
@@ -120,6 +123,16 @@ def seed_pipeline(model_name: str, batch: int, batches: int, root: Path) -> floa
     return timed(lambda: loop(batches), batches * batch)
 
 
+def seed_pipeline_as_seeds_ran_it(args) -> float:
+    """The seed loop in a fresh interpreter: none of this process's settings (allocator, threads)."""
+    command = [sys.executable, __file__, "--only-seed-pipeline", "--model", args.model,
+               "--batch-size", str(args.batch_size), "--batches", str(args.batches)]
+    if args.data_dir:
+        command += ["--data-dir", args.data_dir]
+    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="iter5")
@@ -127,17 +140,22 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3, help="methods alternate; each one's best round counts")
     parser.add_argument("--data-dir")
+    parser.add_argument("--only-seed-pipeline", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     root = resolve_root(args.data_dir, None)
+    if args.only_seed_pipeline:
+        print(seed_pipeline(args.model, args.batch_size, args.batches, root))
+        return
     x, y = load_split(DATASETS["mnist"], root, train=True, download=False)
+    keep_freed_host_memory()  # as mnistlab train does on a CPU
 
     print(f"model {args.model}, batch {args.batch_size}, {args.batches} batches, seed 002 augmentation, "
           f"CPU threads {torch.get_num_threads()} of {os.cpu_count()} cores, torch {torch.__version__}")
-    # The compute settings mnistlab's trainer offers on a CPU: the seeds' fp32 NCHW, train.channels_last,
-    # and that with train.amp: bf16 (only where oneDNN has bf16 kernels; emulated bf16 is slower).
-    settings = {"fp32": (False, None), "channels_last": (True, None)}
+    # The compute settings mnistlab's trainer offers on a CPU: the seeds' fp32 NCHW, train.channels_last's
+    # layouts, and train.amp: bf16 (only where oneDNN has bf16 kernels; emulated bf16 is slower).
+    settings = {"fp32": (False, None), "channels_last": (True, None), "after_first_pool": ("after_first_pool", None)}
     if torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        settings["channels_last+bf16"] = (True, torch.bfloat16)
+        settings["after_first_pool+bf16"] = ("after_first_pool", torch.bfloat16)
     methods = {}
     for label, (cl, dtype) in settings.items():
         methods[f"model only, {label}"] = lambda cl=cl, dtype=dtype: model_only(
@@ -146,18 +164,21 @@ def main() -> None:
             "device", args.model, args.batch_size, args.batches, x, y, cl, dtype)
     methods["mnistlab classic, fp32"] = lambda: mnistlab_pipeline("classic", args.model, args.batch_size,
                                                                   args.batches, x, y)
-    methods["seed pipeline, fp32"] = lambda: seed_pipeline(args.model, args.batch_size, args.batches, root)
+    methods["seed pipeline, fp32"] = lambda: seed_pipeline_as_seeds_ran_it(args)
+    methods["seed pipeline, mnistlab's allocator"] = lambda: seed_pipeline(args.model, args.batch_size,
+                                                                           args.batches, root)
     # Alternating rounds, best of each: a busy neighbour on the machine slows one round, not one method.
     figures = {name: 0.0 for name in methods}
     for _ in range(args.rounds):
         for name, measure in methods.items():
             figures[name] = max(figures[name], measure())
     for name, rate in figures.items():
-        print(f"  {name:<34} {rate:8,.0f} images/s")
-    seed = figures["seed pipeline, fp32"]
+        print(f"  {name:<40} {rate:8,.0f} images/s")
+    seed, seed_same_allocator = figures["seed pipeline, fp32"], figures["seed pipeline, mnistlab's allocator"]
     for label in settings:
         device, ceiling = figures[f"mnistlab device, {label}"], figures[f"model only, {label}"]
-        print(f"mnistlab device, {label}: {device / seed:.2f}x the seed pipeline (goal >= 2.5x), "
+        print(f"mnistlab device, {label}: {device / seed:.2f}x the seed pipeline (goal >= 2.5x; "
+              f"{device / seed_same_allocator:.2f}x given the same allocator), "
               f"{device / ceiling:.2f} of its model-only ceiling (goal >= 0.85)")
 
 

@@ -61,9 +61,10 @@ def apply_affine(x: torch.Tensor, theta: torch.Tensor, zoom: torch.Tensor | None
     out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if zoom is not None:
         # A crop discards what lies outside it: a later rotation or shift must bring in
-        # background there, not the pixels the crop cut away.
-        window = (1.0 / zoom).view(-1, 1, 1, 1) + 1e-6
-        out = out * (grid.abs() <= window).all(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+        # background there, not the pixels the crop cut away. (Two comparisons and an `and`:
+        # `.all(dim=-1)` over the x/y pair cost more than the grid_sample on a CPU.)
+        window = (1.0 / zoom).view(-1, 1, 1) + 1e-6
+        out = out * ((grid[..., 0].abs() <= window) & (grid[..., 1].abs() <= window)).unsqueeze(1)
     return out
 
 

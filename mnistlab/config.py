@@ -230,7 +230,9 @@ class TrainConfig(Strict):
     amp: Literal["auto", "off", "bf16", "fp16"] = "auto"
     # torch.compile for the training steps; reduce-overhead adds CUDA graphs (GPU only, fixed batch shapes)
     compile: Union[bool, Literal["reduce-overhead", "max-autotune"]] = False
-    channels_last: bool = False  # NHWC weights and activations: faster convolutions on tensor-core GPUs and CPUs
+    # NHWC weights and activations (faster convolutions on tensor-core GPUs and CPUs); after_first_pool
+    # keeps the stem NCHW, which is faster on CPUs for narrow batch-normalized stems (see layout.py)
+    channels_last: Union[bool, Literal["after_first_pool"]] = False
     limit_train_batches: Optional[int] = Field(None, ge=1)
     limit_eval_batches: Optional[int] = Field(None, ge=1)  # smoke tests only: the test score then is partial
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks' batches
@@ -250,6 +252,13 @@ class TrainConfig(Strict):
         if not (isinstance(value, bool) or value in ("reduce-overhead", "max-autotune")):  # not 1, not "yes"
             raise ValueError("allowed: true, false, reduce-overhead, max-autotune"
                              + _did_you_mean(value, ["reduce-overhead", "max-autotune"]))
+        return value
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _layout(cls, value):
+        if not (isinstance(value, bool) or value == "after_first_pool"):
+            raise ValueError("allowed: true, false, after_first_pool" + _did_you_mean(value, ["after_first_pool"]))
         return value
 
     @field_validator("optimizer", mode="before")

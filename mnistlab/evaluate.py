@@ -6,7 +6,7 @@ from .augment import tta_for
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .config import validate_config
 from .data import DATASETS, load_split, resolve_root, split_indices
-from .engine import amp_dtype, evaluate, resolve_device
+from .engine import amp_dtype, evaluate, keep_freed_host_memory, resolve_device
 from .errors import UserError
 from .pipeline import eval_batches
 
@@ -33,6 +33,8 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
             raise UserError(f"{path}: this run had no validation split (data.val_split: 0)")
         x, y = x[idx], y[idx]
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        keep_freed_host_memory()
     model.to(dev)
     mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
     tta = cfg.train.tta if tta is None else tta

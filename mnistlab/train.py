@@ -23,15 +23,17 @@ from .checkpoint import (atomic_write_text, load_checkpoint, make_run_dir, model
 from .config import config_to_dict, config_to_yaml
 from .data import load_data, resolve_root
 from .distributed import World, broadcast_object, init_world, ranks_agree, shutdown, sum_across, sync_buffers
-from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, evaluate, is_improvement, monitor_mode,
-                     resolve_device, train_one_epoch)
+from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, evaluate, is_improvement, keep_freed_host_memory,
+                     monitor_mode, resolve_device, train_one_epoch)
 from .errors import UserError
+from .layout import apply_layout
 from .optim import build_optimizer, build_scheduler, current_lr
 from .pipeline import DeviceBatches, classic_batches, eval_batches
 from .registry import create_model
 from .report import write_run_curves_safely
 
-METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "time_s"]
+METRIC_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "test_acc", "lr", "time_s",
+                  "train_images_per_s"]
 
 
 def resolve_batch_size(setting, train_size: int) -> int:
@@ -64,6 +66,8 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
     previous = load_resume_state(resume, cfg, world.size) if resume else None
     device = resolve_device(device_setting)
     dtype = amp_dtype(cfg.train.amp, device)
+    if device.type == "cpu":
+        keep_freed_host_memory()
     torch.manual_seed(cfg.seed)  # the model's initial weights: the same on every rank
 
     data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))
@@ -146,16 +150,18 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch)
             lr = current_lr(optimizer)
+            train_start = time.perf_counter()
             stats = train_one_epoch(net, train_batches, optimizer, device, label_smoothing=cfg.train.label_smoothing,
                                     dtype=dtype, scaler=scaler, batch_scheduler=scheduler if when == "batch" else None,
                                     desc=f"epoch {epoch}/{cfg.train.epochs}", show_progress=not quiet and world.is_main)
+            train_seconds = time.perf_counter() - train_start  # stats were read back: the device is done
             loss_sum, correct, seen, diverged = sum_across(
                 world, [stats.loss * stats.n, stats.acc * stats.n, stats.n, float(stats.nonfinite_step >= 0)], device)
             val_loss, val_acc, val_n = score(val_batches) if len(data.val_y) else (None, None, 0)
             test_acc = score(test_batches)[1] if monitor == "test_acc" else None
             row = {"epoch": epoch, "train_loss": loss_sum / max(seen, 1), "train_acc": correct / max(seen, 1),
                    "val_loss": val_loss, "val_acc": val_acc, "test_acc": test_acc, "lr": lr,
-                   "time_s": time.perf_counter() - epoch_start}
+                   "time_s": time.perf_counter() - epoch_start, "train_images_per_s": seen / train_seconds}
             rows.append(row)
             if world.is_main:
                 atomic_write_text(run_dir / "metrics.csv", metrics_csv(rows))
@@ -237,9 +243,9 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
 
 
 def create_training_model(cfg, num_classes: int, device: torch.device):
-    """The config's model on `device`, in the memory format it asks for."""
+    """The config's model on `device`, in the memory layout it asks for."""
     model = create_model(cfg.model.name, num_classes=num_classes, in_channels=1, **cfg.model.kwargs).to(device)
-    return model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model
+    return apply_layout(model, cfg.train.channels_last)
 
 
 def compile_if_asked(net, setting):
@@ -325,8 +331,8 @@ def metrics_csv(rows: list[dict]) -> str:
     writer = csv.DictWriter(out, fieldnames=METRIC_COLUMNS, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row[k] is None else f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
-                         for k in METRIC_COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else f"{row[k]:.6g}" if isinstance(row[k], float) else row[k])
+                         for k in METRIC_COLUMNS})  # rows resumed from older runs may lack a column
     return out.getvalue()
 
 
@@ -337,7 +343,10 @@ def epoch_line(row: dict, epochs: int, improved: bool) -> str:
         parts.append(f"val loss {row['val_loss']:.4f} acc {row['val_acc']:.2%}")
     if row["test_acc"] is not None:
         parts.append(f"test acc {row['test_acc']:.2%}")
-    parts += [f"lr {row['lr']:.2e}", f"{row['time_s']:.1f}s"]
+    parts.append(f"lr {row['lr']:.2e}")
+    if row.get("train_images_per_s"):
+        parts.append(f"{row['train_images_per_s']:,.0f} img/s")
+    parts.append(f"{row['time_s']:.1f}s")
     return "  ".join(parts) + ("  *" if improved else "")
 
 

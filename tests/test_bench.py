@@ -37,9 +37,10 @@ def test_throughput_prints_every_method_and_the_ratios(mnist_root):
     assert result.returncode == 0, result.stderr
     rates = dict(re.findall(r"^  (\S.*?\S)\s+([\d,]+) images/s$", result.stdout, re.M))
     assert {"model only, fp32", "mnistlab device, fp32", "model only, channels_last", "mnistlab device, channels_last",
-            "mnistlab classic, fp32", "seed pipeline, fp32"} <= set(rates)
+            "mnistlab classic, fp32", "seed pipeline, fp32", "seed pipeline, mnistlab's allocator"} <= set(rates)
     assert all(int(v.replace(",", "")) > 0 for v in rates.values())
-    ratios = re.findall(r"^mnistlab device, (\S+): ([\d.]+)x the seed pipeline .* ([\d.]+) of its model-only ceiling",
+    ratios = re.findall(r"^mnistlab device, (\S+): ([\d.]+)x the seed pipeline \(goal >= 2.5x; ([\d.]+)x given the "
+                        r"same allocator\), ([\d.]+) of its model-only ceiling",
                         result.stdout, re.M)
     assert {r[0] for r in ratios} == {k.removeprefix("mnistlab device, ") for k in rates if "device" in k}
 
@@ -48,10 +49,15 @@ def test_scaling_prices_models_and_batch_sizes_in_the_asked_setting():
     result = run_bench("scaling.py", "--models", "iter5,cnn3_bn", "--steps", "1", "--channels-last", data_dir="unused")
     assert result.returncode == 0, result.stderr
     assert "channels_last, fp32" in result.stdout and "x iter5" in result.stdout
+    result = run_bench("scaling.py", "--models", "iter5,cnn3_bn", "--steps", "1", "--channels-last", "after_first_pool",
+                       data_dir="unused")
+    assert result.returncode == 0, result.stderr
+    assert "channels_last after the first pool, fp32" in result.stdout
     for name in ("iter5", "cnn3_bn"):
         assert re.search(rf"^  {name}\s+[\d,]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", result.stdout, re.M), name
     assert len(re.findall(r"^\s+(32|64|128|256|512|1024)\s+[\d.]+\s+[\d.]+\s+[\d,]+$", result.stdout, re.M)) == 6
-    speedups = re.findall(r"^  (\S+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)x$", result.stdout, re.M)
-    assert [name for name, _ in speedups] == ["iter5", "cnn3_bn"] and all(float(x) > 0 for _, x in speedups)
+    speedups = re.findall(r"^  (\S+)\s+[\d.]+\s+[\d.]+ \(([\d.]+)x\)\s+[\d.]+ \(([\d.]+)x\)$", result.stdout, re.M)
+    assert [name for name, *_ in speedups] == ["iter5", "cnn3_bn"]
+    assert all(float(x) > 0 for _, *xs in speedups for x in xs)
     result = run_bench("scaling.py", "--models", "iter5,nope", data_dir="unused")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith("unknown nope; see `mnistlab models`")

@@ -45,6 +45,9 @@ BAD_OVERRIDES = [
     ("train.compile=reduce-overhaed", "train.compile: got 'reduce-overhaed'; allowed: true, false, reduce-overhead"),
     ("train.compile=1", "train.compile: got 1; allowed"),
     ("train.tta=maybe", "train.tta: got 'maybe'"),
+    ("train.channels_last=after_first_poll", "train.channels_last: got 'after_first_poll'; allowed: true, false, "
+                                             "after_first_pool; did you mean 'after_first_pool'"),
+    ("train.channels_last=1", "train.channels_last: got 1; allowed"),
     ("name=has space", "name: got 'has space'"),
     ("train.epochs", "expected KEY=VALUE"),
 ]

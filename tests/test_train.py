@@ -4,6 +4,8 @@ import csv
 import json
 import pickle
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,6 +51,9 @@ def test_one_real_epoch_of_iter5_reaches_97_5_percent(iter5_one_epoch):
         assert key in summary
     assert sorted(p.name for p in iter5_one_epoch.iterdir()) == ["best.pt", "config.yaml", "curves.png", "last.pt",
                                                                  "metrics.csv", "summary.json"]
+    (row,) = read_metrics(iter5_one_epoch)
+    # training images per second of the epoch: all 54,000 in less than the epoch's whole time (which adds val)
+    assert float(row["train_images_per_s"]) > 54_000 / float(row["time_s"])
 
 
 def test_eval_equals_summary(iter5_one_epoch, cli, mnist_root):
@@ -83,11 +88,48 @@ def test_tta_scores_the_selected_checkpoint_and_eval_agrees(cli, tmp_path, mnist
 
 def test_channels_last_trains_and_its_checkpoint_loads_into_a_plain_model(cli, tmp_path, mnist_root):
     plain = tiny_run(cli, tmp_path / "plain", mnist_root)
-    nhwc = tiny_run(cli, tmp_path / "nhwc", mnist_root, "--set", "train.channels_last=true")
-    a, b = read_metrics(plain), read_metrics(nhwc)
-    assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=1e-3)
-    code, out, _ = cli("eval", nhwc / "best.pt", "--json", "--data-dir", mnist_root)
-    assert code == 0 and json.loads(out)["accuracy"] > 0.5
+    for layout in ("true", "after_first_pool"):
+        nhwc = tiny_run(cli, tmp_path / layout, mnist_root, "--set", f"train.channels_last={layout}")
+        a, b = read_metrics(plain), read_metrics(nhwc)
+        # rounding differences grow over 50 steps (0.1% seen); test_layout.py checks one step exactly
+        assert [float(r["train_loss"]) for r in a] == pytest.approx([float(r["train_loss"]) for r in b], rel=1e-2)
+        code, out, _ = cli("eval", nhwc / "best.pt", "--json", "--data-dir", mnist_root)
+        assert code == 0 and json.loads(out)["accuracy"] > 0.5
+
+
+def test_freed_host_memory_is_reused_not_faulted_in_again():
+    """Each step frees and reallocates a batch's activations. With glibc's defaults, freed buffers go back
+    to the kernel and fault in again on the next step (hundreds to thousands of page faults per iter5
+    step on our 2-core VM); once mnistlab's trainer has set the allocator, warmed-up steps fault (almost) none."""
+    script = """
+import resource, sys, torch
+import torch.nn.functional as F
+sys.path.insert(0, {repo!r})
+from mnistlab.engine import keep_freed_host_memory
+from mnistlab.registry import create_model
+if not keep_freed_host_memory():
+    print("not glibc"); raise SystemExit
+model = create_model("iter5")
+opt = torch.optim.SGD(model.parameters(), lr=0.01)
+x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))
+def step():
+    loss = F.cross_entropy(model(x), y)
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+for _ in range(20):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(100):
+    step()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+""".format(repo=str(REPO))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    if out.stdout.strip() == "not glibc":
+        pytest.skip("keep_freed_host_memory is glibc-only")
+    # 100 steps: glibc's defaults gave 21,000-38,000 page faults here, the tuned allocator 1-785
+    assert int(out.stdout) < 2_000
 
 
 def test_amp_on_the_cpu_is_bf16_only_when_asked():
