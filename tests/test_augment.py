@@ -2,10 +2,11 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from mnistlab.augment import affine_theta, apply_affine, augment_batch, classic_transform
+from mnistlab.augment import TTA_VIEWS, affine_theta, apply_affine, augment_batch, classic_transform, sampling_grid
 from mnistlab.config import Augment, load_config
 from mnistlab.pipeline import DeviceBatches
 
@@ -19,6 +20,28 @@ def horizontal_bar() -> torch.Tensor:
 def transform(img, angle=0.0, zoom=1.0, tx=0.0, ty=0.0, scale=1.0):
     t = lambda v: torch.tensor([float(v)])  # noqa: E731
     return apply_affine(img, affine_theta(t(angle), t(zoom), t(tx), t(ty), t(scale), size=28))
+
+
+def test_the_sampling_grid_is_affine_grids_bit_for_bit():
+    """Every augmented pixel, and so every trained number in README, depends on these coordinates: the
+    cheaper grid must not move them by even one rounding step."""
+    g = torch.Generator().manual_seed(0)
+    n = 300
+
+    def uniform(lo, hi):
+        return torch.rand(n, generator=g) * (hi - lo) + lo
+
+    zoom = torch.where(torch.rand(n, generator=g) < 0.3, 28 / 22, 1.0)
+    thetas = [affine_theta(uniform(-15, 15), zoom, uniform(-3, 3), uniform(-3, 3), uniform(0.9, 1.1), size=28)]
+    ones = torch.ones(len(TTA_VIEWS))
+    thetas.append(affine_theta(torch.tensor([float(v[0]) for v in TTA_VIEWS]), ones,
+                               torch.tensor([float(v[1]) for v in TTA_VIEWS]),
+                               torch.tensor([float(v[2]) for v in TTA_VIEWS]), ones, size=28))
+    for theta in thetas:
+        for size in ([28, 28], [32, 24], [1, 5]):
+            expected = F.affine_grid(theta, [len(theta), 1, *size], align_corners=False)
+            gx, gy = sampling_grid(theta, *size)
+            assert torch.equal(gx, expected[..., 0]) and torch.equal(gy, expected[..., 1]), size
 
 
 def test_rotating_a_bar_by_90_degrees_makes_it_vertical():
