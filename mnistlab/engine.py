@@ -132,21 +132,16 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
         hits[step] = (logits.detach().argmax(1) == y).sum()
         sizes.append(len(y))
         if not bar.disable and step % 25 == 0:
-            seen = sum(sizes)
-            bar.set_postfix(loss=f"{losses[:step + 1].double() @ sizes_tensor(sizes, device) / seen:.4f}",
-                            acc=f"{hits[:step + 1].sum().item() / seen:.2%}",
+            bar.set_postfix(loss=f"{losses[:step + 1].mean().item():.4f}",
+                            acc=f"{hits[:step + 1].sum().item() / sum(sizes):.2%}",
                             lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
     bar.close()
-    n = len(sizes)
-    seen = sum(sizes)
-    loss_sum = (losses[:n].double() @ sizes_tensor(sizes, device)).item() if n else 0.0
+    n, seen = len(sizes), sum(sizes)
+    weights = torch.tensor(sizes, dtype=torch.float64, device=device)  # a short last batch weighs less
+    loss_sum = (losses[:n].double() @ weights).item() if n else 0.0
     nonfinite = (~torch.isfinite(losses[:n])).nonzero()
     return EpochStats(loss_sum / max(seen, 1), hits[:n].sum().item() / max(seen, 1), seen,
                       int(nonfinite[0, 0]) if len(nonfinite) else -1)
-
-
-def sizes_tensor(sizes: list[int], device) -> torch.Tensor:
-    return torch.tensor(sizes, dtype=torch.float64, device=device)
 
 
 @torch.inference_mode()

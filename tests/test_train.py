@@ -343,3 +343,45 @@ def test_onecycle_runs_on_the_shortest_smoke_runs(epochs, steps):
         scheduler.step()
         lrs.append(current_lr(optimizer))
     assert all(math.isfinite(lr) and 0 < lr <= 0.1 for lr in lrs)
+
+
+def test_the_progress_bar_shows_the_running_loss_and_accuracy(monkeypatch):
+    import io
+
+    import tqdm.auto
+
+    from mnistlab.engine import train_one_epoch
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    shown = []
+    monkeypatch.setattr(sys, "stderr", Terminal())
+    monkeypatch.setattr(tqdm.auto.tqdm, "set_postfix", lambda bar, **values: shown.append(values))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    batches = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(30)] + \
+              [(torch.randn(3, 1, 28, 28), torch.randint(0, 10, (3,)))]
+    stats = train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.01), torch.device("cpu"))
+    assert stats.n == 243 and stats.nonfinite_step == -1 and 0 <= stats.acc <= 1
+    assert len(shown) == 2  # steps 0 and 25
+    for values in shown:
+        assert float(values["loss"]) > 0 and 0 <= float(values["acc"].rstrip("%")) <= 100
+
+
+def test_the_epoch_loss_weighs_each_batch_by_its_size_and_finds_the_first_non_finite_step():
+    from mnistlab.engine import train_one_epoch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    frozen = torch.optim.SGD(model.parameters(), lr=0.0)  # the model the expected figures are computed with
+    batches = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(6)] + \
+              [(torch.randn(2, 1, 28, 28), torch.randint(0, 10, (2,)))]
+    stats = train_one_epoch(model, batches, frozen, torch.device("cpu"), show_progress=False)
+    with torch.no_grad():
+        expected = sum(torch.nn.functional.cross_entropy(model(x), y).item() * len(y) for x, y in batches) / 50
+        hits = sum((model(x).argmax(1) == y).sum().item() for x, y in batches)
+    assert stats.loss == pytest.approx(expected, rel=1e-6) and stats.acc == hits / 50 and stats.n == 50
+    batches[4][0][0, 0, 0, 0] = float("nan")
+    assert train_one_epoch(model, batches, frozen, torch.device("cpu"), show_progress=False).nonfinite_step == 4
