@@ -32,6 +32,7 @@ from mnistlab.registry import count_params, create_model, list_models  # noqa: E
 
 EPOCH_IMAGES = 54_000
 LAYOUT_NAMES = {False: "NCHW", True: "channels_last", "after_first_pool": "channels_last after the first pool"}
+LAYOUTS = tuple(LAYOUT_NAMES)  # train.channels_last's values
 
 
 def training_step(name: str, batch: int, device: torch.device, channels_last: bool | str = False,
@@ -73,9 +74,6 @@ def seconds_per_step(name: str, batch: int, steps: int, device: torch.device, **
     return clocked(training_step(name, batch, device, **setting), steps, device)
 
 
-LAYOUTS = (False, True, "after_first_pool")  # train.channels_last's values
-
-
 def layout_times(name: str, steps: int, rounds: int, device: torch.device, amp: str) -> list[float]:
     """Seconds per step in each of LAYOUTS, alternating, median of each: a busy machine slows rounds,
     not one layout."""
@@ -102,8 +100,7 @@ def main() -> None:
         parser.error(f"--models: unknown {', '.join(unknown) or '(none given)'}; see `mnistlab models`")
     device = resolve_device(args.device)
     dtype = amp_dtype(args.amp, device)
-    if device.type == "cpu":
-        keep_freed_host_memory()  # as mnistlab train does on a CPU
+    keep_freed_host_memory()  # as mnistlab train does
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"{LAYOUT_NAMES[args.channels_last]}, "
           f"{str(dtype).removeprefix('torch.') + ' autocast' if dtype else 'fp32'}; one epoch = {EPOCH_IMAGES:,} images")

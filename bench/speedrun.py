@@ -84,8 +84,7 @@ def main() -> None:
         sys.exit(f"{args.config}: the speedrun times the device pipeline; set data.pipeline: device")
     device = resolve_device(args.device if args.device != "auto" else cfg.device)
     torch.backends.cudnn.benchmark = True
-    if device.type == "cpu":
-        keep_freed_host_memory()  # as mnistlab train does on a CPU
+    keep_freed_host_memory()  # as mnistlab train does
     data = load_data(cfg.data, cfg.seed, resolve_root(None, cfg.data.root))
     on_device = {"train": (data.train_x.to(device), data.train_y.to(device)),
                  "val": (data.val_x.to(device), data.val_y.to(device)),

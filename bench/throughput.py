@@ -147,7 +147,7 @@ def main() -> None:
         print(seed_pipeline(args.model, args.batch_size, args.batches, root))
         return
     x, y = load_split(DATASETS["mnist"], root, train=True, download=False)
-    keep_freed_host_memory()  # as mnistlab train does on a CPU
+    keep_freed_host_memory()  # as mnistlab train does
 
     print(f"model {args.model}, batch {args.batch_size}, {args.batches} batches, seed 002 augmentation, "
           f"CPU threads {torch.get_num_threads()} of {os.cpu_count()} cores, torch {torch.__version__}")

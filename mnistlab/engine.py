@@ -61,9 +61,10 @@ def keep_freed_host_memory() -> bool:
     """Make glibc keep freed tensor buffers for reuse instead of handing them back to the kernel.
 
     By default every buffer over 128 KiB (a batch's activations) is a fresh mmap that page-faults in
-    on first touch, step after step: ~470 faults per iter5 step at batch 64 on our 2-core VM, a
-    tenth of the step. Buffers up to 32 MiB now come from the heap, and up to 1 GiB of freed heap is
-    kept. What jemalloc/tcmalloc would do, without preloading them. False where libc is not glibc.
+    on first touch, step after step: hundreds of faults per iter5 step at batch 64 on our 2-core VM
+    (bench/allocator.py). Buffers up to 32 MiB now come from the heap, and up to 1 GiB of freed heap is
+    kept. What jemalloc/tcmalloc would do, without preloading them. Set for every device (on a GPU
+    only host-side buffers are concerned); False where libc is not glibc.
     """
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -33,8 +33,7 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
             raise UserError(f"{path}: this run had no validation split (data.val_split: 0)")
         x, y = x[idx], y[idx]
     dev = resolve_device(device)
-    if dev.type == "cpu":
-        keep_freed_host_memory()
+    keep_freed_host_memory()
     model.to(dev)
     mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
     tta = cfg.train.tta if tta is None else tta

@@ -66,8 +66,7 @@ def _train(cfg, world: World, device_setting: str, data_dir, out_dir, quiet, log
     previous = load_resume_state(resume, cfg, world.size) if resume else None
     device = resolve_device(device_setting)
     dtype = amp_dtype(cfg.train.amp, device)
-    if device.type == "cpu":
-        keep_freed_host_memory()
+    keep_freed_host_memory()
     torch.manual_seed(cfg.seed)  # the model's initial weights: the same on every rank
 
     data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))

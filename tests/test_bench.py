@@ -61,3 +61,11 @@ def test_scaling_prices_models_and_batch_sizes_in_the_asked_setting():
     assert all(float(x) > 0 for _, *xs in speedups for x in xs)
     result = run_bench("scaling.py", "--models", "iter5,nope", data_dir="unused")
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].endswith("unknown nope; see `mnistlab models`")
+
+
+def test_allocator_compares_both_settings_in_fresh_processes():
+    result = run_bench("allocator.py", "--steps", "3", "--rounds", "1", data_dir="unused")
+    assert result.returncode == 0, result.stderr
+    for name in ("glibc default", "mnistlab"):
+        assert re.search(rf"^  {name}\s+images/s [\d,]+; median [\d,]+; page faults per step \d+$", result.stdout, re.M)
+    assert re.search(r"^mnistlab's allocator setting / glibc's default: [\d.]+x \(medians\)$", result.stdout, re.M)
