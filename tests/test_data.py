@@ -46,6 +46,19 @@ def test_real_mnist_loads_with_the_seeded_split(mnist_root):
     assert torch.equal(data.val_y, again.val_y) and torch.equal(data.val_x, again.val_x)
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist"])
+def test_idx_reader_equals_torchvision_on_the_real_files(mnist_root, name):
+    from torchvision import datasets  # mnistlab reads the files itself; torchvision is the reference
+
+    spec = DATASETS[name]
+    reference_cls = {"mnist": datasets.MNIST, "fashion-mnist": datasets.FashionMNIST}[name]
+    for train in (True, False):
+        x, y = load_split(spec, mnist_root, train=train, download=False)
+        reference = reference_cls(str(mnist_root), train=train, download=False)
+        assert x.dtype == reference.data.dtype and torch.equal(x, reference.data)
+        assert y.dtype == reference.targets.dtype and torch.equal(y, reference.targets)
+
+
 def test_missing_dataset_offline_names_folder_and_files(tmp_path):
     with pytest.raises(UserError) as err:
         load_split(DATASETS["mnist"], tmp_path, train=True, download=False)
