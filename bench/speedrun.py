@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnistlab.config import load_config  # noqa: E402
 from mnistlab.data import load_data, resolve_root  # noqa: E402
+from mnistlab.errors import UserError  # noqa: E402
 from mnistlab.engine import amp_dtype, evaluate, keep_freed_host_memory, resolve_device, train_one_epoch  # noqa: E402
 from mnistlab.optim import build_optimizer, build_scheduler  # noqa: E402
 from mnistlab.pipeline import DeviceBatches, eval_batches  # noqa: E402
@@ -79,13 +80,16 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides")
     args = parser.parse_args()
 
-    cfg = load_config(args.config, args.overrides)
-    if cfg.data.pipeline != "device":
-        sys.exit(f"{args.config}: the speedrun times the device pipeline; set data.pipeline: device")
-    device = resolve_device(args.device if args.device != "auto" else cfg.device)
+    try:  # a config, device or data mistake: one line, as from mnistlab
+        cfg = load_config(args.config, args.overrides)
+        if cfg.data.pipeline != "device":
+            raise UserError(f"{args.config}: the speedrun times the device pipeline; set data.pipeline: device")
+        device = resolve_device(args.device if args.device != "auto" else cfg.device)
+        data = load_data(cfg.data, cfg.seed, resolve_root(None, cfg.data.root))
+    except UserError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     torch.backends.cudnn.benchmark = True
     keep_freed_host_memory()  # as mnistlab train does
-    data = load_data(cfg.data, cfg.seed, resolve_root(None, cfg.data.root))
     on_device = {"train": (data.train_x.to(device), data.train_y.to(device)),
                  "val": (data.val_x.to(device), data.val_y.to(device)),
                  "test": (data.test_x.to(device), data.test_y.to(device))}

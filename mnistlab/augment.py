@@ -1,11 +1,11 @@
 """Augmentation: one geometry, two implementations.
 
 `augment_batch` draws independent parameters per image and applies them to a
-whole batch with one sampling grid + grid_sample, on whatever device the batch is
-on. `classic_transform` is the seeds' per-image torchvision pipeline with the
-same semantics: optional centre crop resized back to full size (a zoom), then
-rotation, translation and scale about the centre, background filled with 0
-(the unnormalized black of MNIST), bilinear sampling.
+whole batch (or several at once) with one sampling grid + grid_sample, on
+whatever device the batch is on. `classic_transform` is the seeds' per-image
+torchvision pipeline with the same semantics: optional centre crop resized back
+to full size (a zoom), then rotation, translation and scale about the centre,
+background filled with 0 (the unnormalized black of MNIST), bilinear sampling.
 """
 
 from __future__ import annotations
@@ -17,24 +17,38 @@ import torch
 import torch.nn.functional as F
 
 
-def affine_params(n: int, aug, size: int, generator: torch.Generator, device) -> dict[str, torch.Tensor]:
-    """Per-image angle (degrees), zoom, translation (pixels) and scale."""
+def affine_params(sizes: list[int], aug, size: int, generator: torch.Generator, device) -> dict[str, torch.Tensor]:
+    """Per-image angle (degrees), zoom, translation (pixels) and scale for consecutive batches of `sizes`.
 
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        return torch.rand(n, generator=generator, device=device) * (hi - lo) + lo
+    One draw from the generator, ordered as batch-by-batch draws would be (for each batch: angles,
+    crop coin flips, x and y shifts, scales). A CPU generator draws sequentially, so there the numbers
+    do not depend on how batches are grouped (tests/test_augment.py); on a GPU, grouping saves launches.
+    """
+    kinds = ((["angle"] if aug.rotate else []) + (["crop"] if aug.center_crop is not None else [])
+             + (["tx", "ty"] if aug.translate else []) + (["scale"] if aug.scale else []))
+    total = sum(sizes)
+    ones = torch.ones(total, device=device)
+    draws = {}
+    if kinds:
+        flat = torch.rand(len(kinds) * total, generator=generator, device=device)
+        per_batch = flat.split([len(kinds) * n for n in sizes])
+        rows = torch.cat([chunk.view(len(kinds), -1) for chunk in per_batch], dim=1) if len(sizes) > 1 \
+            else per_batch[0].view(len(kinds), -1)
+        draws = dict(zip(kinds, rows))
 
-    ones = torch.ones(n, device=device)
-    angle = uniform(*aug.rotate) if aug.rotate else ones * 0
+    def uniform(kind: str, lo: float, hi: float) -> torch.Tensor:
+        return draws[kind] * (hi - lo) + lo
+
+    angle = uniform("angle", *aug.rotate) if aug.rotate else ones * 0
     zoom = ones
     if aug.center_crop is not None:
-        apply = torch.rand(n, generator=generator, device=device) < aug.center_crop.p
-        zoom = torch.where(apply, ones * (size / aug.center_crop.size), ones)
+        zoom = torch.where(draws["crop"] < aug.center_crop.p, ones * (size / aug.center_crop.size), ones)
     if aug.translate:
         shift = aug.translate * size
-        tx, ty = uniform(-shift, shift), uniform(-shift, shift)
+        tx, ty = uniform("tx", -shift, shift), uniform("ty", -shift, shift)
     else:
         tx = ty = ones * 0
-    scale = uniform(*aug.scale) if aug.scale else ones
+    scale = uniform("scale", *aug.scale) if aug.scale else ones
     return {"angle": angle, "zoom": zoom, "tx": tx, "ty": ty, "scale": scale}
 
 
@@ -87,9 +101,10 @@ def apply_affine(x: torch.Tensor, theta: torch.Tensor, zoom: torch.Tensor | None
     return out
 
 
-def augment_batch(x: torch.Tensor, aug, generator: torch.Generator) -> torch.Tensor:
-    """x: N x C x H x W floats in [0, 1] (background 0)."""
-    params = affine_params(x.shape[0], aug, x.shape[-1], generator, x.device)
+def augment_batch(x: torch.Tensor, aug, generator: torch.Generator, sizes: list[int] | None = None) -> torch.Tensor:
+    """x: N x C x H x W floats in [0, 1] (background 0), one batch or consecutive batches of `sizes`
+    (whose random parameters are drawn as for batch after batch; see affine_params)."""
+    params = affine_params(sizes or [x.shape[0]], aug, x.shape[-1], generator, x.device)
     theta = affine_theta(**params, size=x.shape[-1])
     return apply_affine(x, theta, params["zoom"] if aug.center_crop is not None else None)
 

@@ -246,6 +246,11 @@ class TrainConfig(Strict):
             raise ValueError("must be a positive whole number or 'auto' (= min(4096, training-set size))")
         return value
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, value):
+        return "off" if value is False else value  # YAML reads a bare `off` (or `no`, `false`) as false
+
     @field_validator("compile", mode="before")
     @classmethod
     def _compile_mode(cls, value):

@@ -131,6 +131,44 @@ def test_device_batches_shuffle_every_epoch_and_respect_limit(limit):
         assert sorted(first.tolist()) == list(range(100))
 
 
+GROUPING_AUGS = [Augment(center_crop={"size": 22, "p": 0.1}, rotate=15),  # seed 002's
+                  Augment(center_crop={"size": 22, "p": 0.3}, rotate=12, translate=0.08, scale=[0.9, 1.1]),
+                  Augment(translate=0.1)]
+
+
+@pytest.mark.parametrize("aug", GROUPING_AUGS, ids=["seed002", "all", "shift"])
+@pytest.mark.parametrize("sizes", [[64, 64, 64], [128, 128], [32] * 5 + [16], [100] * 3, [7] * 5, [64]])
+def test_several_batches_at_once_are_batch_after_batch_bit_for_bit(aug, sizes):
+    # On the CPU, grouping batches (pipeline.CHUNK_IMAGES) must not move a pixel: the trained figures in
+    # README were made batch by batch.
+    x = torch.rand(sum(sizes), 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    one_gen, grouped_gen = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    one_by_one = torch.cat([augment_batch(part.clone(), aug, one_gen) for part in x.split(sizes)])
+    grouped = augment_batch(x.clone(), aug, grouped_gen, sizes)
+    assert torch.equal(grouped, one_by_one)
+    assert torch.equal(grouped_gen.get_state(), one_gen.get_state())  # what follows draws the same numbers
+
+
+@pytest.mark.parametrize("chunk_images", [1, 30, 1024])
+def test_device_batches_are_the_same_however_they_are_grouped(monkeypatch, chunk_images):
+    import mnistlab.pipeline as pipeline
+
+    images = torch.randint(0, 256, (95, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    aug = GROUPING_AUGS[1]
+
+    def epoch(chunk, limit=None):
+        monkeypatch.setattr(pipeline, "CHUNK_IMAGES", chunk)
+        batches = DeviceBatches(images, torch.arange(95), 10, 0.1307, 0.3081, aug,
+                                torch.Generator().manual_seed(3), limit=limit)
+        return [(x.clone(), y.clone()) for x, y in batches]
+
+    reference = epoch(1)  # one batch at a time: what every pipeline did before grouping
+    grouped = epoch(chunk_images)
+    assert [len(y) for _, y in grouped] == [10] * 9 + [5]  # the short last batch too
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(reference, grouped))
+    assert [len(y) for _, y in epoch(chunk_images, limit=4)] == [10] * 4
+
+
 def test_config_augment_reaches_the_pipeline():
     cfg = load_config(raw={"model": "iter5", "data": {"augment": {"rotate": 15, "center_crop": {"size": 22, "p": 0.1}}}})
     assert cfg.data.augment.active and cfg.data.augment.center_crop.p == 0.1

@@ -29,7 +29,9 @@ def test_speedrun_times_each_seed_and_scores_all_test_images(mnist_root):
 
 def test_speedrun_refuses_the_classic_pipeline(mnist_root):
     result = run_bench("speedrun.py", "--seeds", "1", "--set", "data.pipeline=classic", data_dir=mnist_root)
-    assert result.returncode != 0 and "data.pipeline: device" in result.stderr
+    assert result.returncode == 2 and "data.pipeline: device" in result.stderr and "Traceback" not in result.stderr
+    result = run_bench("speedrun.py", "--seeds", "1", "--set", "train.amp=fast", data_dir=mnist_root)
+    assert result.returncode == 2 and "train.amp: got 'fast'" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_throughput_prints_every_method_and_the_ratios(mnist_root):
@@ -69,3 +71,13 @@ def test_allocator_compares_both_settings_in_fresh_processes():
     for name in ("glibc default", "mnistlab"):
         assert re.search(rf"^  {name}\s+images/s [\d,]+; median [\d,]+; page faults per step \d+$", result.stdout, re.M)
     assert re.search(r"^mnistlab's allocator setting / glibc's default: [\d.]+x \(medians\)$", result.stdout, re.M)
+
+
+def test_launches_counts_fewer_operations_when_batches_are_grouped_and_adam_fused(mnist_root):
+    result = run_bench("launches.py", "--configs", "configs/iter5.yaml", "--steps", "4", data_dir=mnist_root)
+    assert result.returncode == 0, result.stderr
+    counts = dict(re.findall(r"(batch by batch|grouped|grouped \+ fused|grouped \+ fused \+ bf16) ([\d.]+)",
+                             result.stdout))
+    one, grouped, fused, bf16 = (float(counts[k]) for k in ("batch by batch", "grouped", "grouped + fused",
+                                                             "grouped + fused + bf16"))
+    assert 30 < fused < grouped < one and bf16 > fused  # casts are operations too

@@ -119,6 +119,16 @@ def test_override_values_are_yaml():
                                                          "model.dropout_p=0.3", "train.early_stopping=null"])
     assert raw["data"]["augment"]["scale"] == [0.9, 1.1]
     assert raw["model"]["dropout_p"] == 0.3 and raw["train"]["early_stopping"] is None
+    assert load_config(raw=raw).train.amp == "off"  # YAML's `off` is false; amp takes it as "off"
+
+
+def test_amp_off_in_a_yaml_file(tmp_path, cli):
+    path = tmp_path / "amp_off.yaml"
+    path.write_text("model: iter5\ntrain:\n  amp: off\n")
+    assert load_config(path).train.amp == "off"
+    path.write_text("model: iter5\ntrain:\n  amp: true\n")
+    code, _, err = cli("train", path)
+    assert code == 2 and "train.amp: got True; allowed: auto, off, bf16, fp16" in err and "Traceback" not in err
 
 
 def test_rotate_scalar_means_symmetric_range():
