@@ -53,7 +53,7 @@ def operations_per_step(cfg, steps: int, chunk_images: int, fused: bool, dtype) 
     batches = pipeline.DeviceBatches(images, labels, batch, 0.1307, 0.3081, cfg.data.augment,
                                      torch.Generator().manual_seed(0))
     opt_cfg = cfg.train.optimizer
-    if opt_cfg.name == "sgd":
+    if opt_cfg.name == "sgd":  # mnistlab fuses Adam and AdamW only (optim.fused_on): SGD stays foreach
         optimizer = torch.optim.SGD(model.parameters(), lr=opt_cfg.lr, momentum=opt_cfg.momentum, foreach=True)
     else:
         cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[opt_cfg.name]

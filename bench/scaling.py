@@ -130,5 +130,6 @@ def main() -> None:
         nchw, nhwc, after = layout_times(name, steps, 5, device, args.amp)
         print(f"  {name:<10} {nchw:>8.4f} {nhwc:>8.4f} ({nchw / nhwc:.2f}x) {after:>8.4f} ({nchw / after:.2f}x)")
 
+
 if __name__ == "__main__":
     main()

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnistlab.config import load_config  # noqa: E402
 from mnistlab.data import load_data, resolve_root  # noqa: E402
-from mnistlab.errors import UserError  # noqa: E402
 from mnistlab.engine import amp_dtype, evaluate, keep_freed_host_memory, resolve_device, train_one_epoch  # noqa: E402
+from mnistlab.errors import UserError  # noqa: E402
 from mnistlab.optim import build_optimizer, build_scheduler  # noqa: E402
 from mnistlab.pipeline import DeviceBatches, eval_batches  # noqa: E402
 from mnistlab.train import compile_if_asked, create_training_model, resolve_batch_size  # noqa: E402

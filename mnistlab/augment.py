@@ -32,9 +32,7 @@ def affine_params(sizes: list[int], aug, size: int, generator: torch.Generator, 
     if kinds:
         flat = torch.rand(len(kinds) * total, generator=generator, device=device)
         per_batch = flat.split([len(kinds) * n for n in sizes])
-        rows = torch.cat([chunk.view(len(kinds), -1) for chunk in per_batch], dim=1) if len(sizes) > 1 \
-            else per_batch[0].view(len(kinds), -1)
-        draws = dict(zip(kinds, rows))
+        draws = dict(zip(kinds, torch.cat([chunk.view(len(kinds), -1) for chunk in per_batch], dim=1)))
 
     def uniform(kind: str, lo: float, hi: float) -> torch.Tensor:
         return draws[kind] * (hi - lo) + lo

@@ -176,15 +176,15 @@ def _missing_message(spec: DatasetSpec, raw: Path, why: str) -> str:
             f"holding {spec.folder}/raw/")
 
 
-_IDX_TYPES = {0x08: 1, 0x09: 1, 0x0B: 2, 0x0C: 4, 0x0D: 4, 0x0E: 8}  # type code -> bytes per value
-_IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_TYPES = {code: np.dtype(name) for code, name in
+              {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}.items()}
 
 
 def read_idx(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     """The values of an IDX file that check_idx has passed, in native byte order."""
     with open(path, "rb") as f:
         code = f.read(4)[2]
-        values = np.fromfile(f, dtype=_IDX_DTYPES[code], offset=4 * len(shape))
+        values = np.fromfile(f, dtype=_IDX_TYPES[code], offset=4 * len(shape))
     return torch.from_numpy(values.astype(values.dtype.newbyteorder("="), copy=False).reshape(shape))
 
 
@@ -203,7 +203,7 @@ def check_idx(path: Path) -> tuple[int, ...]:
     if ndim == 0 or len(dims_raw) < 4 * ndim:
         raise UserError(f"{path}: truncated IDX header")
     shape = tuple(int.from_bytes(dims_raw[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
-    expected = 4 + 4 * ndim + _IDX_TYPES[header[2]] * _prod(shape)
+    expected = 4 + 4 * ndim + _IDX_TYPES[header[2]].itemsize * _prod(shape)
     if size != expected:
         what = "truncated (partly downloaded?)" if size < expected else "longer than its header says"
         raise UserError(f"{path}: {what}: header says {'x'.join(map(str, shape))} "

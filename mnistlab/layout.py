@@ -5,8 +5,9 @@ and oneDNN's CPU convolutions prefer. after_first_pool: the stem, everything bef
 layer, stays NCHW and the rest is NHWC. On 2 CPU cores that trains iter5 1.30x and compact8k 1.19x as
 fast as NCHW, where true gives 1.17x and 1.12x (their stems are narrow and batch-normalized: ATen's
 NHWC BatchNorm is slow with 8 channels, its NCHW max-pooling is slow everywhere); models with wide
-stems train 0.8-0.9x as fast as with true. `python bench/scaling.py` prices the three layouts per model. None changes what is computed beyond
-float rounding, and a checkpoint loads into a model of any layout.
+stems train 0.8-1.0x as fast as with true. `python bench/scaling.py` prices the three layouts per
+model. None changes what is computed beyond float rounding, and a checkpoint loads into a model of
+any layout.
 """
 
 from __future__ import annotations
