@@ -164,10 +164,19 @@ def _download(spec: DatasetSpec, root: Path, train: bool, raw: Path) -> None:
     except PermissionError as exc:
         raise UserError(f"cannot write the {spec.name} download into {raw}: {exc.strerror}") from None
     except Exception as exc:  # noqa: BLE001  (every failed download means the same thing to the user)
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(_missing_message(spec, raw, f"and downloading failed ({reason[:120]})")) from None
+        raise UserError(_missing_message(spec, raw, f"and downloading failed ({_download_error(exc)})")) from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _download_error(exc: Exception) -> str:
+    """The cause in a few words: torchvision's message opens with "Error downloading X:" and
+    ends with what the last mirror answered, e.g. "<urlopen error [Errno -2] Name or service not known>"."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    reason = lines[-1].removeprefix("<urlopen error ").removesuffix(">")
+    return reason[:120]
 
 
 def _missing_message(spec: DatasetSpec, raw: Path, why: str) -> str:

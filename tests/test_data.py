@@ -73,6 +73,18 @@ def test_failed_download_is_one_clear_error(tmp_path):
         load_split(DATASETS["kmnist"], tmp_path, train=True, download=True)
 
 
+def test_failed_download_names_its_cause():
+    from mnistlab.data import _download_error
+
+    torchvision_message = ("Error downloading train-images-idx3-ubyte.gz:\n"
+                           "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"
+                           "<urlopen error [Errno -2] Name or service not known>\n"
+                           "Tried http://yann.lecun.com/exdb/mnist/, got:\n"
+                           "<urlopen error [Errno 101] Network is unreachable>\n")
+    assert _download_error(RuntimeError(torchvision_message)) == "[Errno 101] Network is unreachable"
+    assert _download_error(TimeoutError()) == "TimeoutError"
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "kmnist", "qmnist", "emnist-balanced"])
 def test_each_dataset_loads_from_small_idx_files(tmp_path, name):
     spec = DATASETS[name]
