@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnistlab.engine import keep_freed_host_memory  # noqa: E402
-from mnistlab.registry import create_model  # noqa: E402
+from mnistlab.training.engine import keep_freed_host_memory  # noqa: E402
+from mnistlab.models import create_model  # noqa: E402
 
 SETTINGS = ("glibc default", "mnistlab")
 

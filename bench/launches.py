@@ -27,12 +27,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import mnistlab.pipeline as pipeline  # noqa: E402
+import mnistlab.data.pipeline as pipeline  # noqa: E402
 from mnistlab.config import load_config  # noqa: E402
-from mnistlab.engine import train_one_epoch  # noqa: E402
-from mnistlab.optim import build_scheduler  # noqa: E402
-from mnistlab.registry import create_model  # noqa: E402
-from mnistlab.train import resolve_batch_size  # noqa: E402
+from mnistlab.training.engine import train_one_epoch  # noqa: E402
+from mnistlab.training.optim import build_scheduler  # noqa: E402
+from mnistlab.models import create_model  # noqa: E402
+from mnistlab.training.trainer import resolve_batch_size  # noqa: E402
 
 # Operations that only make a new view of a tensor, read a CPU scalar or allocate: no kernel
 NO_KERNEL = {"aten::view", "aten::detach", "aten::select", "aten::slice", "aten::t", "aten::unsqueeze",

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mnistlab.engine import amp_dtype, autocast, keep_freed_host_memory, resolve_device  # noqa: E402
-from mnistlab.layout import apply_layout  # noqa: E402
-from mnistlab.registry import count_params, create_model, list_models  # noqa: E402
+from mnistlab.training.engine import amp_dtype, autocast, keep_freed_host_memory, resolve_device  # noqa: E402
+from mnistlab.models.layout import apply_layout  # noqa: E402
+from mnistlab.models import count_params, create_model, list_models  # noqa: E402
 
 EPOCH_IMAGES = 54_000
 LAYOUT_NAMES = {False: "NCHW", True: "channels_last", "after_first_pool": "channels_last after the first pool"}

@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mnistlab.config import load_config  # noqa: E402
 from mnistlab.data import load_data, resolve_root  # noqa: E402
-from mnistlab.engine import amp_dtype, evaluate, keep_freed_host_memory, resolve_device, train_one_epoch  # noqa: E402
+from mnistlab.training.engine import amp_dtype, keep_freed_host_memory, resolve_device, score, train_one_epoch  # noqa: E402
 from mnistlab.errors import UserError  # noqa: E402
-from mnistlab.optim import build_optimizer, build_scheduler  # noqa: E402
-from mnistlab.pipeline import DeviceBatches, eval_batches  # noqa: E402
-from mnistlab.train import compile_if_asked, create_training_model, resolve_batch_size  # noqa: E402
+from mnistlab.training.optim import build_optimizer, build_scheduler  # noqa: E402
+from mnistlab.data.pipeline import DeviceBatches, eval_batches  # noqa: E402
+from mnistlab.training.trainer import compile_if_asked, create_training_model, resolve_batch_size  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -64,11 +64,11 @@ def train_and_score(cfg, data, on_device: dict, device, seed: int) -> tuple[floa
     synchronize(device)
     seconds = time.perf_counter() - start
 
-    def score(split):
-        return evaluate(model, eval_batches(*on_device[split], cfg.train.eval_batch_size, data.mean, data.std),
-                        device, dtype).acc
+    def accuracy(split):
+        return score(model, eval_batches(*on_device[split], cfg.train.eval_batch_size, data.mean, data.std),
+                     device, dtype).acc
 
-    return seconds, score("val") if len(data.val_y) else None, score("test")
+    return seconds, accuracy("val") if len(data.val_y) else None, accuracy("test")
 
 
 def main() -> None:

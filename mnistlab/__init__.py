@@ -1,3 +1,5 @@
 """mnistlab: a config-driven experiment runner for handwritten-digit classification."""
 
-__version__ = "0.1.0"
+from ._version import __version__
+
+__all__ = ["__version__"]

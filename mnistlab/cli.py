@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import __version__
-from .errors import UserError
+from ._version import __version__
+from .errors import UserError, one_line
 
 
 class Parser(argparse.ArgumentParser):
@@ -24,7 +24,12 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
+    for add in (add_train, add_eval, add_compare, add_predict, add_draw, add_models, add_summary):
+        add(commands)
+    return parser
 
+
+def add_train(commands) -> None:
     p = commands.add_parser("train", help="train one config; keep the best checkpoint; score it on the test set")
     p.add_argument("config", help="YAML config file (see configs/)")
     add_config_options(p)
@@ -36,6 +41,8 @@ def build_parser() -> Parser:
     p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (its directory or its last.pt)")
     p.set_defaults(handler=cmd_train)
 
+
+def add_eval(commands) -> None:
     p = commands.add_parser("eval", help="score a checkpoint: accuracy, loss, per-class accuracy, confusion matrix")
     p.add_argument("checkpoint", help="a best.pt / last.pt file")
     p.add_argument("--split", choices=["test", "val", "train"], default="test")
@@ -49,6 +56,8 @@ def build_parser() -> Parser:
                    "misclassified digits into DIR")
     p.set_defaults(handler=cmd_eval)
 
+
+def add_compare(commands) -> None:
     p = commands.add_parser("compare", help="train (or reuse) several configs; write a comparison table and plots")
     p.add_argument("configs", nargs="+", metavar="CONFIG", help="YAML config files, e.g. configs/*.yaml")
     add_config_options(p)
@@ -65,6 +74,8 @@ def build_parser() -> Parser:
                    "one after another in this process)")
     p.set_defaults(handler=cmd_compare)
 
+
+def add_predict(commands) -> None:
     p = commands.add_parser("predict", help="classify digit images (photos, scans, drawings) with a checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="image files, or folders of them")
     p.add_argument("--ckpt", help="checkpoint (default: the newest checkpoints/**/best.pt, else the shipped model)")
@@ -75,20 +86,25 @@ def build_parser() -> Parser:
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input")
     p.set_defaults(handler=cmd_predict)
 
+
+def add_draw(commands) -> None:
     p = commands.add_parser("draw", help="a window to draw digits in with the mouse, read by a checkpoint as you draw")
     p.add_argument("--ckpt", help="checkpoint (default: the newest checkpoints/**/best.pt, else the shipped model)")
     p.set_defaults(handler=cmd_draw)
 
+
+def add_models(commands) -> None:
     p = commands.add_parser("models", help="list the registered models with parameter counts")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'iter*'")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=cmd_models)
 
+
+def add_summary(commands) -> None:
     p = commands.add_parser("summary", help="print a model's layer table (torchsummary)")
     p.add_argument("target", help="a config file or a model name")
     add_config_options(p)
     p.set_defaults(handler=cmd_summary)
-    return parser
 
 
 def positive_int(text: str) -> int:
@@ -109,12 +125,11 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
 def load_checked_config(path: str, overrides: list[str]):
     """The config file plus overrides, validated, with the model name and options checked against the registry."""
     from .config import load_config
-    from .registry import check_model_kwargs, get_builder
+    from .models import check_model
 
     cfg = load_config(path, overrides)
     try:
-        get_builder(cfg.model.name)
-        check_model_kwargs(cfg.model.name, cfg.model.kwargs)
+        check_model(cfg.model.name, cfg.model.kwargs)
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
     return cfg
@@ -128,7 +143,7 @@ def cmd_train(args) -> int:
 
         print(config_to_yaml(cfg), end="")
         return 0
-    from .train import run_training
+    from .training.trainer import run_training
 
     run_training(cfg, data_dir=args.data_dir, out_dir=args.out_dir, quiet=args.quiet, resume=args.resume,
                  config_path=args.config)
@@ -136,7 +151,7 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate_checkpoint, format_report
+    from .experiments.evaluate import evaluate_checkpoint, format_report
 
     report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device,
                                  plots_dir=args.plots, tta=args.tta)
@@ -152,14 +167,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .compare import run_compare
+    from .experiments.compare import run_compare
 
     return run_compare(args.configs, overrides=args.overrides, seeds=args.seeds, out_dir=args.out_dir,
                        reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir, jobs=args.jobs)
 
 
 def cmd_predict(args) -> int:
-    from .predict import expand_inputs, find_checkpoint, format_result, load_classifier, predict_files
+    from .reading.predict import expand_inputs, find_checkpoint, format_result, load_classifier, predict_files
 
     # Mistakes in the inputs or the output folder are reported before the model loads.
     if not expand_inputs(args.inputs):
@@ -191,13 +206,13 @@ def cmd_predict(args) -> int:
 
 
 def cmd_draw(args) -> int:
-    from .draw import run_draw
+    from .reading.draw import run_draw
 
     return run_draw(args.ckpt)
 
 
 def cmd_models(args) -> int:
-    from .registry import count_params, list_models, model_description
+    from .models import count_params, list_models, model_description
 
     names = list_models(args.pattern)
     if not names:
@@ -217,12 +232,12 @@ def cmd_models(args) -> int:
 def cmd_summary(args) -> int:
     from pathlib import Path
 
-    from .registry import create_model, list_models
+    from .models import create_model, list_models
 
     if args.target in list_models() and not Path(args.target).is_file():
         name, kwargs, num_classes = args.target, {}, 10
     else:
-        from .data import DATASETS
+        from .data.datasets import DATASETS
 
         if not Path(args.target).exists():
             raise UserError(f"{args.target!r} is neither a config file nor a model name; "
@@ -247,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except UserError as exc:
-        one_line = " ".join(str(exc).splitlines())  # a key or path may carry a newline of its own
-        print(f"mnistlab {args.command}: error: {one_line}", file=sys.stderr)
+        print(f"mnistlab {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"mnistlab {args.command}: interrupted", file=sys.stderr)

@@ -7,7 +7,6 @@ allowed and, for near misses, what the user probably meant.
 
 from __future__ import annotations
 
-import difflib
 import re
 import typing
 from pathlib import Path
@@ -16,25 +15,22 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import UserError
-
-DATASET_NAMES = ("mnist", "fashion-mnist", "emnist-balanced", "kmnist", "qmnist")
-
+from .errors import UserError, did_you_mean
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class CenterCrop(Strict):
+class CenterCropConfig(Strict):
     size: int = Field(22, ge=4, le=28)
     p: float = Field(1.0, ge=0.0, le=1.0)
 
 
-class Augment(Strict):
+class AugmentConfig(Strict):
     """Everything off unless given. Geometry is applied to the [0, 1] image, before normalization."""
 
     rotate: Optional[tuple[float, float]] = None  # degrees; a single number d means [-d, d]
-    center_crop: Optional[CenterCrop] = None
+    center_crop: Optional[CenterCropConfig] = None
     translate: Optional[float] = Field(None, ge=0.0, le=0.5)  # fraction of the side
     scale: Optional[tuple[float, float]] = None
 
@@ -66,7 +62,7 @@ class Augment(Strict):
         return any(v is not None for v in (self.rotate, self.center_crop, self.translate, self.scale))
 
 
-class Normalize(Strict):
+class NormalizeConfig(Strict):
     mean: float
     std: float = Field(gt=0)
 
@@ -76,11 +72,11 @@ class DataConfig(Strict):
     root: Optional[str] = None
     download: bool = True
     val_split: float = 0.1
-    normalize: Union[Literal["dataset", "minus1to1", "none"], Normalize] = "dataset"
+    normalize: Union[Literal["dataset", "minus1to1", "none"], NormalizeConfig] = "dataset"
     pipeline: Literal["device", "classic"] = "device"
     num_workers: int = Field(2, ge=0, le=64)
     pin_memory: bool = True
-    augment: Augment = Field(default_factory=Augment)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @field_validator("val_split", mode="before")
     @classmethod
@@ -104,11 +100,11 @@ class DataConfig(Strict):
             return "none"
         if isinstance(value, str):
             if value not in names:
-                raise ValueError(f"allowed: {', '.join(names)} or {{mean: .., std: ..}}{_did_you_mean(value, names)}")
+                raise ValueError(f"allowed: {', '.join(names)} or {{mean: .., std: ..}}{did_you_mean(value, names)}")
             return value
         if isinstance(value, dict):
             try:
-                return Normalize.model_validate(value)
+                return NormalizeConfig.model_validate(value)
             except ValidationError as exc:
                 first = exc.errors()[0]
                 where = ".".join(map(str, first["loc"]))
@@ -127,21 +123,21 @@ class ModelConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class Adam(Strict):
+class AdamConfig(Strict):
     name: Literal["adam"]
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
 
 
-class AdamW(Strict):
+class AdamWConfig(Strict):
     name: Literal["adamw"]
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.01, ge=0)
     betas: tuple[float, float] = (0.9, 0.999)
 
 
-class SGD(Strict):
+class SGDConfig(Strict):
     name: Literal["sgd"]
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.0, ge=0, lt=1)
@@ -155,23 +151,23 @@ class SGD(Strict):
         return self
 
 
-class NoScheduler(Strict):
+class NoSchedulerConfig(Strict):
     name: Literal["none"]
 
 
-class StepLR(Strict):
+class StepLRConfig(Strict):
     name: Literal["step"]
     step_size: int = Field(ge=1)
     gamma: float = Field(0.1, gt=0, le=1)
 
 
-class MultiStepLR(Strict):
+class MultiStepLRConfig(Strict):
     name: Literal["multistep"]
     milestones: list[Annotated[int, Field(ge=1)]]
     gamma: float = Field(0.1, gt=0, le=1)
 
 
-class PlateauLR(Strict):
+class PlateauLRConfig(Strict):
     name: Literal["plateau"]
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     factor: float = Field(0.1, gt=0, lt=1)
@@ -179,13 +175,13 @@ class PlateauLR(Strict):
     min_lr: float = Field(0.0, ge=0)
 
 
-class CosineLR(Strict):
+class CosineLRConfig(Strict):
     name: Literal["cosine"]
     t_max: Optional[int] = Field(None, ge=1)  # epochs; default: train.epochs
     eta_min: float = Field(0.0, ge=0)
 
 
-class OneCycleLR(Strict):
+class OneCycleLRConfig(Strict):
     name: Literal["onecycle"]
     max_lr: Optional[float] = Field(None, gt=0)  # default: the optimizer's lr
     pct_start: float = Field(0.25, gt=0, lt=1)
@@ -193,34 +189,33 @@ class OneCycleLR(Strict):
     final_div_factor: float = Field(1e4, gt=0)
 
 
-Optimizer = Annotated[Union[Adam, AdamW, SGD], Field(discriminator="name")]
-Scheduler = Annotated[
-    Union[NoScheduler, StepLR, MultiStepLR, PlateauLR, CosineLR, OneCycleLR], Field(discriminator="name")
+OptimizerConfig = Annotated[Union[AdamConfig, AdamWConfig, SGDConfig], Field(discriminator="name")]
+SchedulerConfig = Annotated[
+    Union[NoSchedulerConfig, StepLRConfig, MultiStepLRConfig, PlateauLRConfig, CosineLRConfig, OneCycleLRConfig], Field(discriminator="name")
 ]
 
 
-class EarlyStopping(Strict):
+class EarlyStoppingConfig(Strict):
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
     patience: int = Field(3, ge=1)
     min_delta: float = Field(0.0, ge=0)
 
 
-def _named(value):
-    """Let `optimizer: sgd` stand for `optimizer: {name: sgd}`, and null for `none`."""
-    if value is None:
-        return {"name": "none"}
-    if isinstance(value, str):
-        return {"name": value}
-    return value
+SHORTHAND_SECTIONS = ("model", "optimizer", "scheduler")
+
+
+def expand_shorthand(value):
+    """The string shorthand of a named section: `optimizer: sgd` stands for `optimizer: {name: sgd}`."""
+    return {"name": value} if isinstance(value, str) else value
 
 
 class TrainConfig(Strict):
     epochs: int = Field(10, ge=1, le=100_000)
     batch_size: Union[int, Literal["auto"]] = 64
     eval_batch_size: int = Field(1024, ge=1)
-    optimizer: Optimizer = Field(default_factory=lambda: Adam(name="adam"))
-    scheduler: Scheduler = Field(default_factory=lambda: NoScheduler(name="none"))
-    early_stopping: Optional[EarlyStopping] = None
+    optimizer: OptimizerConfig = Field(default_factory=lambda: AdamConfig(name="adam"))
+    scheduler: SchedulerConfig = Field(default_factory=lambda: NoSchedulerConfig(name="none"))
+    early_stopping: Optional[EarlyStoppingConfig] = None
     checkpoint_monitor: Literal["val_loss", "val_acc", "test_acc", "last"] = "val_loss"
     allow_test_selection: bool = False
     label_smoothing: float = Field(0.0, ge=0, lt=1)
@@ -256,25 +251,25 @@ class TrainConfig(Strict):
     def _compile_mode(cls, value):
         if not (isinstance(value, bool) or value in ("reduce-overhead", "max-autotune")):  # not 1, not "yes"
             raise ValueError("allowed: true, false, reduce-overhead, max-autotune"
-                             + _did_you_mean(value, ["reduce-overhead", "max-autotune"]))
+                             + did_you_mean(value, ["reduce-overhead", "max-autotune"]))
         return value
 
     @field_validator("channels_last", mode="before")
     @classmethod
     def _layout(cls, value):
         if not (isinstance(value, bool) or value == "after_first_pool"):
-            raise ValueError("allowed: true, false, after_first_pool" + _did_you_mean(value, ["after_first_pool"]))
+            raise ValueError("allowed: true, false, after_first_pool" + did_you_mean(value, ["after_first_pool"]))
         return value
 
     @field_validator("optimizer", mode="before")
     @classmethod
     def _optimizer_shorthand(cls, value):
-        return {"name": value} if isinstance(value, str) else value
+        return expand_shorthand(value)
 
     @field_validator("scheduler", mode="before")
     @classmethod
     def _scheduler_shorthand(cls, value):
-        return _named(value)
+        return {"name": "none"} if value is None else expand_shorthand(value)
 
 
 class ExperimentConfig(Strict):
@@ -297,13 +292,13 @@ class ExperimentConfig(Strict):
     def _known_device(cls, value):
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
             allowed = ["auto", "cpu", "cuda", "cuda:N", "mps"]
-            raise ValueError(f"allowed: {', '.join(allowed)}{_did_you_mean(value, allowed)}")
+            raise ValueError(f"allowed: {', '.join(allowed)}{did_you_mean(value, allowed)}")
         return value
 
     @field_validator("model", mode="before")
     @classmethod
     def _model_shorthand(cls, value):
-        return {"name": value} if isinstance(value, str) else value
+        return expand_shorthand(value)
 
     @model_validator(mode="after")
     def _selection_is_honest(self):
@@ -320,7 +315,7 @@ class ExperimentConfig(Strict):
             needs_val.append(("train.checkpoint_monitor", train.checkpoint_monitor))
         if train.early_stopping is not None:
             needs_val.append(("train.early_stopping.monitor", train.early_stopping.monitor))
-        if isinstance(train.scheduler, PlateauLR):
+        if isinstance(train.scheduler, PlateauLRConfig):
             needs_val.append(("train.scheduler.monitor", train.scheduler.monitor))
         if needs_val and not has_val:
             key, value = needs_val[0]
@@ -382,8 +377,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
             child = node.get(part)
-            if child is None or (isinstance(child, str) and part in ("optimizer", "scheduler")):
-                child = {} if child is None else {"name": child}
+            if child is None or (isinstance(child, str) and part in SHORTHAND_SECTIONS):
+                child = {} if child is None else expand_shorthand(child)
                 node[part] = child
             if not isinstance(child, dict):
                 where = ".".join(parts[: depth + 1])
@@ -487,11 +482,6 @@ def _literal_values(annotation) -> list:
     return values
 
 
-def _did_you_mean(value: Any, choices: list) -> str:
-    close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 def _describe(error: dict, raw: dict) -> str:
     kind, loc, value = error["type"], error["loc"], error.get("input")
     ctx = error.get("ctx") or {}
@@ -503,12 +493,11 @@ def _describe(error: dict, raw: dict) -> str:
         parent_key, parent = _dotted(loc[:-1])
         allowed = _allowed_keys(parent)
         where = f"in {parent_key}" if parent_key else "at the top level"
-        return (f"{key}: unknown key {where}; allowed: {', '.join(allowed)}"
-                f"{_did_you_mean(loc[-1], allowed)}")
+        return f"{key}: unknown key {where}{did_you_mean(loc[-1], allowed)} (allowed: {', '.join(allowed)})"
     if kind == "union_tag_invalid":
         tags = re.findall(r"'([^']+)'", ctx.get("expected_tags", ""))
         return (f"{key}.name: unknown {key.rsplit('.', 1)[-1]} {ctx.get('tag')!r}; allowed: "
-                f"{', '.join(tags)}{_did_you_mean(ctx.get('tag'), tags)}")
+                f"{', '.join(tags)}{did_you_mean(ctx.get('tag'), tags)}")
     if kind == "union_tag_not_found":
         return f"{key}: needs a `name` (e.g. {key}: {{name: ...}})"
     if kind == "missing":
@@ -516,7 +505,7 @@ def _describe(error: dict, raw: dict) -> str:
     if kind == "literal_error":
         allowed = _literal_values(annotation) or re.findall(r"'([^']+)'", ctx.get("expected", ""))
         return (f"{key}: got {value!r}; allowed: {', '.join(map(str, allowed))}"
-                f"{_did_you_mean(value, allowed)}")
+                f"{did_you_mean(value, allowed)}")
     message = error["msg"]
     message = message.removeprefix("Value error, ")
     if message and message[0].isupper():

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from PIL import Image
 
-from mnistlab.augment import TTA_VIEWS, affine_theta, apply_affine, augment_batch, classic_transform, sampling_grid
-from mnistlab.config import Augment, load_config
-from mnistlab.pipeline import DeviceBatches
+from mnistlab.data.augment import TTA_VIEWS, affine_theta, apply_affine, augment_batch, classic_transform, sampling_grid
+from mnistlab.config import AugmentConfig, load_config
+from mnistlab.data.pipeline import DeviceBatches
 
 
 def horizontal_bar() -> torch.Tensor:
@@ -77,7 +77,7 @@ def test_translation_moves_content_by_pixels():
 
 def test_background_stays_zero_and_parameters_differ_per_image():
     batch = horizontal_bar().repeat(64, 1, 1, 1)
-    aug = Augment(rotate=45)
+    aug = AugmentConfig(rotate=45)
     out = augment_batch(batch, aug, torch.Generator().manual_seed(0))
     assert out[:, :, 0, 0].abs().max() == 0  # corners: the fill is MNIST's black
     distinct = {tuple(o.flatten().round(decimals=3).tolist()) for o in out}
@@ -88,7 +88,7 @@ def test_crop_probability_is_respected():
     img = torch.zeros(1, 1, 28, 28)
     img[..., 1, :] = 1.0  # a line near the top edge vanishes when the 22x22 centre is cropped
     batch = img.repeat(2000, 1, 1, 1)
-    out = augment_batch(batch, Augment(center_crop={"size": 22, "p": 0.1}), torch.Generator().manual_seed(0))
+    out = augment_batch(batch, AugmentConfig(center_crop={"size": 22, "p": 0.1}), torch.Generator().manual_seed(0))
     cropped = (out.flatten(1).sum(1) < 1).float().mean().item()
     assert 0.07 < cropped < 0.13
 
@@ -99,7 +99,7 @@ def test_classic_and_device_pipelines_agree_without_randomness():
     ring = ((yy - 13) ** 2 / 64 + (xx - 15) ** 2 / 25 - 1).abs() < 0.35  # a "0", off-centre
     digit = ring.to(torch.uint8) * 255
     digit[2:5, 3:25] = 255  # and a bar that the 22 x 22 crop cuts away
-    aug = Augment(rotate=(20, 20), center_crop={"size": 22, "p": 1.0})
+    aug = AugmentConfig(rotate=(20, 20), center_crop={"size": 22, "p": 1.0})
     classic = classic_transform(aug, mean=0.0, std=1.0)(Image.fromarray(digit.numpy(), mode="L"))
     device = augment_batch(digit[None, None].float() / 255, aug, torch.Generator().manual_seed(0))[0]
     assert classic.shape == device.shape == (1, 28, 28)
@@ -131,12 +131,12 @@ def test_device_batches_shuffle_every_epoch_and_respect_limit(limit):
         assert sorted(first.tolist()) == list(range(100))
 
 
-GROUPING_AUGS = [Augment(center_crop={"size": 22, "p": 0.1}, rotate=15),  # seed 002's
-                  Augment(center_crop={"size": 22, "p": 0.3}, rotate=12, translate=0.08, scale=[0.9, 1.1]),
-                  Augment(translate=0.1)]
+GROUPING_AUGS = [AugmentConfig(center_crop={"size": 22, "p": 0.1}, rotate=15),  # the seven-iteration 1x1-conv study's
+                  AugmentConfig(center_crop={"size": 22, "p": 0.3}, rotate=12, translate=0.08, scale=[0.9, 1.1]),
+                  AugmentConfig(translate=0.1)]
 
 
-@pytest.mark.parametrize("aug", GROUPING_AUGS, ids=["seed002", "all", "shift"])
+@pytest.mark.parametrize("aug", GROUPING_AUGS, ids=["study", "all", "shift"])
 @pytest.mark.parametrize("sizes", [[64, 64, 64], [128, 128], [32] * 5 + [16], [100] * 3, [7] * 5, [64]])
 def test_several_batches_at_once_are_batch_after_batch_bit_for_bit(aug, sizes):
     # On the CPU, grouping batches (pipeline.CHUNK_IMAGES) must not move a pixel: the trained figures in
@@ -151,7 +151,7 @@ def test_several_batches_at_once_are_batch_after_batch_bit_for_bit(aug, sizes):
 
 @pytest.mark.parametrize("chunk_images", [1, 30, 1024])
 def test_device_batches_are_the_same_however_they_are_grouped(monkeypatch, chunk_images):
-    import mnistlab.pipeline as pipeline
+    import mnistlab.data.pipeline as pipeline
 
     images = torch.randint(0, 256, (95, 28, 28), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     aug = GROUPING_AUGS[1]
@@ -176,7 +176,7 @@ def test_config_augment_reaches_the_pipeline():
 
 
 def test_tta_views_are_the_image_its_one_pixel_shifts_and_two_turns():
-    from mnistlab.augment import TTA_VIEWS, tta_views
+    from mnistlab.data.augment import TTA_VIEWS, tta_views
 
     background = -0.1307 / 0.3081
     img = horizontal_bar() * 3.0 + background  # normalized: ink 3, background as MNIST's black
@@ -194,13 +194,13 @@ def test_tta_views_are_the_image_its_one_pixel_shifts_and_two_turns():
 
 
 def test_evaluate_with_identical_views_equals_a_single_view():
-    from mnistlab.engine import evaluate
+    from mnistlab.training.engine import score
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10))
     batches = [(torch.randn(50, 1, 28, 28), torch.randint(0, 10, (50,))) for _ in range(3)]
-    plain = evaluate(model, batches, torch.device("cpu"))
-    doubled = evaluate(model, batches, torch.device("cpu"), views=lambda x: [x, x, x])
+    plain = score(model, batches, torch.device("cpu"))
+    doubled = score(model, batches, torch.device("cpu"), views=lambda x: [x, x, x])
     assert doubled.acc == plain.acc and doubled.n == 150
     assert doubled.loss == pytest.approx(plain.loss, rel=1e-5)
     assert torch.equal(doubled.predictions, plain.predictions)

@@ -39,9 +39,9 @@ def test_throughput_prints_every_method_and_the_ratios(mnist_root):
     assert result.returncode == 0, result.stderr
     rates = dict(re.findall(r"^  (\S.*?\S)\s+([\d,]+) images/s$", result.stdout, re.M))
     assert {"model only, fp32", "mnistlab device, fp32", "model only, channels_last", "mnistlab device, channels_last",
-            "mnistlab classic, fp32", "seed pipeline, fp32", "seed pipeline, mnistlab's allocator"} <= set(rates)
+            "mnistlab classic, fp32", "reference loop, fp32", "reference loop, mnistlab's allocator"} <= set(rates)
     assert all(int(v.replace(",", "")) > 0 for v in rates.values())
-    ratios = re.findall(r"^mnistlab device, (\S+): ([\d.]+)x the seed pipeline \(goal >= 2.5x; ([\d.]+)x given the "
+    ratios = re.findall(r"^mnistlab device, (\S+): ([\d.]+)x the reference loop \(goal >= 2.5x; ([\d.]+)x given the "
                         r"same allocator\), ([\d.]+) of its model-only ceiling",
                         result.stdout, re.M)
     assert {r[0] for r in ratios} == {k.removeprefix("mnistlab device, ") for k in rates if "device" in k}

@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from mnistlab import compare
+from mnistlab.experiments import plan, table
+from mnistlab.experiments.runs import Run, find_finished_run
 from mnistlab.cli import main
 
 CONFIGS = REPO / "configs"
@@ -103,12 +104,12 @@ def test_plots_written_and_not_empty(first):
 
 
 def test_second_call_trains_nothing(first, monkeypatch):
-    import mnistlab.train
+    import mnistlab.training.trainer
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished identical run exists; nothing should be trained")
 
-    monkeypatch.setattr(mnistlab.train, "run_training", no_training)
+    monkeypatch.setattr(mnistlab.training.trainer, "run_training", no_training)
     before = read_csv(first["out"])
     code, stdout, _ = compare_cli(first, CONFIGS / "iter5.yaml", CONFIGS / "mlp.yaml")
     assert code == 0
@@ -160,12 +161,12 @@ def test_broken_configs_become_failed_rows(first, tmp_path):
 
 
 def test_a_bug_is_a_failed_row_with_its_traceback(first, monkeypatch):
-    import mnistlab.train
+    import mnistlab.training.trainer
 
     def bug(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(mnistlab.train, "run_training", bug)
+    monkeypatch.setattr(mnistlab.training.trainer, "run_training", bug)
     code, _, stderr = compare_cli(first, CONFIGS / "iter5.yaml", CONFIGS / "mlp.yaml", extra=["--no-reuse"])
     assert code == 1
     assert stderr.count("Traceback") == 2 and "RuntimeError: boom" in stderr
@@ -173,12 +174,12 @@ def test_a_bug_is_a_failed_row_with_its_traceback(first, monkeypatch):
 
 
 def test_ctrl_c_writes_the_finished_rows(first, tmp_path, monkeypatch):
-    import mnistlab.train
+    import mnistlab.training.trainer
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(mnistlab.train, "run_training", interrupted)
+    monkeypatch.setattr(mnistlab.training.trainer, "run_training", interrupted)
     untrained = tmp_path / "untrained.yaml"
     untrained.write_text("model: iter3\n")
     code, stdout, _ = compare_cli(first, CONFIGS / "iter5.yaml", untrained, CONFIGS / "mlp.yaml")
@@ -205,26 +206,26 @@ def test_eval_writes_confusion_matrix_and_misclassified_grid(first, tmp_path):
 def test_layer_counts_match_seed_002():
     from mnistlab.config import validate_config
 
-    # seed 002's "Total Layers" column: iterations 1, 4, 6, 7
+    # the seven-iteration 1x1-conv study's "Total Layers" column: iterations 1, 4, 6, 7
     for name, total, counts in [("iter1", 8, (5, 2, 1, 0, 0)), ("iter4", 10, (5, 2, 1, 2, 0)),
                                 ("iter6", 11, (5, 2, 1, 2, 1)), ("iter7", 14, (5, 2, 1, 2, 4))]:
-        params, layers = compare.describe_model(validate_config({"model": name}))
-        assert tuple(layers[k] for k in compare.LAYER_KINDS) == counts and sum(layers.values()) == total
+        params, layers = plan.describe_model(validate_config({"model": name}))
+        assert tuple(layers[k] for k in table.LAYER_KINDS) == counts and sum(layers.values()) == total
     assert params == 18422
 
 
 def test_seeds_aggregate_to_mean_and_sample_sd():
-    runs = [compare.Run(seed, Path(f"r{seed}"), {"test_acc": acc, "test_loss": 0.1, "train_acc": 0.9,
+    runs = [Run(seed, Path(f"r{seed}"), {"test_acc": acc, "test_loss": 0.1, "train_acc": 0.9,
                                                  "train_loss": 0.2, "val_acc": 0.95, "epochs_run": 3,
                                                  "best_epoch": best, "train_time_s": 6.0, "time_per_epoch_s": 2.0,
                                                  "device": "cpu"}, reused=False)
             for seed, acc, best in [(1, 0.97, 3), (2, 0.98, 2), (3, 0.99, 3)]]
-    row = compare.Row("c", "c.yaml", "iter5", 18422, {k: 1 for k in compare.LAYER_KINDS}, runs)
-    values = compare.row_values(row)
+    row = plan.Row("c", "c.yaml", "iter5", 18422, {k: 1 for k in table.LAYER_KINDS}, runs)
+    values = table.row_values(row)
     assert values["test_acc"] == pytest.approx(0.98)
     assert values["test_acc_sd"] == pytest.approx(0.01)  # sample sd (n - 1)
     assert values["test_loss_sd"] == pytest.approx(0.0) and values["seeds"] == "1,2,3"
-    headers, cells, _ = compare.table_cells([row])
+    headers, cells, _ = table.table_cells([row])
     cell = dict(zip(headers, cells[0]))
     assert cell["test acc"] == "98.00 ± 1.00%" and cell["epochs run/best"] == "3/2–3" and cell["seeds"] == "1,2,3"
 
@@ -241,14 +242,14 @@ def test_reuse_needs_the_same_config_and_device(tmp_path):
     (run_dir / "metrics.csv").write_text("epoch\n")
     (run_dir / "summary.json").write_text(json.dumps({"device": "cpu"}))
     moved = {**config, "data": {**config["data"], "root": "/elsewhere", "download": False}}
-    assert compare.find_finished_run(tmp_path, moved, "cpu") == run_dir  # where the data lives is not the run
+    assert find_finished_run(tmp_path, moved, "cpu") == run_dir  # where the data lives is not the run
     other_lr = json.loads(json.dumps(config))
     other_lr["train"]["optimizer"]["lr"] = 0.01
-    assert compare.find_finished_run(tmp_path, other_lr, "cpu") is None
-    assert compare.find_finished_run(tmp_path, {**config, "seed": 7}, "cpu") is None
-    assert compare.find_finished_run(tmp_path, config, "cuda:0 (NVIDIA H100)") is None  # times would not compare
+    assert find_finished_run(tmp_path, other_lr, "cpu") is None
+    assert find_finished_run(tmp_path, {**config, "seed": 7}, "cpu") is None
+    assert find_finished_run(tmp_path, config, "cuda:0 (NVIDIA H100)") is None  # times would not compare
     (run_dir / "summary.json").unlink()  # unfinished (crashed or interrupted)
-    assert compare.find_finished_run(tmp_path, config, "cpu") is None
+    assert find_finished_run(tmp_path, config, "cpu") is None
 
 
 def test_bad_arguments_are_rejected_before_training(tmp_path):

@@ -74,7 +74,7 @@ def test_failed_download_is_one_clear_error(tmp_path):
 
 
 def test_failed_download_names_its_cause():
-    from mnistlab.data import _download_error
+    from mnistlab.data.datasets import _download_error
 
     torchvision_message = ("Error downloading train-images-idx3-ubyte.gz:\n"
                            "Tried https://ossci-datasets.s3.amazonaws.com/mnist/, got:\n"

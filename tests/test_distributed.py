@@ -29,7 +29,7 @@ def test_two_gloo_processes_train_one_run(tmp_path, mnist_root):
 def test_sharded_batches_cover_one_process_batches():
     import torch
 
-    from mnistlab.pipeline import DeviceBatches
+    from mnistlab.data.pipeline import DeviceBatches
 
     images = torch.arange(100, dtype=torch.uint8).view(100, 1, 1).expand(100, 28, 28).contiguous()
     labels = torch.arange(100)

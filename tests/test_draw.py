@@ -26,9 +26,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnistlab.draw import (CANVAS, PEN, blank_drawing, draw_stroke, model_input, percent, preview_ppm, short_path,
+from mnistlab.reading.draw import (CANVAS, PEN, blank_drawing, draw_stroke, model_input, percent, preview_ppm, short_path,
                            top_classes)
-from mnistlab.preprocess import ImageError, preprocess
+from mnistlab.reading.image import ImageError
+from mnistlab.reading.preprocess import preprocess
 
 from conftest import REPO, data_dir
 
@@ -99,7 +100,7 @@ def test_small_helpers():
 
 
 def test_the_cli_stays_light():
-    code = ("import sys, mnistlab.cli, mnistlab.draw; "
+    code = ("import sys, mnistlab.cli, mnistlab.reading.draw; "
             "assert not {'torch', 'tkinter'} & set(sys.modules), sorted({'torch', 'tkinter'} & set(sys.modules))")
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True, timeout=60)
     help_text = subprocess.run([sys.executable, "-m", "mnistlab", "draw", "--help"], cwd=REPO, capture_output=True,

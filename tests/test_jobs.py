@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from mnistlab import compare, jobs
+from mnistlab.experiments import parallel as jobs
+from mnistlab.experiments import plan
+from mnistlab.experiments.runs import Run, find_finished_run
+from mnistlab.experiments.table import METRICS
 from mnistlab.cli import main
 
 CONFIGS = REPO / "configs"
@@ -36,7 +39,7 @@ def exact_metrics(out_dir: Path) -> dict[str, dict]:
     """Each trained row's metrics at full precision (the CSV rounds to 6 digits), from its summary.json."""
     with open(out_dir / "comparison.csv", newline="", encoding="utf-8") as f:
         run_dirs = {row["config"]: row["run_dirs"] for row in csv.DictReader(f) if row["run_dirs"]}
-    return {name: {k: v for k, v in json.loads((Path(d) / "summary.json").read_text()).items() if k in compare.METRICS}
+    return {name: {k: v for k, v in json.loads((Path(d) / "summary.json").read_text()).items() if k in METRICS}
             for name, d in run_dirs.items()}
 
 
@@ -109,10 +112,10 @@ def test_bad_jobs_exit_2_with_one_line(tmp_path, capsys):
 
 def test_rows_are_assembled_in_seed_order_up_to_the_first_failure():
     def run(seed):
-        return compare.Run(seed, Path(f"r{seed}"), {"seed": seed}, reused=False)
+        return Run(seed, Path(f"r{seed}"), {"seed": seed}, reused=False)
 
-    rows = [compare.Row(name, f"{name}.yaml") for name in "abc"]
-    comparison = compare.Comparison(rows, Path("."), [], [1, 2, 3], interrupted=True)
+    rows = [plan.Row(name, f"{name}.yaml") for name in "abc"]
+    comparison = plan.Comparison(rows, Path("."), [], [1, 2, 3], interrupted=True)
     # workers finish out of order; b's seed 3 failed first, its seed 2 later; c was stopped by Ctrl-C
     outcomes = {(0, 3): run(3), (0, 1): run(1), (0, 2): run(2), (1, 3): "boom", (1, 1): run(1), (1, 2): "bang",
                 (2, 1): run(1), (2, 2): jobs.INTERRUPTED}
@@ -143,6 +146,6 @@ def test_a_run_on_another_gpu_of_the_same_model_is_reused(tmp_path):
     (run_dir / "config.yaml").write_text(yaml.safe_dump({**config, "device": "cuda:1"}, sort_keys=False))
     (run_dir / "metrics.csv").write_text("epoch\n")
     (run_dir / "summary.json").write_text(json.dumps({"device": "cuda:1 (NVIDIA H100)"}))
-    assert compare.find_finished_run(tmp_path, config, "cuda (NVIDIA H100)") == run_dir
-    assert compare.find_finished_run(tmp_path, config, "cuda (NVIDIA A100)") is None
-    assert compare.find_finished_run(tmp_path, config, "cpu") is None
+    assert find_finished_run(tmp_path, config, "cuda (NVIDIA H100)") == run_dir
+    assert find_finished_run(tmp_path, config, "cuda (NVIDIA A100)") is None
+    assert find_finished_run(tmp_path, config, "cpu") is None

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mnistlab.layout import apply_layout
-from mnistlab.registry import create_model
+from mnistlab.models.layout import apply_layout
+from mnistlab.models import create_model
 
 CL = torch.channels_last
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mnistlab.errors import UserError
-from mnistlab.registry import count_params, create_model, list_models
+from mnistlab.models import count_params, create_model, list_models
 
 # ../shared/MODELS.md, the specification every registry entry must match exactly.
 EXPECTED = {

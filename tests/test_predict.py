@@ -43,8 +43,8 @@ from PIL import Image, ImageDraw
 
 from conftest import run_subprocess
 from test_preprocess import _draw, _png_chunk, _png_header_only, chalkboard, pen_on_canvas, transparent_rgba
-from mnistlab import predict as predict_module
-from mnistlab.predict import load_classifier, predict_files
+from mnistlab.reading import predict as predict_module
+from mnistlab.reading.predict import load_classifier, predict_files
 
 SHIPPED = predict_module.SHIPPED  # mnistlab/weights/default.pt of the mnistlab under test
 # Damaged files make Pillow warn (corrupt EXIF, TIFF tags past the end...) before it raises or reads on: expected.

@@ -29,8 +29,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from mnistlab import preprocess as pp
-from mnistlab.preprocess import ImageError, mnist_frame, open_image, preprocess, to_grayscale
+from mnistlab.reading import image as pp
+from mnistlab.reading.image import ImageError, open_image, to_grayscale
+from mnistlab.reading.preprocess import mnist_frame, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 N_DIGITS = 200  # per image style: 1 % of accuracy is 2 digits
@@ -644,5 +645,5 @@ def test_errors_are_user_errors():
 
 
 def test_importing_preprocess_does_not_import_torch():
-    code = "import sys, mnistlab.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, mnistlab.reading.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)

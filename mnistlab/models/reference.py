@@ -1,8 +1,11 @@
-"""The built-in models: every seed model of ../shared/MODELS.md, exactly, plus mnistlab's own.
+"""The models of the projects mnistlab started from, layer for layer, with their true parameter counts.
 
-All take N x C x 28 x 28 and return logits (the loss applies log-softmax).
-Layer lists are spelled out as nn.Sequential so torchsummary and the layer
-counts in reports show them as the seeds described them.
+The projects: the Model_1 / Model_2 project ("MNIST Classification with PyTorch"), the two-script
+comparison, the seven-iteration 1x1-conv study, the NN / CNN / VGG16 comparison, and the CNN report
+(three conv-BN blocks, EMNIST tried first). Where a project misstated its count, the description says so.
+
+All take N x C x 28 x 28 and return logits (the loss applies log-softmax). Layer lists are spelled out
+as nn.Sequential so torchsummary and the layer counts in reports show them as the projects described them.
 """
 
 from __future__ import annotations
@@ -11,26 +14,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import register_model
+from ._layers import conv_block, dropout
+from ._registry import register_model
 
 
-def conv(cin: int, cout: int, k: int) -> nn.Conv2d:
-    return nn.Conv2d(cin, cout, k, padding=k // 2)
-
-
-def conv_block(cin: int, cout: int, k: int, bn: bool = False) -> list[nn.Module]:
-    return [conv(cin, cout, k), *([nn.BatchNorm2d(cout)] if bn else []), nn.ReLU(inplace=True)]
-
-
-def dropout(p: float) -> list[nn.Module]:
-    return [nn.Dropout(p)] if p > 0 else []
-
-
-# ---------------------------------------------------------------- seed 001 / 000
+# ---------------------------------------------------------------- the Model_1 / Model_2 project, the two-script comparison
 
 @register_model
 def baseline_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 001's Model_1 / seed 000's script 1: two 3x3 convs, two FCs (the seed said 15,106; it is 26,698)."""
+    """Model_1 of the Model_1/Model_2 project, script 1 of the two-script comparison: two 3x3 convs, two FCs (26,698 params; the project said 15,106)."""
     return nn.Sequential(
         *conv_block(in_channels, 8, 3), nn.MaxPool2d(2),
         *conv_block(8, 16, 3), nn.MaxPool2d(2),
@@ -40,7 +32,7 @@ def baseline_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
 
 @register_model
 def baseline_cnn_small(num_classes: int = 10, in_channels: int = 1, dropout_p: float = 0.2) -> nn.Module:
-    """Seed 001's Model_2: narrower convs (6, 12), dropout before a 24-unit FC."""
+    """Model_2 of the Model_1/Model_2 project: narrower convs (6, 12), dropout before a 24-unit FC."""
     return nn.Sequential(
         *conv_block(in_channels, 6, 3), nn.MaxPool2d(2),
         *conv_block(6, 12, 3), nn.MaxPool2d(2),
@@ -51,7 +43,7 @@ def baseline_cnn_small(num_classes: int = 10, in_channels: int = 1, dropout_p: f
 
 @register_model
 def bn_dropout_cnn(num_classes: int = 10, in_channels: int = 1, dropout_p: float = 0.25) -> nn.Module:
-    """Seed 000's script 2: baseline_cnn with BatchNorm after each conv and dropout before the last FC."""
+    """Script 2 of the two-script comparison: baseline_cnn with BatchNorm after each conv, dropout before the last FC."""
     return nn.Sequential(
         *conv_block(in_channels, 8, 3, bn=True), nn.MaxPool2d(2),
         *conv_block(8, 16, 3, bn=True), nn.MaxPool2d(2),
@@ -60,7 +52,7 @@ def bn_dropout_cnn(num_classes: int = 10, in_channels: int = 1, dropout_p: float
     )
 
 
-# ---------------------------------------------------------------- seed 002: seven 1x1-conv iterations
+# ---------------------------------------------------------------- the seven-iteration 1x1-conv study
 
 def one_by_one_net(
     in_channels: int,
@@ -75,7 +67,7 @@ def one_by_one_net(
     """input -> block1 -> pool -> block2 -> pool -> 1x1 squeeze -> block3 -> fc.
 
     `block3` is a list of (out_channels, kernel); `drop` is dropout after block 1,
-    after block 2, after block 3's first conv, and before the fc (seed 002's iteration 7).
+    after block 2, after block 3's first conv, and before the fc (the study's iteration 7).
     """
     layers: list[nn.Module] = [
         *conv_block(in_channels, block1, 3, bn), nn.MaxPool2d(2), *dropout(drop[0]),
@@ -94,53 +86,53 @@ def one_by_one_net(
 
 @register_model
 def iter1(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 002 iteration 1: 16/32 channels and a 1x1 squeeze, no BN."""
+    """1x1-conv study, iteration 1: 16/32 channels and a 1x1 squeeze, no BN."""
     return one_by_one_net(in_channels, num_classes, 16, 32, 16, [(32, 3), (32, 1)])
 
 
 @register_model
 def iter2(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 002 iteration 2: 8/16 channels, a longer block 3 (< 25K params)."""
+    """1x1-conv study, iteration 2: 8/16 channels, a longer block 3 (< 25K params)."""
     return one_by_one_net(in_channels, num_classes, 8, 16, 8, [(16, 3), (16, 1), (32, 3), (32, 1)])
 
 
 @register_model
 def iter3(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 002 iteration 3: block 3 is conv 8->32 and a 1x1 to 28 (< 20K params)."""
+    """1x1-conv study, iteration 3: block 3 is conv 8->32 and a 1x1 to 28 (< 20K params)."""
     return one_by_one_net(in_channels, num_classes, 8, 16, 8, [(32, 3), (28, 1)])
 
 
 @register_model
 def iter4(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 002 iteration 4: iter3 with BatchNorm in blocks 1-2 and a 32->32 final 1x1."""
+    """1x1-conv study, iteration 4: iter3 with BatchNorm in blocks 1-2 and a 32->32 final 1x1."""
     return one_by_one_net(in_channels, num_classes, 8, 16, 8, [(32, 3), (32, 1)], bn=True)
 
 
 @register_model
 def iter5(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 002 iteration 5 (the seed's best): iter3 with BatchNorm in blocks 1-2."""
+    """1x1-conv study, iteration 5 (the study's best): iter3 with BatchNorm in blocks 1-2."""
     return one_by_one_net(in_channels, num_classes, 8, 16, 8, [(32, 3), (28, 1)], bn=True)
 
 
 @register_model
 def iter6(num_classes: int = 10, in_channels: int = 1, dropout_p: float = 0.5) -> nn.Module:
-    """Seed 002 iteration 6: iter5 with dropout before the fc."""
+    """1x1-conv study, iteration 6: iter5 with dropout before the fc."""
     return one_by_one_net(in_channels, num_classes, 8, 16, 8, [(32, 3), (28, 1)], bn=True,
                           drop=(0.0, 0.0, 0.0, dropout_p))
 
 
 @register_model
 def iter7(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 002 iteration 7: iter5 with dropout 0.1 / 0.2 / 0.3 / 0.5 after each block."""
+    """1x1-conv study, iteration 7: iter5 with dropout 0.1 / 0.2 / 0.3 / 0.5 after each block."""
     return one_by_one_net(in_channels, num_classes, 8, 16, 8, [(32, 3), (28, 1)], bn=True,
                           drop=(0.1, 0.2, 0.3, 0.5))
 
 
-# ---------------------------------------------------------------- seed 003: NN vs CNN vs VGG16
+# ---------------------------------------------------------------- the NN / CNN / VGG16 comparison
 
 @register_model
 def mlp(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 003's NN: two 512-unit hidden layers."""
+    """The NN of the NN/CNN/VGG16 comparison: two 512-unit hidden layers."""
     return nn.Sequential(
         nn.Flatten(),
         nn.Linear(in_channels * 28 * 28, 512), nn.ReLU(inplace=True),
@@ -151,7 +143,7 @@ def mlp(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
 
 @register_model
 def cnn_large(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """Seed 003's CNN: three 3x3 convs (32, 64, 64) and a 1024-512 FC head."""
+    """The CNN of the NN/CNN/VGG16 comparison: three 3x3 convs (32, 64, 64) and a 1024-512 FC head."""
     return nn.Sequential(
         *conv_block(in_channels, 32, 3), *conv_block(32, 64, 3), nn.MaxPool2d(2),
         *conv_block(64, 64, 3), nn.AdaptiveAvgPool2d((7, 7)),
@@ -177,7 +169,7 @@ class ResizeToRGB(nn.Module):
 
 @register_model
 def vgg16(num_classes: int = 10, in_channels: int = 1, image_size: int = 32, pretrained: str | None = None) -> nn.Module:
-    """Seed 003's VGG16 (torchvision's), 10-class head, input resized up; `pretrained`: a local weights file."""
+    """The VGG16 of the NN/CNN/VGG16 comparison (torchvision's), 10-class head, input resized up; `pretrained`: a local weights file."""
     import warnings
 
     from torchvision.models import vgg16 as tv_vgg16
@@ -198,7 +190,7 @@ def load_imagenet_backbone(net: nn.Module, path: str) -> None:
     """Load torchvision ImageNet VGG16 weights from a local file, all but the class head."""
     from pathlib import Path
 
-    from .errors import UserError
+    from ..errors import UserError
 
     if not Path(path).is_file():
         raise UserError(f"model.pretrained: weights file not found: {path} (nothing can be downloaded here)")
@@ -213,50 +205,15 @@ def load_imagenet_backbone(net: nn.Module, path: str) -> None:
     net.load_state_dict(usable, strict=False)
 
 
-# ---------------------------------------------------------------- seed 004
+# ---------------------------------------------------------------- the CNN report
 
 @register_model
 def cnn3_bn(num_classes: int = 10, in_channels: int = 1, dropout_p: float = 0.4) -> nn.Module:
-    """Seed 004's CNN: three conv-BN-ReLU-pool blocks (32, 64, 128), a 128-unit FC, dropout 0.4."""
+    """The CNN report's model: three conv-BN-ReLU-pool blocks (32, 64, 128), a 128-unit FC, dropout 0.4."""
     return nn.Sequential(
         *conv_block(in_channels, 32, 3, bn=True), nn.MaxPool2d(2),
         *conv_block(32, 64, 3, bn=True), nn.MaxPool2d(2),
         *conv_block(64, 128, 3, bn=True), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(128 * 3 * 3, 128), nn.ReLU(inplace=True),
         *dropout(dropout_p), nn.Linear(128, num_classes),
-    )
-
-
-# ---------------------------------------------------------------- mnistlab's own
-
-@register_model
-def compact8k(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """mnistlab's small model (7,646 params): five 3x3 conv-BN-ReLU, two pools, global average pool, 1x1 head."""
-    return nn.Sequential(
-        *conv_block(in_channels, 8, 3, bn=True), *conv_block(8, 12, 3, bn=True), nn.MaxPool2d(2),
-        *conv_block(12, 16, 3, bn=True), *conv_block(16, 16, 3, bn=True), nn.MaxPool2d(2),
-        *conv_block(16, 16, 3, bn=True), nn.AdaptiveAvgPool2d(1),
-        nn.Conv2d(16, num_classes, 1), nn.Flatten(),
-    )
-
-
-@register_model
-def speedrun(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
-    """mnistlab's fast-to-99% model (23,194 params): three conv-BN-ReLU-pool blocks (16, 32, 48), one linear layer."""
-    return nn.Sequential(
-        *conv_block(in_channels, 16, 3, bn=True), nn.MaxPool2d(2),
-        *conv_block(16, 32, 3, bn=True), nn.MaxPool2d(2),
-        *conv_block(32, 48, 3, bn=True), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(48 * 3 * 3, num_classes),
-    )
-
-
-@register_model
-def cnn5_bn(num_classes: int = 10, in_channels: int = 1, dropout_p: float = 0.3) -> nn.Module:
-    """mnistlab's accurate model (87,346 params): two conv-BN-ReLU pairs (24, 48), a conv (96), dropout, linear."""
-    return nn.Sequential(
-        *conv_block(in_channels, 24, 3, bn=True), *conv_block(24, 24, 3, bn=True), nn.MaxPool2d(2),
-        *conv_block(24, 48, 3, bn=True), *conv_block(48, 48, 3, bn=True), nn.MaxPool2d(2),
-        *conv_block(48, 96, 3, bn=True), nn.MaxPool2d(2),
-        nn.Flatten(), *dropout(dropout_p), nn.Linear(96 * 3 * 3, num_classes),
     )

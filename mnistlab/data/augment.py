@@ -2,8 +2,8 @@
 
 `augment_batch` draws independent parameters per image and applies them to a
 whole batch (or several at once) with one sampling grid + grid_sample, on
-whatever device the batch is on. `classic_transform` is the seeds' per-image
-torchvision pipeline with the same semantics: optional centre crop resized back
+whatever device the batch is on. `classic_transform` is the per-image
+torchvision pipeline of the reference projects, with the same semantics: optional centre crop resized back
 to full size (a zoom), then rotation, translation and scale about the centre,
 background filled with 0 (the unnormalized black of MNIST), bilinear sampling.
 """
@@ -78,9 +78,9 @@ def base_coords(n: int, like: torch.Tensor) -> torch.Tensor:
 def sampling_grid(theta: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The x and y planes (N x H x W) of F.affine_grid(theta, (N, C, H, W), align_corners=False).
 
-    As broadcast multiply-adds instead of affine_grid's batched 3x2 matmul, which on a CPU cost three
-    times as much (~190 against ~60 us for 64 images). The same numbers bit for bit on our machine
-    (tests/test_augment.py), so augmented pixels, and the trained figures in README, do not move.
+    As broadcast multiply-adds instead of affine_grid's batched 3x2 matmul, which costs several times
+    as much on a CPU. The same numbers bit for bit (tests/test_augment.py checks it), so augmented
+    pixels, and the trained figures in README, do not move.
     """
     xs, ys = base_coords(width, theta), base_coords(height, theta).view(-1, 1)
     t = theta.reshape(-1, 6, 1, 1)
@@ -127,12 +127,12 @@ def tta_views(x: torch.Tensor, background: float):
 
 
 def tta_for(mean: float, std: float):
-    """`tta_views` for batches normalized with this mean and std, as engine.evaluate's `views`."""
+    """`tta_views` for batches normalized with this mean and std, as engine.score's `views`."""
     return functools.partial(tta_views, background=-mean / std)
 
 
 def classic_transform(aug, mean: float, std: float, size: int = 28):
-    """The same augmentation as per-image torchvision transforms on PIL images (the seeds' way)."""
+    """The same augmentation as per-image torchvision transforms on PIL images (the reference projects' way)."""
     from torchvision import transforms as T
 
     steps = []

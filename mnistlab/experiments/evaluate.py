@@ -1,14 +1,14 @@
-"""`mnistlab eval`: score a checkpoint on a split, from the checkpoint alone."""
+"""`mnistlab eval`: evaluate a checkpoint on a split (test, or the run's own val/train), from the checkpoint alone."""
 
 from __future__ import annotations
 
-from .augment import tta_for
-from .checkpoint import load_checkpoint, model_from_checkpoint
-from .config import validate_config
-from .data import DATASETS, load_split, resolve_root, split_indices
-from .engine import amp_dtype, evaluate, keep_freed_host_memory, resolve_device
-from .errors import UserError
-from .pipeline import eval_batches
+from ..config import validate_config
+from ..data.augment import tta_for
+from ..data.datasets import DATASETS, load_data, resolve_root
+from ..data.pipeline import eval_batches
+from ..errors import UserError
+from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from ..training.engine import amp_dtype, keep_freed_host_memory, resolve_device, score
 
 
 def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = None, device: str = "auto",
@@ -22,23 +22,18 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
     spec = DATASETS[cfg.data.dataset]
     if len(ckpt["classes"]) != len(spec.classes):
         raise UserError(f"{path}: has {len(ckpt['classes'])} classes but {spec.name} has {len(spec.classes)}")
-    root = resolve_root(data_dir, cfg.data.root)
-    if split == "test":
-        x, y = load_split(spec, root, train=False, download=cfg.data.download)
-    else:
-        x, y = load_split(spec, root, train=True, download=cfg.data.download)
-        train_idx, val_idx = split_indices(len(y), cfg.data.val_split, cfg.seed)
-        idx = val_idx if split == "val" else train_idx
-        if len(idx) == 0:
-            raise UserError(f"{path}: this run had no validation split (data.val_split: 0)")
-        x, y = x[idx], y[idx]
+    data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))  # the run's own split
+    x, y = {"test": (data.test_x, data.test_y), "val": (data.val_x, data.val_y),
+            "train": (data.train_x, data.train_y)}[split]
+    if len(y) == 0:
+        raise UserError(f"{path}: this run had no validation split (data.val_split: 0)")
     dev = resolve_device(device)
     keep_freed_host_memory()
     model.to(dev)
     mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
     tta = cfg.train.tta if tta is None else tta
     views = tta_for(mean, std) if tta else None
-    result = evaluate(model, eval_batches(x.to(dev), y.to(dev), cfg.train.eval_batch_size, mean, std), dev,
+    result = score(model, eval_batches(x.to(dev), y.to(dev), cfg.train.eval_batch_size, mean, std), dev,
                       amp_dtype(cfg.train.amp, dev), views)
     k = len(ckpt["classes"])
     confusion = torch.zeros(k, k, dtype=torch.long)
@@ -62,7 +57,7 @@ def write_eval_plots(report: dict, model, images, result, mean: float, std: floa
 
     import torch
 
-    from . import report as plots
+    from .. import report as plots
 
     split, n = report["split"], report["n"]
     head = f"{report['model']} on {report['dataset']} {split}"

@@ -1,4 +1,4 @@
-"""Checkpoints and run directories.
+"""Checkpoint files and run directories.
 
 A checkpoint describes itself (model name and options, classes, normalization,
 input size, the resolved config, metrics, versions) and holds only tensors and
@@ -9,27 +9,26 @@ Every file is written atomically: a kill at any moment leaves the old one intact
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import pickle
 import platform
-import tempfile
 import zipfile
 from datetime import datetime
 from pathlib import Path
 
 import torch
 
-from . import __version__
-from .errors import UserError
+from .._version import __version__
+from ..errors import UserError
+from ..files import atomic_write_bytes
 
 FORMAT = "mnistlab-checkpoint"
 FORMAT_VERSION = 1
 
 
 def versions() -> dict[str, str]:
-    # the installed distribution's version: importing torchvision would cost every command 1.5 s
+    # the installed distribution's version: importing torchvision would slow every command's start
     return {"mnistlab": __version__, "torch": str(torch.__version__), "torchvision": _installed_version("torchvision"),
             "python": platform.python_version()}
 
@@ -41,27 +40,6 @@ def _installed_version(distribution: str) -> str:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Temporary file in the same folder, flush, fsync, rename over the target."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the rest of a shared machine
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -147,7 +125,7 @@ def load_checkpoint(path: str | Path) -> dict:
 
 def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint"):
     """Rebuild the model the checkpoint describes and load its weights, in eval mode."""
-    from .registry import create_model
+    from ..models import create_model
 
     spec = ckpt["model"]
     try:

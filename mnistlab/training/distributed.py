@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass(frozen=True)
@@ -64,6 +64,12 @@ def broadcast_object(world: World, value):
     box = [value]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def barrier(world: World) -> None:
+    """Every rank waits here until all have arrived (e.g. until rank 0 has written best.pt)."""
+    if world.active:
+        dist.barrier()
 
 
 def sync_buffers(world: World, model) -> None:

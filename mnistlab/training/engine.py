@@ -9,12 +9,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from ..errors import UserError
 
 
 @dataclass
@@ -26,7 +27,7 @@ class EpochStats:
 
 
 @dataclass
-class EvalResult:
+class Scores:
     loss: float
     acc: float
     n: int
@@ -61,9 +62,8 @@ def keep_freed_host_memory() -> bool:
     """Make glibc keep freed tensor buffers for reuse instead of handing them back to the kernel.
 
     By default every buffer over 128 KiB (a batch's activations) is a fresh mmap that page-faults in
-    on first touch, step after step: hundreds of faults per iter5 step at batch 64 on our 2-core VM
-    (bench/allocator.py). Buffers up to 32 MiB now come from the heap, and up to 1 GiB of freed heap is
-    kept. What jemalloc/tcmalloc would do, without preloading them. Set for every device (on a GPU
+    on first touch, step after step (bench/allocator.py counts the faults). Buffers up to 32 MiB now
+    come from the heap, and up to 1 GiB of freed heap is kept. What jemalloc/tcmalloc would do, without preloading them. Set for every device (on a GPU
     only host-side buffers are concerned); False where libc is not glibc.
     """
     try:
@@ -96,6 +96,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+REFRESH_S = 0.5  # the progress bar's running loss and accuracy, about twice a second
+
+
 def progress(batches, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
@@ -113,6 +116,7 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
     hits = torch.zeros(len(batches), dtype=torch.int64, device=device)
     sizes = []
     bar = progress(batches, desc, show_progress)
+    next_refresh = 0.0
     for step, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
@@ -132,7 +136,8 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
         losses[step] = loss.detach()
         hits[step] = (logits.detach().argmax(1) == y).sum()
         sizes.append(len(y))
-        if not bar.disable and step % 25 == 0:
+        if not bar.disable and time.monotonic() >= next_refresh:  # reading the figures waits for the device
+            next_refresh = time.monotonic() + REFRESH_S
             bar.set_postfix(loss=f"{losses[:step + 1].mean().item():.4f}",
                             acc=f"{hits[:step + 1].sum().item() / sum(sizes):.2%}",
                             lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
@@ -146,10 +151,10 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
 
 
 @torch.inference_mode()
-def evaluate(model, batches, device, dtype=None, views=None) -> EvalResult:
+def score(model, batches, device, dtype=None, views=None) -> Scores:
     """Mean cross-entropy (no label smoothing) and accuracy over every image in `batches`.
 
-    With `views` (a batch -> iterable of batches, e.g. augment.tta_views) the prediction for an
+    With `views` (a batch -> iterable of batches, e.g. data.augment.tta_views) the prediction for an
     image is the mean of its views' softmax outputs, and the loss is that mean's cross-entropy.
     """
     model.eval()
@@ -170,7 +175,7 @@ def evaluate(model, batches, device, dtype=None, views=None) -> EvalResult:
     pred = torch.cat(predictions).cpu() if predictions else torch.zeros(0, dtype=torch.long)
     true = torch.cat(labels).cpu() if labels else torch.zeros(0, dtype=torch.long)
     n = len(true)
-    return EvalResult(loss=loss_sum.item() / max(n, 1), acc=(pred == true).sum().item() / max(n, 1), n=n,
+    return Scores(loss=loss_sum.item() / max(n, 1), acc=(pred == true).sum().item() / max(n, 1), n=n,
                       predictions=pred, labels=true)
 
 
@@ -181,6 +186,7 @@ def is_improvement(value: float, best: float | None, mode: str, min_delta: float
 
 
 def monitor_mode(monitor: str) -> str:
+    """Losses improve downwards, accuracies upwards."""
     return "min" if monitor.endswith("loss") else "max"
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from .engine import monitor_mode
+
 
 def build_optimizer(cfg, params):
     params = list(params)
@@ -16,8 +18,9 @@ def build_optimizer(cfg, params):
 
 def fused_on(params) -> bool | None:
     """Adam's fused kernel on CUDA: one launch per step for all the parameters, where the default
-    (foreach) needs about nine (bench/launches.py), and small models' GPU steps are bound by launches.
-    The CPU keeps its default: fused was within noise there, and the README's figures were trained so."""
+    (foreach) needs several (bench/launches.py counts them), and small models' GPU steps are bound by
+    launches. The CPU keeps its default: fused did not measure faster there, and the documented
+    results were trained so."""
     return True if params and all(p.is_cuda for p in params) else None
 
 
@@ -33,8 +36,7 @@ def build_scheduler(cfg, optimizer, epochs: int, steps_per_epoch: int):
     if cfg.name == "cosine":
         return S.CosineAnnealingLR(optimizer, T_max=cfg.t_max or epochs, eta_min=cfg.eta_min), "epoch"
     if cfg.name == "plateau":
-        mode = "min" if cfg.monitor == "val_loss" else "max"
-        return S.ReduceLROnPlateau(optimizer, mode=mode, factor=cfg.factor, patience=cfg.patience,
+        return S.ReduceLROnPlateau(optimizer, mode=monitor_mode(cfg.monitor), factor=cfg.factor, patience=cfg.patience,
                                    min_lr=cfg.min_lr), "metric"
     if cfg.name == "onecycle":
         max_lr = cfg.max_lr or optimizer.param_groups[0]["lr"]

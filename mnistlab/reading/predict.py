@@ -1,6 +1,6 @@
 """`mnistlab predict`: read people's digit images with a checkpoint.
 
-Each file goes through the same preparation as `mnistlab draw` (mnistlab.preprocess: polarity,
+Each file goes through the same preparation as `mnistlab draw` (reading.preprocess: polarity,
 ink box, 20x20 fit, centre of mass in 28x28); the model then sees the batch at once.
 A file that cannot be read becomes an error line of its own; the others are still predicted.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "default.pt"
 PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves
@@ -42,7 +42,7 @@ def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -
 
 
 def load_classifier(path: Path) -> Classifier:
-    from .checkpoint import load_checkpoint, model_from_checkpoint
+    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path)
     try:
@@ -87,7 +87,8 @@ def expand_inputs(items: list[str]) -> list[Path]:
 
 
 def _prepare(args: tuple[str, bool]):
-    from .preprocess import ImageError, preprocess
+    from .image import ImageError
+    from .preprocess import preprocess
 
     path, frame = args
     try:

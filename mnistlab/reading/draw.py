@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .errors import UserError
+from ..errors import UserError
 
 CANVAS = 392  # pixels a side: 14 x 28
 # Pen width in pixels: MNIST strokes are ~12 % of the digit's height, and a digit drawn here fills about 2/3
@@ -278,7 +278,7 @@ class DrawApp:
     def predict(self, drawing: bool = False) -> None:
         """Read the drawing; `drawing` says a stroke is still going on (a live update, not the last word)."""
         from .predict import classify
-        from .preprocess import ImageError
+        from .image import ImageError
 
         if self.pending is not None:
             self.root.after_cancel(self.pending)

@@ -1,7 +1,7 @@
 """Datasets of the MNIST family, as uint8 tensors, with a seeded validation split.
 
-This module reads the IDX files itself (importing torchvision's datasets costs a
-command 1.5 s of start-up), checks each header against its file's size (so a
+This module reads the IDX files itself (importing torchvision's datasets would slow
+every command's start-up), checks each header against its file's size (so a
 truncated download is named as one), and leaves only downloading to torchvision,
 turning "no network" into a message saying which files to put where.
 """
@@ -13,13 +13,13 @@ import io
 import os
 import socket
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 DATA_DIR_ENV = "MNISTLAB_DATA_DIR"
 
@@ -73,7 +73,6 @@ class DataBundle:
     classes: tuple[str, ...]
     mean: float
     std: float
-    train_indices: torch.Tensor = field(repr=False)  # into the full training file, for the classic pipeline
 
     @property
     def num_classes(self) -> int:
@@ -118,7 +117,7 @@ def load_data(data_cfg, seed: int, root: Path) -> DataBundle:
         train_x=train_x[train_idx], train_y=train_y[train_idx],
         val_x=train_x[val_idx], val_y=train_y[val_idx],
         test_x=test_x, test_y=test_y,
-        classes=spec.classes, mean=mean, std=std, train_indices=train_idx,
+        classes=spec.classes, mean=mean, std=std,
     )
 
 

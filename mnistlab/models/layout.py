@@ -2,11 +2,10 @@
 
 true: every 4-D weight, and so every activation, is NHWC (channels_last), the layout tensor-core GPUs
 and oneDNN's CPU convolutions prefer. after_first_pool: the stem, everything before the first pooling
-layer, stays NCHW and the rest is NHWC. On 2 CPU cores that trains iter5 1.30x and compact8k 1.19x as
-fast as NCHW, where true gives 1.17x and 1.12x (their stems are narrow and batch-normalized: ATen's
-NHWC BatchNorm is slow with 8 channels, its NCHW max-pooling is slow everywhere); models with wide
-stems train 0.8-1.0x as fast as with true. `python bench/scaling.py` prices the three layouts per
-model. None changes what is computed beyond float rounding, and a checkpoint loads into a model of
+layer, stays NCHW and the rest is NHWC. Why: on CPUs ATen's NHWC BatchNorm is slow for narrow
+(8-channel) stems while its NCHW max-pooling is slow everywhere, so models with narrow batch-normalized
+stems (iter5, compact8k) train fastest this way, and models with wide stems prefer true.
+`python bench/scaling.py` prices the three layouts per model; the README has its figures. None changes what is computed beyond float rounding, and a checkpoint loads into a model of
 any layout.
 """
 

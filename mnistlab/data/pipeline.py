@@ -2,7 +2,7 @@
 
 `device` pipeline: the whole split lives on the training device as uint8; each
 batch is gathered, scaled, augmented and normalized there in a few tensor ops.
-`classic` pipeline: the seeds' way, PIL images through torchvision transforms
+`classic` pipeline: the reference projects' way, PIL images through torchvision transforms
 in DataLoader workers. Evaluation always uses plain tensor batches: with no
 augmentation both pipelines compute exactly x / 255 then normalize.
 """
@@ -63,8 +63,8 @@ class DeviceBatches:
 
 
 # Batches are prepared this many images at a time: one gather, one parameter draw and one grid_sample
-# for several batches. On a GPU that is one set of about 60 small kernels per group instead of per batch
-# (bench/launches.py); on a CPU it takes a third off the preparation (0.33 -> 0.22 ms per batch of 64).
+# for several batches. On a GPU that is one set of small kernels per group instead of per batch
+# (bench/launches.py counts them); on a CPU the preparation gets cheaper too (bench/throughput.py).
 # On a CPU the pixels are the same, bit for bit, however batches are grouped (tests/test_augment.py).
 CHUNK_IMAGES = 1024
 
@@ -113,7 +113,7 @@ class LimitedLoader:
 def classic_batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean: float, std: float, aug,
                     generator: torch.Generator, num_workers: int, pin_memory: bool, limit: int | None,
                     rank: int = 0, world: int = 1):
-    """The seeds' DataLoader. Workers are not persistent: each epoch draws their seeds afresh from
+    """The reference projects' DataLoader. Workers are not persistent: each epoch draws their seeds afresh from
     `generator`, so reseeding it per epoch makes the epoch reproducible (and resumable)."""
     dataset = PILDigits(images, labels, classic_transform(aug, mean, std, images.shape[-1]))
     sampler = None

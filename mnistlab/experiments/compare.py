@@ -1,0 +1,112 @@
+"""`mnistlab compare`: train (or reuse) every config, then one table and plots of them all.
+
+What the reference projects did by hand (the seven-iteration study's table, the NN/CNN/VGG16
+comparison's table), measured on one machine in one go. One plan (`plan.plan`) says, config by
+config and seed by seed, what to train and what to reuse; it is consumed here, one training after
+another in this process, or by `parallel` in worker processes (`--jobs N`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import UserError
+from ..files import atomic_write_text
+from .plan import Comparison, Step, end_row, failure_message, interrupted_message, parse_seeds, plan
+from .runs import Run
+from .table import FILES, SORT_COLUMNS, format_csv, format_markdown, format_text_table, row_values, sort_rows
+
+
+# ---------------------------------------------------------------- running it
+
+def compare_configs(paths: list[str], overrides: list[str] = (), seeds: list[int] | None = None,
+                    out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
+                    data_dir: str | None = None, log=print, jobs: int = 1) -> Comparison:
+    if sort is not None and sort not in SORT_COLUMNS:
+        raise UserError(f"--sort: got {sort!r}; allowed: {', '.join(SORT_COLUMNS)}")
+    if jobs < 1:
+        raise UserError(f"--jobs: got {jobs}; expected a whole number >= 1")
+    comparison = Comparison([], Path(out_dir), list(overrides), seeds, paths=list(paths))
+    steps = plan(comparison, reuse, log)
+    if jobs > 1:  # worker processes; the rows come out as they do in this process
+        from .parallel import ParallelRunner
+
+        ParallelRunner(comparison, jobs, data_dir, log).run(steps)
+    else:
+        run_in_process(comparison, steps, data_dir, log)
+    if sort is not None:
+        comparison.rows = sort_rows(comparison.rows, sort)
+    return comparison
+
+
+def run_in_process(comparison: Comparison, steps: Iterator[Step], data_dir: str | None, log) -> None:
+    """The plan, one training after another; Ctrl-C keeps what finished (the table is written all the same)."""
+    from ..training.trainer import run_training
+
+    try:
+        for step in steps:
+            if step.reused is not None:
+                step.row.runs.append(step.reused)
+                continue
+            log(f"== {step.cfg.name} (seed {step.seed}): training")
+            try:
+                summary = run_training(step.cfg, data_dir=data_dir, out_dir=comparison.out_dir, log=log,
+                                       config_path=step.row.path)
+            except Exception as exc:  # noqa: BLE001  (see failure_message)
+                step.row.error, step.row.stopped = failure_message(exc), True
+                end_row(step.row, step.seed, comparison.seeds, log)
+                continue
+            step.row.runs.append(Run(step.seed, Path(summary["run_dir"]), summary, reused=False))
+    except KeyboardInterrupt:
+        row = comparison.rows[-1]
+        row.error = interrupted_message(row)
+        comparison.interrupted, comparison.skipped = True, len(comparison.paths) - len(comparison.rows)
+
+
+# ---------------------------------------------------------------- files
+
+def write_outputs(comparison: Comparison) -> list[Path]:
+    from .. import report
+
+    out_dir = comparison.out_dir
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"--out-dir: cannot create {out_dir}: {exc.strerror}") from None
+    done = [row for row in comparison.rows if row.runs]
+    files = []
+    seeds = [f"seeds {','.join(map(str, comparison.seeds))}"] if comparison.seeds else []
+    subtitle = ", ".join([*comparison.overrides, *seeds])
+    if done:
+        series = [(row.config, [report.read_metrics(run.run_dir) for run in row.runs]) for row in done]
+        files.append(report.comparison_curves(series, out_dir / FILES["curves"], subtitle))
+        values = [row_values(row) for row in done]
+        points = [{"label": v["config"], "params": v["params"], "acc": v["test_acc"], "sd": v["test_acc_sd"]}
+                  for v in values]
+        files.append(report.accuracy_vs_params(points, out_dir / FILES["acc_vs_params"], subtitle))
+    else:  # stale plots of an earlier comparison would read as this one's
+        for name in (FILES["curves"], FILES["acc_vs_params"]):
+            (out_dir / name).unlink(missing_ok=True)
+    atomic_write_text(out_dir / FILES["csv"], format_csv(comparison.rows))
+    atomic_write_text(out_dir / FILES["markdown"], format_markdown(comparison))
+    return [out_dir / FILES["markdown"], out_dir / FILES["csv"], *files]
+
+
+def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | None = None,
+                out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
+                data_dir: str | None = None, log=print, jobs: int = 1) -> int:
+    """The whole command: runs, table on the terminal, files. Exit code 0, 1 (a row failed) or 130 (Ctrl-C)."""
+    comparison = compare_configs(paths, list(overrides), parse_seeds(seeds), out_dir, reuse, sort, data_dir, log,
+                                 jobs)
+    files = write_outputs(comparison)
+    trained = sum(not run.reused for row in comparison.rows for run in row.runs)
+    reused = sum(run.reused for row in comparison.rows for run in row.runs)
+    failed = sum(bool(row.error) for row in comparison.rows)
+    log("")
+    log(format_text_table(comparison.rows))
+    log("")
+    log(f"{len(comparison.rows)} config(s): {trained} run(s) trained, {reused} reused, {failed} failed"
+        + (f"; interrupted, {comparison.skipped} config(s) not run" if comparison.interrupted else ""))
+    log("wrote " + ", ".join(str(f) for f in files))
+    return 130 if comparison.interrupted else 1 if comparison.failed else 0

@@ -1,0 +1,133 @@
+"""The plan of a comparison: config by config and seed by seed, what to train and what to reuse.
+
+`compare` consumes it one training after another in this process, `parallel` in worker processes;
+both leave the rows the same way.
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import UserError, one_line
+from .runs import Run, reusable_run
+
+
+@dataclass
+class Row:
+    """One config: its finished runs (one per seed), or the reason it has none."""
+
+    config: str
+    path: str
+    model: str = ""
+    params: int | None = None
+    layers: dict[str, int] = field(default_factory=dict)
+    runs: list[Run] = field(default_factory=list)
+    error: str | None = None
+    stopped: bool = False  # a run of it failed: plan no more of its seeds
+
+
+@dataclass
+class Comparison:
+    rows: list[Row]  # filled by the plan, in the order of `paths`
+    out_dir: Path
+    overrides: list[str]
+    seeds: list[int] | None
+    interrupted: bool = False
+    skipped: int = 0  # configs never started because of Ctrl-C
+    paths: list[str] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(row.error for row in self.rows)
+
+
+@dataclass
+class Step:
+    """One (config, seed) of the plan: train `cfg`, or take `reused`, a finished run of it."""
+
+    index: int  # the row's position
+    row: Row
+    seed: int
+    cfg: object
+    reused: Run | None = None
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise UserError(f"--seeds: got {text!r}; expected whole numbers separated by commas, e.g. 1,2,3") from None
+    if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise UserError(f"--seeds: got {text!r}; expected distinct non-negative whole numbers, e.g. 1,2,3")
+    return seeds
+
+
+def plan(comparison: Comparison, reuse: bool, log) -> Iterator[Step]:
+    """Every (config, seed) in order: a finished run to reuse, or a training to do.
+
+    Rows join comparison.rows as the plan reaches them. A config that fails to load ends its row with
+    its error; a row marked `stopped` (one of its runs failed) gets no further seeds."""
+    from ..config import load_config
+
+    for index, path in enumerate(comparison.paths):
+        row = Row(config=Path(path).stem, path=str(path))
+        comparison.rows.append(row)
+        seed = None
+        try:
+            cfg = load_row(row, comparison.overrides)
+            for seed in comparison.seeds if comparison.seeds is not None else [cfg.seed]:
+                if row.stopped:
+                    break
+                cfg = load_config(row.path, [*comparison.overrides, f"seed={seed}"])
+                yield Step(index, row, seed, cfg, reusable_run(cfg, seed, comparison.out_dir, reuse, log))
+        except Exception as exc:  # noqa: BLE001  (see failure_message)
+            row.error, row.stopped = failure_message(exc), True
+            end_row(row, seed, comparison.seeds, log)
+
+
+def load_row(row: Row, overrides: list[str]):
+    """The config (without a seed override) with the row's model, parameters and layers filled in."""
+    from ..config import load_config
+
+    cfg = load_config(row.path, overrides)
+    row.config, row.model = cfg.name, cfg.model.name
+    try:
+        row.params, row.layers = describe_model(cfg)
+    except UserError as exc:
+        raise UserError(f"{row.path}: {exc}") from None
+    return cfg
+
+
+def describe_model(cfg) -> tuple[int, dict[str, int]]:
+    """The config's model's parameters and layer counts, without allocating its weights."""
+    from ..data.datasets import DATASETS
+    from ..models import layer_counts, meta_model
+
+    model = meta_model(cfg.model.name, len(DATASETS[cfg.data.dataset].classes), 1, **cfg.model.kwargs)
+    return sum(p.numel() for p in model.parameters()), layer_counts(model)
+
+
+def failure_message(exc: Exception) -> str:
+    """A row's one-line error. A UserError (a bad config, missing data, a diverged run) is this row's
+    problem only; anything else is our bug: the row fails and its traceback is not hidden."""
+    if isinstance(exc, UserError):
+        return one_line(exc)
+    traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
+    return f"{type(exc).__name__}: {one_line(exc)} (a bug in mnistlab; traceback above)"
+
+
+def interrupted_message(row: Row) -> str:
+    return "interrupted" + (f" after {len(row.runs)} finished seed(s)" if row.runs else "")
+
+
+def end_row(row: Row, seed: int | None, seeds: list[int] | None, log) -> None:
+    if row.error:
+        if seed is not None and seeds is not None and len(seeds) > 1:
+            row.error += f" (seed {seed})"
+        log(f"== {row.config}: FAILED: {row.error}")

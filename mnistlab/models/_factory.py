@@ -1,0 +1,58 @@
+"""Building registered models by name, with every mistake as one clear UserError."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import UserError, did_you_mean
+from ._registry import model_entrypoint, model_names, model_options
+
+LAYER_KINDS = ("conv", "maxpool", "linear", "batchnorm", "dropout")
+
+
+def check_model(name: str, kwargs: dict[str, Any] | None = None) -> None:
+    """The name is registered and every option is one its builder takes."""
+    if model_entrypoint(name) is None:
+        hint = did_you_mean(name, model_names()) or "; `mnistlab models` lists them"
+        raise UserError(f"model.name: got {name!r}; unknown model{hint}")
+    options = model_options(name)
+    for key in kwargs or {}:
+        if key not in options:
+            allowed = ", ".join(options) or "none"
+            raise UserError(f"model.{key}: unknown option for model {name!r}; its options: {allowed}"
+                            f"{did_you_mean(key, options)}")
+
+
+def create_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any):
+    check_model(name, kwargs)
+    try:
+        return model_entrypoint(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"model {name!r} with options {kwargs}: {exc}") from None
+
+
+def meta_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any):
+    """The model on the meta device: shapes without storage, so VGG16's 134M weights cost nothing."""
+    import warnings
+
+    import torch
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return create_model(name, num_classes=num_classes, in_channels=in_channels, **kwargs)
+
+
+def count_params(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any) -> int:
+    model = meta_model(name, num_classes, in_channels, **kwargs)
+    return sum(p.numel() for p in model.parameters())
+
+
+def layer_counts(model) -> dict[str, int]:
+    """Module counts by kind, as the seven-iteration study's table reports them (ReLU and Flatten are
+    not layers there)."""
+    from torch import nn
+
+    kinds = {"conv": (nn.Conv2d,), "maxpool": (nn.MaxPool2d,), "linear": (nn.Linear,),
+             "batchnorm": (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d),
+             "dropout": (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)}
+    return {kind: sum(isinstance(m, types) for m in model.modules()) for kind, types in kinds.items()}

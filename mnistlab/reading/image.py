@@ -1,0 +1,127 @@
+"""Opening people's image files: decoded fully and safely, upright, as grey values in [0, 1].
+
+Every way a file can be wrong (missing, empty, a folder, not an image, truncated, a decompression
+bomb, unreadable) is one ImageError naming the file. numpy and Pillow only.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import UserError, one_line
+
+# Larger images are refused before decoding: a phone photo is ~12-50 MP, and a
+# crafted file can claim billions of pixels in a few bytes.
+MAX_PIXELS = 50_000_000
+
+
+class ImageError(UserError):
+    """An image that cannot be read, or holds no digit."""
+
+
+def open_image(path) -> Image.Image:
+    """Read an image file fully (a corrupt file fails here, not later), upright per its EXIF tag."""
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise ImageError(f"{name}: no such file")
+    if os.path.isdir(name):
+        raise ImageError(f"{name}: is a directory, not an image file")
+    try:
+        if os.path.getsize(name) == 0:
+            raise ImageError(f"{name}: file is empty")
+        with warnings.catch_warnings():
+            # Pillow only warns between its limit and twice that; a warning is still a bomb.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(name) as img:
+                _check_size(name, img.size)
+                img.load()  # the first frame of an animation: fine for a digit
+                try:
+                    return ImageOps.exif_transpose(img)
+                except Exception:  # a broken orientation tag is no reason to refuse the picture
+                    return img.copy()
+    except ImageError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise ImageError(f"{name}: not an image (or a format Pillow cannot read)") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ImageError(f"{name}: image is too large (Pillow refuses it as a possible decompression bomb)") from None
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied") from None
+    except MemoryError:
+        raise ImageError(f"{name}: image is too large to decode in memory") from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
+        # Pillow's plugins report damaged data with any of these.
+        raise ImageError(f"{name}: image is truncated or corrupt ({one_line(exc)})") from None
+
+
+def _check_size(name: str, size: tuple[int, int]) -> None:
+    width, height = size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"{name}: image has zero size ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise ImageError(f"{name}: image is too large ({width}x{height} = {width * height / 1e6:.0f} megapixels; "
+                         f"the limit is {MAX_PIXELS / 1e6:.0f})")
+
+
+def to_grayscale(img: Image.Image) -> np.ndarray:
+    """Luminance in [0, 1] as float32 HxW, whatever the mode; see _composite for transparency."""
+    if img.width == 0 or img.height == 0:
+        raise ImageError(f"image has zero size ({img.width}x{img.height})")
+    mode = img.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        return _scale_wide(np.asarray(img))
+    if mode == "La":
+        img, mode = img.convert("LA"), "LA"
+    if mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in img.info:
+        rgba = np.asarray(img.convert("RGBA"), dtype=np.float32) / 255.0
+        return _composite(_luminance(rgba[..., :3]), rgba[..., 3])
+    if mode == "L":
+        return np.asarray(img, dtype=np.float32) / np.float32(255)
+    if mode == "1":
+        return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+    try:
+        rgb = img.convert("RGB")
+    except ValueError:
+        rgb = img.convert("L").convert("RGB")
+    return _luminance(np.asarray(rgb, dtype=np.float32) / 255.0)
+
+
+def _luminance(rgb: np.ndarray) -> np.ndarray:
+    # ITU-R 601 weights, as Pillow's convert("L"), but without rounding to 8 bits.
+    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def _composite(lum: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Lay the picture on paper: where alpha is 0 is background, what is opaque is ink.
+
+    Drawing apps export transparent pixels as black (0,0,0,0), so simply dropping
+    alpha turns a black-on-transparent digit into black on black. The paper is the
+    colour that contrasts with the opaque pixels: white under dark ink, black under light.
+    """
+    if alpha.min() >= 1.0:
+        return lum
+    opaque = alpha > 0.5
+    if not opaque.any():
+        return np.zeros_like(lum)  # all background: mnist_frame will report no ink
+    paper = 1.0 if np.median(lum[opaque]) < 0.5 else 0.0
+    return (lum * alpha + paper * (1.0 - alpha)).astype(np.float32)
+
+
+def _scale_wide(values: np.ndarray) -> np.ndarray:
+    """16/32-bit integer or float pixels to [0, 1]; the mode does not say the range, the values do."""
+    values = values.astype(np.float32)
+    low, high = float(values.min()), float(values.max())
+    if low < 0 or high > 65535:
+        return (values - low) / max(high - low, 1e-12)
+    if values.dtype.kind == "f" and high <= 1.0:
+        scale = 1.0
+    elif high <= 255:
+        scale = 255.0
+    else:
+        scale = 65535.0
+    return np.clip(values / scale, 0.0, 1.0).astype(np.float32)

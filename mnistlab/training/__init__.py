@@ -1,0 +1,2 @@
+"""Training: the loops (engine), optimizers and schedules (optim), torchrun (distributed),
+checkpoint files (checkpoint), a run's saved state (checkpoint_saver) and the pipeline (trainer)."""
