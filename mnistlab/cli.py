@@ -31,14 +31,15 @@ def build_parser() -> Parser:
 
 def add_train(commands) -> None:
     p = commands.add_parser("train", help="train one config; keep the best checkpoint; score it on the test set")
-    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/); with --resume, the run's own")
     add_config_options(p)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config's device)")
     p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
     p.add_argument("--out-dir", default="checkpoints", help="root of run directories (default: checkpoints)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--resume", metavar="RUN", help="continue an interrupted run (its directory or its last.pt)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="finish a run stopped at any moment (its directory); "
+                   "its config.yaml is the config, --set may raise train.epochs")
     p.set_defaults(handler=cmd_train)
 
 
@@ -135,9 +136,26 @@ def load_checked_config(path: str, overrides: list[str]):
     return cfg
 
 
+def train_config_path(args) -> str:
+    """The config to train: the one given, else (with --resume alone) the run's own config.yaml."""
+    if args.config:
+        return args.config
+    if not args.resume:
+        raise UserError("give a config file (e.g. configs/iter5.yaml), or --resume RUN_DIR to finish a run")
+    from pathlib import Path
+
+    path = Path(args.resume)
+    if not path.exists():
+        raise UserError(f"--resume: {path} not found; give a run directory")
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--resume: {run_dir} is not a run directory (it has no config.yaml)")
+    return str(run_dir / "config.yaml")
+
+
 def cmd_train(args) -> int:
     overrides = list(args.overrides) + ([f"device={args.device}"] if args.device else [])
-    cfg = load_checked_config(args.config, overrides)
+    cfg = load_checked_config(train_config_path(args), overrides)
     if args.print_config:
         from .config import config_to_yaml
 
@@ -145,8 +163,7 @@ def cmd_train(args) -> int:
         return 0
     from .training.trainer import run_training
 
-    run_training(cfg, data_dir=args.data_dir, out_dir=args.out_dir, quiet=args.quiet, resume=args.resume,
-                 config_path=args.config)
+    run_training(cfg, data_dir=args.data_dir, out_dir=args.out_dir, quiet=args.quiet, resume=args.resume)
     return 0
 
 
@@ -180,16 +197,9 @@ def cmd_predict(args) -> int:
     if not expand_inputs(args.inputs):
         raise UserError(f"no image files in {', '.join(args.inputs)}")
     if args.save_preprocessed:
-        import os
-        from pathlib import Path
+        from .files import make_dir
 
-        try:
-            Path(args.save_preprocessed).mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"--save-preprocessed: cannot create {args.save_preprocessed}: "
-                            f"{exc.strerror or exc}") from None
-        if not os.access(args.save_preprocessed, os.W_OK):
-            raise UserError(f"--save-preprocessed: {args.save_preprocessed} is not writable")
+        make_dir(args.save_preprocessed, "--save-preprocessed")
     path, source = find_checkpoint(args.ckpt)
     classifier = load_classifier(path)
     print(f"checkpoint: {path} ({source})", file=sys.stderr)
@@ -232,19 +242,20 @@ def cmd_models(args) -> int:
 def cmd_summary(args) -> int:
     from pathlib import Path
 
-    from .models import create_model, list_models
+    from .config import load_config
+    from .data.datasets import DATASETS
+    from .models import check_model, create_model, list_models
 
     if args.target in list_models() and not Path(args.target).is_file():
-        name, kwargs, num_classes = args.target, {}, 10
-    else:
-        from .data.datasets import DATASETS
-
-        if not Path(args.target).exists():
-            raise UserError(f"{args.target!r} is neither a config file nor a model name; "
-                            f"`mnistlab models` lists the models")
+        cfg = load_config(None, args.overrides, raw={"model": {"name": args.target}})  # --set applies here too
+        check_model(cfg.model.name, cfg.model.kwargs)
+    elif Path(args.target).exists():
         cfg = load_checked_config(args.target, args.overrides)
-        name, kwargs = cfg.model.name, cfg.model.kwargs
-        num_classes = len(DATASETS[cfg.data.dataset].classes)
+    else:
+        raise UserError(f"{args.target!r} is neither a config file nor a model name; "
+                        f"`mnistlab models` lists the models")
+    name, kwargs = cfg.model.name, cfg.model.kwargs
+    num_classes = len(DATASETS[cfg.data.dataset].classes)
     import warnings
 
     import torchsummary
@@ -264,6 +275,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"mnistlab {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the environment (a full disk, a deleted folder, a permission): not our bug
+        from .files import environment_error
+
+        print(f"mnistlab {args.command}: error: {one_line(environment_error(exc))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"mnistlab {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -7,32 +7,46 @@ allowed and, for near misses, what the user probably meant.
 
 from __future__ import annotations
 
+import math
 import re
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import UserError, did_you_mean
+from .yamlfile import parse_yaml, read_yaml_file
+
+def _not_a_bool(value):
+    if isinstance(value, bool):  # pydantic would take true as 1
+        raise ValueError("must be a number, not true/false")
+    return value
+
+
+Int = Annotated[int, BeforeValidator(_not_a_bool)]
+Float = Annotated[float, BeforeValidator(_not_a_bool)]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Unknown keys are errors and numbers are finite (Int and Float fields also refuse true/false)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CenterCropConfig(Strict):
-    size: int = Field(22, ge=4, le=28)
-    p: float = Field(1.0, ge=0.0, le=1.0)
+    size: Int = Field(22, ge=4, le=28)
+    p: Float = Field(1.0, ge=0.0, le=1.0)
 
 
 class AugmentConfig(Strict):
     """Everything off unless given. Geometry is applied to the [0, 1] image, before normalization."""
 
-    rotate: Optional[tuple[float, float]] = None  # degrees; a single number d means [-d, d]
+    rotate: Optional[tuple[Float, Float]] = None  # degrees; a single number d means [-d, d]
     center_crop: Optional[CenterCropConfig] = None
-    translate: Optional[float] = Field(None, ge=0.0, le=0.5)  # fraction of the side
-    scale: Optional[tuple[float, float]] = None
+    translate: Optional[Float] = Field(None, ge=0.0, le=0.5)  # fraction of the side
+    scale: Optional[tuple[Float, Float]] = None
 
     @field_validator("rotate", mode="before")
     @classmethod
@@ -63,25 +77,25 @@ class AugmentConfig(Strict):
 
 
 class NormalizeConfig(Strict):
-    mean: float
-    std: float = Field(gt=0)
+    mean: Float
+    std: Float = Field(gt=0)
 
 
 class DataConfig(Strict):
     dataset: Literal["mnist", "fashion-mnist", "emnist-balanced", "kmnist", "qmnist"] = "mnist"
     root: Optional[str] = None
     download: bool = True
-    val_split: float = 0.1
+    val_split: Float = 0.1
     normalize: Union[Literal["dataset", "minus1to1", "none"], NormalizeConfig] = "dataset"
     pipeline: Literal["device", "classic"] = "device"
-    num_workers: int = Field(2, ge=0, le=64)
+    num_workers: Int = Field(2, ge=0, le=64)
     pin_memory: bool = True
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
     @field_validator("val_split", mode="before")
     @classmethod
     def _fraction_or_count(cls, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
         if value < 0 or (value >= 1 and value != int(value)):
             raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
@@ -118,6 +132,13 @@ class ModelConfig(BaseModel):
     model_config = ConfigDict(extra="allow")
     name: str
 
+    @model_validator(mode="after")
+    def _finite_options(self):
+        for key, value in (self.model_extra or {}).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise _KeyError(f"model.{key}", value, "must be a finite number")
+        return self
+
     @property
     def kwargs(self) -> dict[str, Any]:
         return dict(self.model_extra or {})
@@ -125,24 +146,38 @@ class ModelConfig(BaseModel):
 
 class AdamConfig(Strict):
     name: Literal["adam"]
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: Float = Field(1e-3, gt=0)
+    weight_decay: Float = Field(0.0, ge=0)
+    betas: tuple[Float, Float] = (0.9, 0.999)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value):
+        if not all(0 <= b < 1 for b in value):
+            raise ValueError("each beta must be in [0, 1)")
+        return value
 
 
 class AdamWConfig(Strict):
     name: Literal["adamw"]
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.01, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
+    lr: Float = Field(1e-3, gt=0)
+    weight_decay: Float = Field(0.01, ge=0)
+    betas: tuple[Float, Float] = (0.9, 0.999)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, value):
+        if not all(0 <= b < 1 for b in value):
+            raise ValueError("each beta must be in [0, 1)")
+        return value
 
 
 class SGDConfig(Strict):
     name: Literal["sgd"]
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.0, ge=0, lt=1)
+    lr: Float = Field(0.01, gt=0)
+    momentum: Float = Field(0.0, ge=0, lt=1)
     nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    weight_decay: Float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
     def _nesterov_needs_momentum(self):
@@ -157,36 +192,36 @@ class NoSchedulerConfig(Strict):
 
 class StepLRConfig(Strict):
     name: Literal["step"]
-    step_size: int = Field(ge=1)
-    gamma: float = Field(0.1, gt=0, le=1)
+    step_size: Int = Field(ge=1)
+    gamma: Float = Field(0.1, gt=0, le=1)
 
 
 class MultiStepLRConfig(Strict):
     name: Literal["multistep"]
-    milestones: list[Annotated[int, Field(ge=1)]]
-    gamma: float = Field(0.1, gt=0, le=1)
+    milestones: list[Annotated[Int, Field(ge=1)]]
+    gamma: Float = Field(0.1, gt=0, le=1)
 
 
 class PlateauLRConfig(Strict):
     name: Literal["plateau"]
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
-    factor: float = Field(0.1, gt=0, lt=1)
-    patience: int = Field(3, ge=0)
-    min_lr: float = Field(0.0, ge=0)
+    factor: Float = Field(0.1, gt=0, lt=1)
+    patience: Int = Field(3, ge=0)
+    min_lr: Float = Field(0.0, ge=0)
 
 
 class CosineLRConfig(Strict):
     name: Literal["cosine"]
-    t_max: Optional[int] = Field(None, ge=1)  # epochs; default: train.epochs
-    eta_min: float = Field(0.0, ge=0)
+    t_max: Optional[Int] = Field(None, ge=1)  # epochs; default: train.epochs
+    eta_min: Float = Field(0.0, ge=0)
 
 
 class OneCycleLRConfig(Strict):
     name: Literal["onecycle"]
-    max_lr: Optional[float] = Field(None, gt=0)  # default: the optimizer's lr
-    pct_start: float = Field(0.25, gt=0, lt=1)
-    div_factor: float = Field(25.0, gt=0)
-    final_div_factor: float = Field(1e4, gt=0)
+    max_lr: Optional[Float] = Field(None, gt=0)  # default: the optimizer's lr
+    pct_start: Float = Field(0.25, gt=0, lt=1)
+    div_factor: Float = Field(25.0, gt=0)
+    final_div_factor: Float = Field(1e4, gt=0)
 
 
 OptimizerConfig = Annotated[Union[AdamConfig, AdamWConfig, SGDConfig], Field(discriminator="name")]
@@ -197,8 +232,8 @@ SchedulerConfig = Annotated[
 
 class EarlyStoppingConfig(Strict):
     monitor: Literal["val_loss", "val_acc"] = "val_loss"
-    patience: int = Field(3, ge=1)
-    min_delta: float = Field(0.0, ge=0)
+    patience: Int = Field(3, ge=1)
+    min_delta: Float = Field(0.0, ge=0)
 
 
 SHORTHAND_SECTIONS = ("model", "optimizer", "scheduler")
@@ -210,15 +245,15 @@ def expand_shorthand(value):
 
 
 class TrainConfig(Strict):
-    epochs: int = Field(10, ge=1, le=100_000)
-    batch_size: Union[int, Literal["auto"]] = 64
-    eval_batch_size: int = Field(1024, ge=1)
+    epochs: Int = Field(10, ge=1, le=100_000)
+    batch_size: Union[Int, Literal["auto"]] = 64
+    eval_batch_size: Int = Field(1024, ge=1)
     optimizer: OptimizerConfig = Field(default_factory=lambda: AdamConfig(name="adam"))
     scheduler: SchedulerConfig = Field(default_factory=lambda: NoSchedulerConfig(name="none"))
     early_stopping: Optional[EarlyStoppingConfig] = None
     checkpoint_monitor: Literal["val_loss", "val_acc", "test_acc", "last"] = "val_loss"
     allow_test_selection: bool = False
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    label_smoothing: Float = Field(0.0, ge=0, lt=1)
     # Test-time augmentation for the final scores of the selected checkpoint (val and test): the mean
     # prediction over the image, its four one-pixel shifts and +-6 degree turns. Selection stays single-view.
     tta: bool = False
@@ -228,8 +263,8 @@ class TrainConfig(Strict):
     # NHWC weights and activations (faster convolutions on tensor-core GPUs and CPUs); after_first_pool
     # keeps the stem NCHW, which is faster on CPUs for narrow batch-normalized stems (see layout.py)
     channels_last: Union[bool, Literal["after_first_pool"]] = False
-    limit_train_batches: Optional[int] = Field(None, ge=1)
-    limit_eval_batches: Optional[int] = Field(None, ge=1)  # smoke tests only: the test score then is partial
+    limit_train_batches: Optional[Int] = Field(None, ge=1)
+    limit_eval_batches: Optional[Int] = Field(None, ge=1)  # smoke tests only: the test score then is partial
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks' batches
 
     @field_validator("batch_size", mode="before")
@@ -274,7 +309,7 @@ class TrainConfig(Strict):
 
 class ExperimentConfig(Strict):
     name: Optional[str] = None
-    seed: int = Field(0, ge=0, le=2**32 - 1)
+    seed: Int = Field(0, ge=0, le=2**32 - 1)
     device: str = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig
@@ -290,9 +325,9 @@ class ExperimentConfig(Strict):
     @field_validator("device")
     @classmethod
     def _known_device(cls, value):
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
-            allowed = ["auto", "cpu", "cuda", "cuda:N", "mps"]
-            raise ValueError(f"allowed: {', '.join(allowed)}{did_you_mean(value, allowed)}")
+        problem = device_problem(value)
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("model", mode="before")
@@ -326,6 +361,14 @@ class ExperimentConfig(Strict):
         return self
 
 
+def device_problem(value) -> str | None:
+    """What is wrong with a device name (config `device`, --device), or None."""
+    if re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", str(value)):
+        return None
+    allowed = ["auto", "cpu", "cuda", "cuda:N", "mps"]
+    return f"allowed: {', '.join(allowed)}{did_you_mean(value, allowed)}"
+
+
 class _KeyError(ValueError):
     """A cross-field problem that belongs to one specific dotted key."""
 
@@ -337,22 +380,7 @@ class _KeyError(ValueError):
 # ---------------------------------------------------------------- loading
 
 def read_yaml(path: str | Path) -> dict:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"config file not found: {path}")
-    if path.is_dir():
-        raise UserError(f"config path is a directory, not a YAML file: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read config {path}: {exc}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise UserError(f"{where}: YAML syntax error: {problem}") from None
+    raw = read_yaml_file(path, "config")
     if raw is None:
         raise UserError(f"{path}: the config is empty; it needs at least `model: {{name: ...}}`")
     if not isinstance(raw, dict):
@@ -370,9 +398,9 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         if not sep or not key or not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", key):
             raise UserError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.optimizer.lr=0.01")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError:
-            value = text
+            value = parse_yaml(text, f"--set {key}") if text.strip() else None
+        except UserError:
+            value = text  # not YAML: the plain string (validation says if a string will not do)
         node = raw
         parts = key.split(".")
         for depth, part in enumerate(parts[:-1]):
@@ -403,7 +431,8 @@ def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        errors = exc.errors()
+        # An unknown key first: a misspelt `modle:` also makes `model` missing, and the typo is the news.
+        errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         message = _describe(errors[0], raw)
         more = len({_dotted(e["loc"])[0] for e in errors}) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
@@ -445,7 +474,8 @@ def _dotted(loc: tuple) -> tuple[str, type | None]:
         if owner is None and candidates and not all(c.model_config.get("extra") == "allow" for c in candidates):
             if cls is not None and not tagged and loc[-1] != item:
                 continue  # a union branch label such as 'int' or "literal['auto']"
-        parts.append(str(item) if str(item).isprintable() and str(item).strip() == str(item) else repr(item))
+        text = str(item) if str(item).isprintable() and str(item).strip() == str(item) else repr(item)
+        parts.append(text if len(text) <= 40 else text[:39] + "…")  # a key pasted by mistake can be huge
         cls = owner.model_fields[item].annotation if owner else None
     return ".".join(parts), cls
 

@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from .errors import UserError
+
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
@@ -37,3 +39,27 @@ def csv_value(value) -> str:
     if value is None:
         return ""
     return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def make_dir(path: Path, option: str) -> Path:
+    """Create a folder for results (parents too) or take an existing writable one; every way that can
+    fail is one UserError naming `option` (e.g. --out-dir) and the reason."""
+    path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise UserError(f"{option}: {path} is a broken symbolic link (to {os.readlink(path)})")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{option}: {path} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{option}: cannot create {path}: {exc.strerror}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{option}: {path} is not writable")
+    return path
+
+
+def environment_error(exc: OSError) -> str:
+    """An OSError from the file system as one line: what failed, on which file, and why."""
+    where = f" {exc.filename}" if exc.filename else ""
+    hint = " (was the folder deleted?)" if isinstance(exc, FileNotFoundError) else ""
+    return f"cannot read or write{where}: {exc.strerror or exc}{hint}"

@@ -28,9 +28,16 @@ def _colors(n: int) -> list:
 
 
 def _save(fig, path: str | Path) -> Path:
+    """Drawn in memory, then written atomically: a full disk leaves no half PNG behind."""
+    import io
+
+    from .files import atomic_write_bytes
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    atomic_write_bytes(path, buffer.getvalue())
     return path
 
 

@@ -2,7 +2,6 @@
 
 import csv
 import json
-import pickle
 import shutil
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import REPO, TINY, write_config
+from conftest import REPO, TINY
 from idx_files import write_dataset
 from mnistlab.training.checkpoint import load_checkpoint
 from mnistlab.data import DATASETS

@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import socket
+import stat
 import string
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,9 +135,18 @@ def load_split(spec: DatasetSpec, root: Path, train: bool, download: bool) -> tu
     if image_shape[0] != label_shape[0]:
         raise UserError(f"{raw / image_file} holds {image_shape[0]:,} images but {raw / label_file} "
                         f"holds {label_shape[0]:,} labels: the files do not belong together")
+    if len(image_shape) != 3 or image_shape[1:] != (28, 28) or len(label_shape) not in (1, 2):
+        raise UserError(f"{raw / image_file} and {raw / label_file} hold {'x'.join(map(str, image_shape))} images "
+                        f"and {'x'.join(map(str, label_shape))} labels; {spec.name} has N x 28 x 28 images, N labels")
     x, y = read_idx(raw / image_file, image_shape), read_idx(raw / label_file, label_shape)
+    if x.dtype != torch.uint8 or y.is_floating_point():
+        raise UserError(f"{raw / image_file}, {raw / label_file}: images must be bytes and labels whole numbers "
+                        f"(got {str(x.dtype).removeprefix('torch.')} and {str(y.dtype).removeprefix('torch.')})")
     if y.ndim == 2:  # QMNIST's extended labels: the class is the first column
         y = y[:, 0]
+    if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(spec.classes)):
+        raise UserError(f"{raw / label_file}: labels run from {int(y.min())} to {int(y.max())}, but {spec.name} "
+                        f"has {len(spec.classes)} classes (0 to {len(spec.classes) - 1}): a damaged or foreign file")
     if spec.transposed:
         x = x.transpose(1, 2)
     return x.contiguous(), y.long()
@@ -199,7 +209,10 @@ def read_idx(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
 def check_idx(path: Path) -> tuple[int, ...]:
     """Validate an IDX file's header against its size; return its shape."""
     try:
-        size = path.stat().st_size
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block the read below forever
+            raise UserError(f"{path} is not a regular file (a pipe or a device?); put the IDX file there")
+        size = info.st_size
         with open(path, "rb") as f:
             header = f.read(4)
             if len(header) < 4 or header[0] != 0 or header[1] != 0 or header[2] not in _IDX_TYPES:

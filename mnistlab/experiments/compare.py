@@ -8,11 +8,12 @@ another in this process, or by `parallel` in worker processes (`--jobs N`).
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import UserError
-from ..files import atomic_write_text
+from ..errors import UserError, one_line
+from ..files import atomic_write_text, make_dir
 from .plan import Comparison, Step, end_row, failure_message, interrupted_message, parse_seeds, plan
 from .runs import Run
 from .table import FILES, SORT_COLUMNS, format_csv, format_markdown, format_text_table, row_values, sort_rows
@@ -27,6 +28,7 @@ def compare_configs(paths: list[str], overrides: list[str] = (), seeds: list[int
         raise UserError(f"--sort: got {sort!r}; allowed: {', '.join(SORT_COLUMNS)}")
     if jobs < 1:
         raise UserError(f"--jobs: got {jobs}; expected a whole number >= 1")
+    make_dir(out_dir, "--out-dir")  # before any training: the table must have somewhere to go
     comparison = Comparison([], Path(out_dir), list(overrides), seeds, paths=list(paths))
     steps = plan(comparison, reuse, log)
     if jobs > 1:  # worker processes; the rows come out as they do in this process
@@ -49,10 +51,11 @@ def run_in_process(comparison: Comparison, steps: Iterator[Step], data_dir: str 
             if step.reused is not None:
                 step.row.runs.append(step.reused)
                 continue
-            log(f"== {step.cfg.name} (seed {step.seed}): training")
+            if step.resume is None:
+                log(f"== {step.cfg.name} (seed {step.seed}): training")
             try:
                 summary = run_training(step.cfg, data_dir=data_dir, out_dir=comparison.out_dir, log=log,
-                                       config_path=step.row.path)
+                                       resume=step.resume)
             except Exception as exc:  # noqa: BLE001  (see failure_message)
                 step.row.error, step.row.stopped = failure_message(exc), True
                 end_row(step.row, step.seed, comparison.seeds, log)
@@ -69,17 +72,15 @@ def run_in_process(comparison: Comparison, steps: Iterator[Step], data_dir: str 
 def write_outputs(comparison: Comparison) -> list[Path]:
     from .. import report
 
-    out_dir = comparison.out_dir
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out-dir: cannot create {out_dir}: {exc.strerror}") from None
+    out_dir = make_dir(comparison.out_dir, "--out-dir")
     done = [row for row in comparison.rows if row.runs]
     files = []
     seeds = [f"seeds {','.join(map(str, comparison.seeds))}"] if comparison.seeds else []
     subtitle = ", ".join([*comparison.overrides, *seeds])
+    curves = [(row, row_curves(row)) for row in done]
+    done = [row for row, rows in curves if rows is not None]  # a damaged metrics.csv: in the table, not drawn
+    series = [(row.config, rows) for row, rows in curves if rows is not None]
     if done:
-        series = [(row.config, [report.read_metrics(run.run_dir) for run in row.runs]) for row in done]
         files.append(report.comparison_curves(series, out_dir / FILES["curves"], subtitle))
         values = [row_values(row) for row in done]
         points = [{"label": v["config"], "params": v["params"], "acc": v["test_acc"], "sd": v["test_acc_sd"]}
@@ -91,6 +92,23 @@ def write_outputs(comparison: Comparison) -> list[Path]:
     atomic_write_text(out_dir / FILES["csv"], format_csv(comparison.rows))
     atomic_write_text(out_dir / FILES["markdown"], format_markdown(comparison))
     return [out_dir / FILES["markdown"], out_dir / FILES["csv"], *files]
+
+
+def row_curves(row) -> list[list[dict]] | None:
+    """Each run's metrics.csv; a damaged one marks the row failed (its numbers stay in the table)."""
+    from ..report import read_metrics
+
+    curves = []
+    for run in row.runs:
+        try:
+            rows = read_metrics(run.run_dir)
+            if not rows or any(r.get("epoch") is None for r in rows):
+                raise ValueError("no epochs in it")
+        except (OSError, ValueError, KeyError, TypeError, csv.Error) as exc:
+            row.error = one_line(f"{run.run_dir / 'metrics.csv'} is damaged ({one_line(exc, 80)})")
+            return None
+        curves.append(rows)
+    return curves
 
 
 def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | None = None,

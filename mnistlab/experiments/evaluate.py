@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from ..config import validate_config
+from ..config import device_problem, validate_config
 from ..data.augment import tta_for
 from ..data.datasets import DATASETS, load_data, resolve_root
 from ..data.pipeline import eval_batches
 from ..errors import UserError
+from ..files import make_dir
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..training.engine import amp_dtype, keep_freed_host_memory, resolve_device, score
 
@@ -16,8 +17,15 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
     """`tta` None: as the run was scored (its train.tta)."""
     import torch
 
+    problem = device_problem(device)
+    if problem:
+        raise UserError(f"--device: got {device!r}; {problem}")
+    if plots_dir is not None:
+        make_dir(plots_dir, "--plots")  # before the work: a file in the way is a mistake to say now
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path)
+    if "config" not in ckpt:
+        raise UserError(f"{path}: damaged checkpoint: it holds no stored config, which eval needs for its data")
     cfg = validate_config(ckpt["config"], f"{path} (its stored config)")
     spec = DATASETS[cfg.data.dataset]
     if len(ckpt["classes"]) != len(spec.classes):

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..errors import one_line
 from .plan import Comparison, Step, end_row, failure_message, interrupted_message
 from .runs import Run, read_summary
 
@@ -62,7 +63,7 @@ def sigint_default() -> None:
 def worker_error(returncode: int, output: str) -> str:
     """The row's one-line error from a failed child: its own message, or as the in-process path words a bug."""
     if ERROR_MARK in output:  # a UserError: a bad config, missing data, a diverged run
-        return " ".join(output.rsplit(ERROR_MARK, 1)[1].split())
+        return one_line(output.rsplit(ERROR_MARK, 1)[1])
     if returncode == 130:  # Ctrl-C sent to the child alone, not to compare
         return "the training process was interrupted (SIGINT)"
     if output.strip():
@@ -71,7 +72,7 @@ def worker_error(returncode: int, output: str) -> str:
         name = signal.Signals(-returncode).name if -returncode in signal.valid_signals() else str(-returncode)
         return f"the training process was killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
     lines = [line.strip() for line in output.splitlines() if line.strip()]
-    return f"{lines[-1] if lines else f'exit code {returncode}'} (a bug in mnistlab; traceback above)"
+    return f"{one_line(lines[-1]) if lines else f'exit code {returncode}'} (a bug in mnistlab; traceback above)"
 
 
 def run_dir_of(output: str) -> Path:
@@ -141,6 +142,7 @@ class ParallelRunner:
 
             job.device = f"{resolve_device(step.cfg.device)}, {self.threads} thread{'s' if self.threads > 1 else ''}"
         data = ["--data-dir", str(self.data_dir)] if self.data_dir else []
+        data += ["--resume", str(step.resume)] if step.resume is not None else []
         command = [sys.executable, "-m", "mnistlab", "train", *(a for o in overrides for a in ("--set", o)),
                    "--out-dir", str(self.comparison.out_dir), "--quiet", *data, "--", step.row.path]
         job.output = tempfile.TemporaryFile()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import UserError, one_line
-from .runs import Run, reusable_run
+from .runs import Run, find_unfinished_run, reusable_run
 
 
 @dataclass
@@ -54,6 +54,7 @@ class Step:
     seed: int
     cfg: object
     reused: Run | None = None
+    resume: Path | None = None  # an unfinished run of this config to finish instead of starting afresh
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
@@ -85,10 +86,22 @@ def plan(comparison: Comparison, reuse: bool, log) -> Iterator[Step]:
                 if row.stopped:
                     break
                 cfg = load_config(row.path, [*comparison.overrides, f"seed={seed}"])
-                yield Step(index, row, seed, cfg, reusable_run(cfg, seed, comparison.out_dir, reuse, log))
+                yield plan_step(Step(index, row, seed, cfg), comparison.out_dir, reuse, log)
         except Exception as exc:  # noqa: BLE001  (see failure_message)
             row.error, row.stopped = failure_message(exc), True
             end_row(row, seed, comparison.seeds, log)
+
+
+def plan_step(step: Step, out_dir: Path, reuse: bool, log) -> Step:
+    """Reuse a finished run of the step's config, or else finish an interrupted one, or else train."""
+    from ..config import config_to_dict
+
+    step.reused = reusable_run(step.cfg, step.seed, out_dir, reuse, log)
+    if step.reused is None and reuse:
+        step.resume = find_unfinished_run(out_dir, config_to_dict(step.cfg))
+        if step.resume is not None:
+            log(f"== {step.cfg.name} (seed {step.seed}): finishing the interrupted run {step.resume}")
+    return step
 
 
 def load_row(row: Row, overrides: list[str]):
@@ -118,6 +131,10 @@ def failure_message(exc: Exception) -> str:
     problem only; anything else is our bug: the row fails and its traceback is not hidden."""
     if isinstance(exc, UserError):
         return one_line(exc)
+    if isinstance(exc, OSError):  # a full disk, a deleted folder: this row's environment, not our bug
+        from ..files import environment_error
+
+        return one_line(environment_error(exc))
     traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
     return f"{type(exc).__name__}: {one_line(exc)} (a bug in mnistlab; traceback above)"
 

@@ -68,6 +68,17 @@ def resolved(stored: dict) -> dict:
         return stored
 
 
+SUMMARY_NUMBERS = ("test_acc", "test_loss", "train_acc", "train_loss", "val_acc", "val_loss", "train_time_s",
+                   "time_per_epoch_s", "params", "test_n", "epochs_run", "best_epoch")
+
+
+def well_formed(summary) -> bool:
+    """A summary.json the table can show: a mapping whose figures are numbers (or absent/null)."""
+    return isinstance(summary, dict) and all(
+        summary.get(key) is None or (isinstance(summary[key], (int, float)) and not isinstance(summary[key], bool))
+        for key in SUMMARY_NUMBERS)
+
+
 def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
     """The newest finished run of exactly this config on this kind of device, if any."""
     wanted = reuse_key(config)
@@ -79,9 +90,29 @@ def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
             summary = json.loads(summary_file.read_text(encoding="utf-8"))
         except (OSError, ValueError, yaml.YAMLError):
             continue  # a damaged run is simply not a candidate
-        if isinstance(stored, dict) and reuse_key(resolved(stored)) == wanted \
+        if isinstance(stored, dict) and well_formed(summary) and reuse_key(resolved(stored)) == wanted \
                 and same_device(summary.get("device"), device) and (run_dir / "metrics.csv").exists():
             found.append((summary_file.stat().st_mtime, run_dir))
+    return max(found)[1] if found else None
+
+
+def find_unfinished_run(out_dir: Path, config: dict) -> Path | None:
+    """The newest run of exactly this config that was stopped before it finished (no summary.json) and
+    that no process is training now: compare finishes it with --resume instead of starting afresh."""
+    from ..training.checkpoint_saver import is_locked
+
+    wanted = reuse_key(config)
+    found = []
+    for config_file in (Path(out_dir) / str(config["name"])).glob("*/config.yaml"):
+        run_dir = config_file.parent
+        if (run_dir / "summary.json").exists():
+            continue
+        try:
+            stored = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError, yaml.YAMLError):
+            continue
+        if isinstance(stored, dict) and reuse_key(resolved(stored)) == wanted and not is_locked(run_dir):
+            found.append((config_file.stat().st_mtime, run_dir))
     return max(found)[1] if found else None
 
 

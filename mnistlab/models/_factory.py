@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from ..errors import UserError, did_you_mean
+from ..errors import UserError, did_you_mean, one_line
 from ._registry import model_entrypoint, model_names, model_options
 
 LAYER_KINDS = ("conv", "maxpool", "linear", "batchnorm", "dropout")
@@ -16,11 +17,36 @@ def check_model(name: str, kwargs: dict[str, Any] | None = None) -> None:
         hint = did_you_mean(name, model_names()) or "; `mnistlab models` lists them"
         raise UserError(f"model.name: got {name!r}; unknown model{hint}")
     options = model_options(name)
-    for key in kwargs or {}:
+    for key, value in (kwargs or {}).items():
         if key not in options:
             allowed = ", ".join(options) or "none"
             raise UserError(f"model.{key}: unknown option for model {name!r}; its options: {allowed}"
                             f"{did_you_mean(key, options)}")
+        wanted = option_kind(options[key])
+        if wanted and not fits(value, wanted):
+            raise UserError(f"model.{key}: got {one_line(repr(value), 80)}; model {name!r} takes {wanted} here "
+                            f"(default {options[key]!r})")
+
+
+def option_kind(default) -> str | None:
+    """What a builder option takes, read from its default (None: a path or text, or nothing)."""
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "a whole number"
+    if isinstance(default, float):
+        return "a finite number"
+    return "text or null" if default is None or isinstance(default, str) else None
+
+
+def fits(value, kind: str) -> bool:
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if kind == "a whole number":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "a finite number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return value is None or isinstance(value, str)
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any):

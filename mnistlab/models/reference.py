@@ -190,16 +190,19 @@ def load_imagenet_backbone(net: nn.Module, path: str) -> None:
     """Load torchvision ImageNet VGG16 weights from a local file, all but the class head."""
     from pathlib import Path
 
-    from ..errors import UserError
+    from ..errors import UserError, one_line
 
     if not Path(path).is_file():
         raise UserError(f"model.pretrained: weights file not found: {path} (nothing can be downloaded here)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # any unreadable file is the user's file, not our bug
-        raise UserError(f"model.pretrained: cannot read {path} as VGG16 weights: {exc}") from None
+    except Exception as exc:  # noqa: BLE001  (any unreadable file is the user's file, not our bug)
+        raise UserError(f"model.pretrained: cannot read {path} as VGG16 weights: {one_line(exc, 160)}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"model.pretrained: {path} holds a {type(state).__name__}, not VGG16 weights (a state_dict)")
     own = net.state_dict()
-    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    usable = {k: v for k, v in state.items()
+              if k in own and isinstance(v, torch.Tensor) and own[k].shape == v.shape}
     if not any(k.startswith("features.") for k in usable):
         raise UserError(f"model.pretrained: {path} holds no VGG16 feature weights")
     net.load_state_dict(usable, strict=False)

@@ -31,6 +31,8 @@ def open_image(path) -> Image.Image:
         raise ImageError(f"{name}: no such file")
     if os.path.isdir(name):
         raise ImageError(f"{name}: is a directory, not an image file")
+    if not os.path.isfile(name):  # reading a FIFO would wait for a writer forever
+        raise ImageError(f"{name}: not a regular file (a pipe or a device?)")
     try:
         if os.path.getsize(name) == 0:
             raise ImageError(f"{name}: file is empty")
@@ -114,8 +116,12 @@ def _composite(lum: np.ndarray, alpha: np.ndarray) -> np.ndarray:
 
 def _scale_wide(values: np.ndarray) -> np.ndarray:
     """16/32-bit integer or float pixels to [0, 1]; the mode does not say the range, the values do."""
-    values = values.astype(np.float32)
-    low, high = float(values.min()), float(values.max())
+    values = values.astype(np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
+        raise ImageError("the image holds no pixel values (all NaN or infinite)")
+    low, high = float(values[finite].min()), float(values[finite].max())
+    values = np.where(finite, values, low).astype(np.float32)  # a NaN pixel is background, not an error
     if low < 0 or high > 65535:
         return (values - low) / max(high - low, 1e-12)
     if values.dtype.kind == "f" and high <= 1.0:

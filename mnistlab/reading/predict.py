@@ -44,21 +44,12 @@ def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -
 def load_classifier(path: Path) -> Classifier:
     from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
-    ckpt = load_checkpoint(path)
-    try:
-        input_size, classes = list(ckpt["input_size"]), [str(c) for c in ckpt["classes"]]
-        mean, std = float(ckpt["normalize"]["mean"]), float(ckpt["normalize"]["std"])
-        spec = ckpt["model"]
-        spec = {**spec, "num_classes": int(spec["num_classes"]), "in_channels": int(spec["in_channels"]),
-                "kwargs": dict(spec.get("kwargs", {})), "name": str(spec["name"])}
-        if len(classes) != spec["num_classes"] or not std > 0:
-            raise ValueError
-    except (KeyError, TypeError, ValueError):  # a weights-only file with the right tag but nonsense entries
-        raise UserError(f"{path}: damaged checkpoint: its model, classes, normalize or input_size entry "
-                        f"is not what mnistlab writes") from None
+    ckpt = load_checkpoint(path)  # its entries' types and ranges are checked there
+    input_size, classes = list(ckpt["input_size"]), list(ckpt["classes"])
+    mean, std = float(ckpt["normalize"]["mean"]), float(ckpt["normalize"]["std"])
     if input_size != [1, 28, 28]:
         raise UserError(f"{path}: expects {input_size} inputs; predict prepares 1x28x28 digits")
-    return Classifier(model_from_checkpoint({**ckpt, "model": spec}, path), classes, mean, std, Path(path))
+    return Classifier(model_from_checkpoint(ckpt, path), classes, mean, std, Path(path))
 
 
 def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 1024):
@@ -129,18 +120,37 @@ def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, fram
 
 
 def save_prepared(paths: list[Path], prepared, out: Path) -> None:
+    """Each input's 28x28 as <stem>.png in `out`. A file already there is never written over (it may be
+    the user's own image: `--save-preprocessed` into the input folder): the name gets _1, _2, ..."""
+    import io
+
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
-    used: set[str] = set()
     for path, (digit, _) in zip(paths, prepared):
         if digit is None:
             continue
-        name, n = f"{path.stem}.png", 1
-        while name in used:
-            name, n = f"{path.stem}_{n}.png", n + 1
-        used.add(name)
-        Image.fromarray((np.clip(digit, 0, 1) * 255).round().astype(np.uint8), mode="L").save(out / name)
+        buffer = io.BytesIO()
+        Image.fromarray((np.clip(digit, 0, 1) * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
+        write_new_file(out, path.stem, ".png", buffer.getvalue())
+
+
+def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
+    """`data` under the first free name stem, stem_1, stem_2, ...; O_EXCL makes "free" exact."""
+    for n in range(100_000):
+        target = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
+        try:
+            f = open(target, "xb")  # noqa: SIM115
+        except FileExistsError:
+            continue
+        try:
+            with f:
+                f.write(data)
+        except BaseException:  # a full disk: no half-written file stays behind
+            target.unlink(missing_ok=True)
+            raise
+        return target
+    raise UserError(f"--save-preprocessed: no free name for {stem}{suffix} in {folder}")
 
 
 def format_result(result: dict) -> str:

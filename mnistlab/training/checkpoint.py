@@ -10,9 +10,11 @@ Every file is written atomically: a kill at any moment leaves the old one intact
 from __future__ import annotations
 
 import io
-import os
+import math
 import pickle
 import platform
+import re
+import warnings
 import zipfile
 from datetime import datetime
 from pathlib import Path
@@ -20,8 +22,8 @@ from pathlib import Path
 import torch
 
 from .._version import __version__
-from ..errors import UserError
-from ..files import atomic_write_bytes
+from ..errors import UserError, one_line
+from ..files import atomic_write_bytes, make_dir
 
 FORMAT = "mnistlab-checkpoint"
 FORMAT_VERSION = 1
@@ -50,13 +52,7 @@ def save_checkpoint(payload: dict, path: Path) -> None:
 
 def make_run_dir(out_root: Path, name: str) -> Path:
     """checkpoints/<name>/<timestamp>/; mkdir is atomic, so two runs started at once never share one."""
-    parent = Path(out_root) / name
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UserError(f"--out-dir: cannot create {parent}: {exc.strerror}") from None
-    if not os.access(parent, os.W_OK):
-        raise UserError(f"--out-dir: {parent} is not writable")
+    parent = make_dir(Path(out_root) / name, "--out-dir")
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     for attempt in range(1000):
         run_dir = parent / (stamp if attempt == 0 else f"{stamp}-{attempt}")
@@ -101,26 +97,91 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise UserError(f"{path} is a directory; give a checkpoint file such as {path / 'best.pt'}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" in str(exc):
-            raise UserError(f"{path}: refused: the file holds pickled Python objects, which could run code on "
-                            f"load; mnistlab checkpoints hold only tensors and plain values") from None
-        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError, IndexError, KeyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {reason[:160]}") from None
+    if not path.is_file():
+        raise UserError(f"{path} is not a regular file (a pipe or a device?); give a checkpoint file")
+    ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not an mnistlab checkpoint (a bare state_dict or another tool's file?)")
     version = ckpt.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise UserError(f"{path}: damaged checkpoint: its format version is {one_line(repr(version), 40)}, "
+                        f"not a whole number from 1")
+    if version > FORMAT_VERSION:
         raise UserError(f"{path}: checkpoint format version {version} is newer than this mnistlab understands "
                         f"({FORMAT_VERSION}); upgrade mnistlab")
+    problem = entry_problem(ckpt)
+    if problem:
+        raise UserError(f"{path}: damaged checkpoint: {problem}")
+    return ckpt
+
+
+def _torch_load(path: Path):
+    """torch.load with weights_only=True; a refused pickle, an unreadable file and a damaged one are
+    told apart (torch's wording of a refusal varies between versions: any weights-only failure is one)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. "Detected pickle protocol 4": the refusal below says it all
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except PermissionError:
+        raise UserError(f"{path}: permission denied") from None
+    except pickle.UnpicklingError as exc:
+        if holds_python_objects(path, str(exc)):
+            raise UserError(f"{path}: refused: the file holds pickled Python objects, which could run code on "
+                            f"load; mnistlab checkpoints hold only tensors and plain values") from None
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?)") from None
+    except OSError as exc:
+        if exc.errno is not None and exc.filename is not None:  # the file system's answer, not the content's
+            raise UserError(f"cannot read {path}: {exc.strerror}") from None
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {one_line(exc, 160)}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, IndexError, KeyError, TypeError,
+            AttributeError, MemoryError) as exc:
+        raise UserError(f"{path}: not a readable checkpoint (truncated or corrupt?): {one_line(exc, 160)}") from None
+
+
+def holds_python_objects(path: Path, message: str) -> bool:
+    """Did the weights-only unpickler refuse objects (rather than choke on a damaged file)? torch words
+    the refusal differently from version to version: its words about globals decide for a torch.save
+    zip, and a bare pickle stream (never an mnistlab checkpoint) is refused whatever it says."""
+    if re.search(r"unsupported global|can still be loaded|blocked", message, flags=re.IGNORECASE):
+        return True
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+    except OSError:
+        return False
+    return head[:1] == b"\x80"  # pickle's PROTO opcode
+
+
+def entry_problem(ckpt: dict) -> str | None:
+    """What is wrong with the entries mnistlab writes (their types and ranges), or None."""
+    model, normalize, size = ckpt.get("model"), ckpt.get("normalize"), ckpt.get("input_size")
     for key in ("model", "state_dict", "classes", "normalize", "input_size"):
         if key not in ckpt:
-            raise UserError(f"{path}: damaged checkpoint: the {key!r} entry is missing")
-    return ckpt
+            return f"the {key!r} entry is missing"
+    checks = [
+        (isinstance(model, dict) and isinstance(model.get("name"), str) and _count(model.get("num_classes"))
+         and _count(model.get("in_channels")) and isinstance(model.get("kwargs", {}), dict)
+         and all(isinstance(k, str) for k in model.get("kwargs", {})), "model"),
+        (isinstance(ckpt["state_dict"], dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                     for k, v in ckpt["state_dict"].items()), "state_dict"),
+        (isinstance(ckpt["classes"], (list, tuple)) and all(isinstance(c, str) for c in ckpt["classes"])
+         and isinstance(model, dict) and len(ckpt["classes"]) == model.get("num_classes"), "classes"),
+        (isinstance(normalize, dict) and _finite(normalize.get("mean")) and _finite(normalize.get("std"))
+         and normalize["std"] > 0, "normalize"),
+        (isinstance(size, (list, tuple)) and len(size) == 3 and all(_count(n) for n in size), "input_size"),
+        (isinstance(ckpt.get("config", {}), dict), "config"),
+        (isinstance(ckpt.get("metrics", {}), dict), "metrics"),
+    ]
+    bad = [key for ok, key in checks if not ok]
+    return f"its {bad[0]!r} entry is not what mnistlab writes" if bad else None
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def model_from_checkpoint(ckpt: dict, path: str | Path = "checkpoint"):

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from ..config import config_to_dict, config_to_yaml
-from ..errors import UserError
+from ..errors import UserError, one_line
 from ..files import atomic_write_text, csv_value
+from ..yamlfile import read_yaml_file
 from .checkpoint import load_checkpoint, make_run_dir, save_checkpoint
 from .distributed import World, broadcast_object
 from .engine import is_improvement, monitor_mode
@@ -70,10 +73,14 @@ class CheckpointSaver:
     def restore(self, ckpt: dict, model) -> int:
         """Load a resumed run's last.pt into the model and the stateful parts; the next epoch to run."""
         state = ckpt["training_state"]
-        model.load_state_dict(ckpt["state_dict"])
-        for name, obj in self.stateful.items():
-            if obj is not None and state.get(name) is not None:
-                obj.load_state_dict(state[name])
+        try:
+            model.load_state_dict(ckpt["state_dict"])
+            for name, obj in self.stateful.items():
+                if obj is not None and state.get(name) is not None:
+                    obj.load_state_dict(state[name])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise UserError(f"--resume: {self.run_dir / 'last.pt'} is damaged: its training state does not "
+                            f"restore ({one_line(exc, 120)})") from None
         self.rows, self.best_value, self.best_epoch = list(state["rows"]), state["best_value"], state["best_epoch"]
         return ckpt["epoch"] + 1
 
@@ -87,16 +94,14 @@ class CheckpointSaver:
             save_checkpoint(best, self.run_dir / "best.pt")
 
 
-def open_run_dir(cfg, world: World, out_dir, previous: dict | None) -> Path:
-    """Rank 0 makes (or reuses, when resuming) the run directory; every rank learns it, or the error."""
+def open_run_dir(cfg, world: World, out_dir, point: "ResumePoint | None") -> Path:
+    """Rank 0 makes (or, resuming, reuses) the run directory and writes config.yaml (a resumed run's
+    may have more epochs now); every rank learns the directory, or the error."""
     outcome: str | Path = ""
     if world.is_main:
         try:
-            if previous is None:
-                outcome = make_run_dir(Path(out_dir), cfg.name)
-                atomic_write_text(outcome / "config.yaml", config_to_yaml(cfg))
-            else:
-                outcome = previous["run_dir"]
+            outcome = make_run_dir(Path(out_dir), cfg.name) if point is None else point.run_dir
+            atomic_write_text(outcome / "config.yaml", config_to_yaml(cfg))
         except UserError as exc:
             outcome = f"error: {exc}"
     outcome = broadcast_object(world, str(outcome))
@@ -105,32 +110,144 @@ def open_run_dir(cfg, world: World, out_dir, previous: dict | None) -> Path:
     return Path(outcome)
 
 
-def load_resume_state(resume: str | Path, cfg, world_size: int = 1) -> dict:
-    """last.pt of an unfinished run whose config and process count match (more epochs may be asked for)."""
+def lock_run_dir(run_dir: Path):
+    """Hold an exclusive lock on the run directory while this process trains it (the open file is the
+    lock; the system drops it when the process ends, however it ends). None where locks do not exist."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(run_dir / ".lock", "a")  # noqa: SIM115  (held open on purpose)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise UserError(f"{run_dir} is being trained by another process right now") from None
+    return handle
+
+
+def is_locked(run_dir: Path) -> bool:
+    """Is another process training this run directory now?"""
+    try:
+        handle = lock_run_dir(run_dir)
+    except (UserError, OSError):
+        return True
+    if handle is not None:
+        handle.close()
+    return False
+
+
+@dataclass
+class ResumePoint:
+    """Where an interrupted run stands: its directory, its last.pt (None when it was stopped before
+    its first epoch ended), and its summary when it had in fact finished."""
+
+    run_dir: Path
+    ckpt: dict | None = None
+    summary: dict | None = None
+    lock: Any = None  # held while this process finishes the run (rank 0 only)
+
+    @property
+    def epoch(self) -> int:
+        return self.ckpt["epoch"] if self.ckpt else 0
+
+
+RESUME_IGNORED = {"train.epochs", "device", "data.root", "data.download"}  # may change on resuming
+
+
+def run_dir_of(resume: str | Path) -> Path:
     path = Path(resume)
-    last = path / "last.pt" if path.is_dir() else path
-    if not last.exists():
-        raise UserError(f"--resume: {last} not found; give a run directory holding last.pt, or the last.pt file")
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"--resume: {run_dir} is not a run directory (it has no config.yaml)")
+    return run_dir
+
+
+def find_resume_point(resume: str | Path, cfg, world: World) -> ResumePoint:
+    """The state of a run to finish: any run killed at any moment, with the same config (more epochs and
+    another device allowed) and the same process count. Rank 0 locks the run directory first (no one
+    else may be training it), then clears the temporary files the kill left."""
+    path = Path(resume)
+    if not path.exists():
+        raise UserError(f"--resume: {path} not found; give a run directory (or its last.pt)")
+    if path.is_file() and path.name != "last.pt":
+        raise UserError(f"--resume: {path} holds no training state (a best.pt?); give the run directory")
+    run_dir = run_dir_of(path)
+    lock = lock_run_dir(run_dir) if world.is_main else None
+    if world.is_main:
+        for leftover in run_dir.glob(".*.tmp"):  # an atomic write cut short by the kill
+            leftover.unlink(missing_ok=True)
+    if (run_dir / "summary.json").is_file():
+        return ResumePoint(run_dir, summary=read_json(run_dir / "summary.json"), lock=lock)
+    last = run_dir / "last.pt"
+    if not last.exists():  # stopped in its first epoch: start it again, in the same directory
+        check_same_config(read_config_yaml(run_dir), cfg)
+        return ResumePoint(run_dir, lock=lock)
     ckpt = load_checkpoint(last)
-    if "training_state" not in ckpt:
+    check_training_state(ckpt, last)
+    check_same_config(ckpt.get("config", {}), cfg)
+    check_same_world(ckpt["training_state"].get("world_size", 1), world.size)
+    check_schedule_stretch(ckpt.get("config", {}), cfg)
+    return ResumePoint(run_dir, ckpt, lock=lock)
+
+
+def check_training_state(ckpt: dict, last: Path) -> None:
+    state = ckpt.get("training_state")
+    if state is None:
         raise UserError(f"--resume: {last} holds no training state (a best.pt?); resume from last.pt")
-    run_dir = last.parent
-    if (run_dir / "summary.json").exists():
-        raise UserError(f"--resume: {run_dir} has already finished (it has a summary.json)")
-    difference = first_difference(ckpt["config"], config_to_dict(cfg), ignore={"train.epochs"})
+    rows = state.get("rows") if isinstance(state, dict) else None
+    ok = (isinstance(state, dict) and isinstance(state.get("optimizer"), dict) and isinstance(rows, list)
+          and len(rows) == ckpt.get("epoch") and all(isinstance(r, dict) for r in rows)
+          and isinstance(state.get("best_epoch"), int) and 1 <= state["best_epoch"] <= len(rows))
+    if not ok:
+        raise UserError(f"--resume: {last} is damaged: its training state is not what mnistlab writes")
+
+
+def check_same_config(was: dict, cfg) -> None:
+    difference = first_difference(was, config_to_dict(cfg), ignore=RESUME_IGNORED)
     if difference:
-        key, was, now = difference
-        raise UserError(f"--resume: the config differs from the run's at {key}: the run has {was!r}, now {now!r}")
-    # Dropout and augmentation are seeded per rank: another process count would not continue the same run.
-    was_size = ckpt["training_state"].get("world_size", 1)
+        key, before, now = difference
+        raise UserError(f"--resume: the config differs from the run's at {key}: the run has {before!r}, "
+                        f"now {now!r}")
+
+
+def check_same_world(was_size: int, world_size: int) -> None:
+    """Dropout and augmentation are seeded per rank: another process count would not continue the same run."""
     if was_size != world_size:
         how = "without torchrun" if was_size == 1 else f"with torchrun --nproc_per_node={was_size}"
         raise UserError(f"--resume: the run was trained by {was_size} process(es), this is {world_size}; "
                         f"resume it {how}")
-    if ckpt["epoch"] >= cfg.train.epochs:
-        raise UserError(f"--resume: the run already did {ckpt['epoch']} epochs; raise train.epochs to go on")
-    ckpt["run_dir"] = run_dir
-    return ckpt
+
+
+def check_schedule_stretch(was: dict, cfg) -> None:
+    """More epochs continue a step, plateau or fixed-length cosine schedule as it was. A one-cycle or
+    a cosine over train.epochs was laid out over the old length: stretching it would change the epochs
+    already run, so that is refused before anything is done."""
+    before = was.get("train", {}).get("epochs") if isinstance(was.get("train"), dict) else None
+    sched = cfg.train.scheduler
+    if before in (None, cfg.train.epochs):
+        return
+    if sched.name == "onecycle" or (sched.name == "cosine" and sched.t_max is None):
+        raise UserError(f"--resume: train.epochs {before} -> {cfg.train.epochs}: the {sched.name} schedule was "
+                        f"laid out over {before} epochs and cannot be stretched; resume with train.epochs: "
+                        f"{before}, or start a new run")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{path} is damaged: {one_line(exc, 120)}") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is damaged: not a JSON object")
+    return value
+
+
+def read_config_yaml(run_dir: Path) -> dict:
+    raw = read_yaml_file(run_dir / "config.yaml")
+    if not isinstance(raw, dict):
+        raise UserError(f"{run_dir / 'config.yaml'} is damaged: not a mapping of keys")
+    return raw
 
 
 def first_difference(a, b, ignore=(), prefix=""):

@@ -27,7 +27,7 @@ from ..models import create_model
 from ..models.layout import apply_layout
 from ..report import write_run_curves_safely
 from .checkpoint import model_payload, versions
-from .checkpoint_saver import CheckpointSaver, load_resume_state, open_run_dir
+from .checkpoint_saver import CheckpointSaver, ResumePoint, find_resume_point, lock_run_dir, open_run_dir
 from .distributed import World, barrier, init_world, ranks_agree, shutdown, sum_across, sync_buffers
 from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, keep_freed_host_memory, resolve_device, score,
                      train_one_epoch)
@@ -35,18 +35,21 @@ from .optim import build_optimizer, build_scheduler, current_lr
 
 
 def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "checkpoints", quiet: bool = False,
-                 log=print, resume: str | Path | None = None, config_path: str | None = None,
-                 on_epoch: Callable[[dict], None] | None = None) -> dict:
+                 log=print, resume: str | Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train one config to its best checkpoint, score it once on the test set, return the summary.
 
-    With `resume` (a run directory or its last.pt) training continues after the last finished epoch
-    with model, optimizer, scheduler, scaler and early-stopping state restored. `on_epoch(row)` is
-    called after each epoch's checkpoints are written (a sweep reports to its pruner there; an
-    exception it raises ends the run as Ctrl-C would, with last.pt kept).
+    With `resume` (a run directory, or its last.pt) a run stopped at any moment is finished: training
+    continues after the last finished epoch with model, optimizer, scheduler, scaler and early-stopping
+    state restored, or, if every epoch was done, only the final scoring runs. `on_epoch(row)` is called
+    after each epoch's checkpoints are written (a sweep reports to its pruner there; an exception it
+    raises ends the run as Ctrl-C would, with last.pt kept).
     """
     world, device_setting = init_world(cfg.device)
     try:
-        t = setup(cfg, world, device_setting, data_dir, out_dir, quiet, log, resume, config_path)
+        point = find_resume_point(resume, cfg, world) if resume else None
+        if point is not None and point.summary is not None:
+            return already_finished(point, log if world.is_main else _silent)
+        t = setup(cfg, world, device_setting, data_dir, out_dir, quiet, log, point)
         stopped_early, train_time = train_epochs(t, on_epoch)
         return finish(t, stopped_early, train_time)
     finally:
@@ -81,16 +84,17 @@ class Training:
     first_epoch: int
     run_dir: Path
     resume_hint: str
+    stopped: bool  # a resumed run whose early stopping had already fired: only the scoring is left
+    lock: Any  # the run directory's lock, held until the process ends
     say: Callable  # progress lines (silent with --quiet)
     log: Callable  # results and errors (rank 0 only)
     quiet: bool
 
 
-def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool, log, resume,
-          config_path) -> Training:
+def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool, log, point) -> Training:
     log = log if world.is_main else _silent
     say = _silent if quiet else log
-    previous = load_resume_state(resume, cfg, world.size) if resume else None
+    previous = point.ckpt if point is not None else None
     device = resolve_device(device_setting)
     dtype = amp_dtype(cfg.train.amp, device)
     keep_freed_host_memory()
@@ -109,7 +113,8 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     es = cfg.train.early_stopping
     stopper = EarlyStopping(es.monitor, es.patience, es.min_delta) if es else None
-    run_dir = open_run_dir(cfg, world, out_dir, previous)
+    run_dir = open_run_dir(cfg, world, out_dir, point)
+    lock = point.lock if point is not None else lock_run_dir(run_dir) if world.is_main else None
     saver = CheckpointSaver(run_dir, cfg.train.checkpoint_monitor, payload_builder(cfg, model, data),
                             {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
                              "early_stopping": stopper}, world)
@@ -119,12 +124,15 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
         say("note: the checkpoint is selected on TEST accuracy (allow_test_selection: true); "
             "the test number below is not an unbiased estimate")
     first_epoch = saver.restore(previous, model) if previous else 1
-    if previous:
-        say(f"resuming {run_dir} after epoch {previous['epoch']}")
-    resume_hint = f"mnistlab train {config_path or '<config>'} --resume {run_dir}"
+    # last.pt holds the early stopping as it was before its epoch's row was counted: count it again
+    stopped = bool(previous and stopper and stopper.step(saver.rows[-1][stopper.monitor]))
+    if point is not None:
+        say(f"resuming {run_dir} after epoch {point.epoch}"
+            + ("; every epoch is done: scoring it" if stopped or first_epoch > cfg.train.epochs else ""))
+    resume_hint = f"mnistlab train --resume {run_dir}" + (f" --data-dir {data_dir}" if data_dir else "")
     return Training(cfg, world, device, dtype, data, batch_size, model, net, params, batches, generators,
-                    optimizer, scheduler, when, scaler, stopper, saver, first_epoch, run_dir, resume_hint, say, log,
-                    quiet)
+                    optimizer, scheduler, when, scaler, stopper, saver, first_epoch, run_dir, resume_hint, stopped,
+                    lock, say, log, quiet)
 
 
 def make_batches(cfg, data: DataBundle, batch_size: int, device, world: World, generators) -> dict[str, Any]:
@@ -162,6 +170,8 @@ def train_epochs(t: Training, on_epoch=None) -> tuple[bool, float]:
     """Epochs from t.first_epoch on, each checkpointed; whether early stopping ended them, and the
     training time (a resumed run's earlier epochs included)."""
     started = time.perf_counter() - sum(r["time_s"] for r in t.saver.rows)
+    if t.stopped:
+        return True, time.perf_counter() - started
     try:
         for epoch in range(t.first_epoch, t.cfg.train.epochs + 1):
             row = run_epoch(t, epoch)
@@ -281,6 +291,16 @@ def build_summary(t: Training, scores: dict, stopped_early: bool, train_time: fl
         "run_dir": str(t.run_dir), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "versions": versions(),
     }
+
+
+def already_finished(point: ResumePoint, log) -> dict:
+    """--resume of a run that had finished: nothing to train; its curves drawn if the kill came first."""
+    summary, acc = point.summary, point.summary.get("test_acc")
+    if not (point.run_dir / "curves.png").exists():
+        write_run_curves_safely(point.run_dir, log)
+    shown = f"{acc:.2%}" if isinstance(acc, (int, float)) else "not recorded"
+    log(f"{point.run_dir} has already finished (it has a summary.json): test accuracy {shown}; nothing to do")
+    return summary
 
 
 # ---------------------------------------------------------------- helpers
