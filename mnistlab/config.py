@@ -86,6 +86,10 @@ class DataConfig(Strict):
     root: Optional[str] = None
     download: bool = True
     val_split: Float = 0.1
+    # k-fold cross-validation: with folds k, fold i (0 .. k-1) of the seeded k-way split of the training
+    # images is the validation set, and val_split is not used
+    folds: Optional[Int] = Field(None, ge=2, le=100)
+    fold: Optional[Int] = Field(None, ge=0)
     normalize: Union[Literal["dataset", "minus1to1", "none"], NormalizeConfig] = "dataset"
     pipeline: Literal["device", "classic"] = "device"
     num_workers: Int = Field(2, ge=0, le=64)
@@ -100,6 +104,19 @@ class DataConfig(Strict):
         if value < 0 or (value >= 1 and value != int(value)):
             raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
         return value
+
+    @model_validator(mode="after")
+    def _fold_of_folds(self):
+        if (self.folds is None) != (self.fold is None):
+            key = "data.fold" if self.folds is not None else "data.folds"
+            raise _KeyError(key, None, "data.folds and data.fold go together: fold i (0 .. k-1) of k folds")
+        if self.folds is not None and self.fold >= self.folds:
+            raise _KeyError("data.fold", self.fold, f"must be below data.folds ({self.folds}): folds count from 0")
+        return self
+
+    @property
+    def has_validation(self) -> bool:
+        return self.folds is not None or self.val_split > 0
 
     @field_validator("augment", mode="before")
     @classmethod
@@ -144,8 +161,10 @@ class ModelConfig(BaseModel):
         return dict(self.model_extra or {})
 
 
-class AdamConfig(Strict):
-    name: Literal["adam"]
+class _AdamFamily(Strict):
+    """What Adam and AdamW share; subclasses set the name and weight decay (fields keep this order)."""
+
+    name: str
     lr: Float = Field(1e-3, gt=0)
     weight_decay: Float = Field(0.0, ge=0)
     betas: tuple[Float, Float] = (0.9, 0.999)
@@ -158,18 +177,14 @@ class AdamConfig(Strict):
         return value
 
 
-class AdamWConfig(Strict):
-    name: Literal["adamw"]
-    lr: Float = Field(1e-3, gt=0)
-    weight_decay: Float = Field(0.01, ge=0)
-    betas: tuple[Float, Float] = (0.9, 0.999)
+class AdamConfig(_AdamFamily):
+    name: Literal["adam"]
+    weight_decay: Float = Field(0.0, ge=0)
 
-    @field_validator("betas")
-    @classmethod
-    def _betas_in_range(cls, value):
-        if not all(0 <= b < 1 for b in value):
-            raise ValueError("each beta must be in [0, 1)")
-        return value
+
+class AdamWConfig(_AdamFamily):
+    name: Literal["adamw"]
+    weight_decay: Float = Field(0.01, ge=0)
 
 
 class SGDConfig(Strict):
@@ -337,7 +352,7 @@ class ExperimentConfig(Strict):
 
     @model_validator(mode="after")
     def _selection_is_honest(self):
-        train, has_val = self.train, self.data.val_split > 0
+        train, has_val = self.train, self.data.has_validation
         if train.checkpoint_monitor == "test_acc" and not train.allow_test_selection:
             raise _KeyError(
                 "train.checkpoint_monitor",
@@ -379,6 +394,27 @@ class _KeyError(ValueError):
 
 # ---------------------------------------------------------------- loading
 
+PACKAGED = Path(__file__).resolve().parent / "configs"  # the configs that ship with mnistlab
+
+
+def packaged_configs() -> list[str]:
+    return sorted(p.stem for p in PACKAGED.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A config file: the path if it exists (a path always wins), else the packaged config of that name
+    (`iter5` or `iter5.yaml`), else one UserError suggesting names."""
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    if path.parent == Path(".") and path.suffix in ("", ".yaml", ".yml"):
+        packaged = PACKAGED / f"{path.stem}.yaml"
+        if packaged.is_file():
+            return packaged
+    hint = did_you_mean(path.stem, packaged_configs()) or "; `mnistlab configs` lists the packaged ones"
+    raise UserError(f"config file not found: {path}{hint}")
+
+
 def read_yaml(path: str | Path) -> dict:
     raw = read_yaml_file(path, "config")
     if raw is None:
@@ -418,9 +454,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> ExperimentConfig:
     """Read, override and validate. `name` defaults to the config file's stem."""
-    source = str(path) if path is not None else "config"
     if raw is None:
+        path = resolve_config(path)
         raw = read_yaml(path)
+    source = str(path) if path is not None else "config"
     raw = apply_overrides(raw, list(overrides))
     if raw.get("name") is None and path is not None:
         raw["name"] = Path(path).stem

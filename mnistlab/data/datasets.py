@@ -107,11 +107,24 @@ def split_indices(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, to
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
 
+def fold_indices(n: int, folds: int, fold: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fold `fold` of a seeded k-way split: the same seed gives the same folds, and together the k
+    validation sets cover every training image exactly once."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    parts = perm.tensor_split(folds)
+    val = parts[fold]
+    train = torch.cat([p for i, p in enumerate(parts) if i != fold])
+    return train.sort().values, val.sort().values
+
+
 def load_data(data_cfg, seed: int, root: Path) -> DataBundle:
     spec = DATASETS[data_cfg.dataset]
     train_x, train_y = load_split(spec, root, train=True, download=data_cfg.download)
     test_x, test_y = load_split(spec, root, train=False, download=data_cfg.download)
-    train_idx, val_idx = split_indices(len(train_x), data_cfg.val_split, seed)
+    if getattr(data_cfg, "folds", None):
+        train_idx, val_idx = fold_indices(len(train_x), data_cfg.folds, data_cfg.fold, seed)
+    else:
+        train_idx, val_idx = split_indices(len(train_x), data_cfg.val_split, seed)
     mean, std = normalization(spec, data_cfg.normalize)
     return DataBundle(
         dataset=spec.name,

@@ -35,14 +35,16 @@ from .optim import build_optimizer, build_scheduler, current_lr
 
 
 def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "checkpoints", quiet: bool = False,
-                 log=print, resume: str | Path | None = None, on_epoch: Callable[[dict], None] | None = None) -> dict:
+                 log=print, resume: str | Path | None = None, on_epoch: Callable[[dict], None] | None = None,
+                 score_test: bool = True) -> dict:
     """Train one config to its best checkpoint, score it once on the test set, return the summary.
 
     With `resume` (a run directory, or its last.pt) a run stopped at any moment is finished: training
     continues after the last finished epoch with model, optimizer, scheduler, scaler and early-stopping
     state restored, or, if every epoch was done, only the final scoring runs. `on_epoch(row)` is called
     after each epoch's checkpoints are written (a sweep reports to its pruner there; an exception it
-    raises ends the run as Ctrl-C would, with last.pt kept).
+    raises ends the run as Ctrl-C would, with last.pt kept). `score_test=False` leaves the test set
+    untouched (a sweep's trials: the test set must not take part in choosing).
     """
     world, device_setting = init_world(cfg.device)
     try:
@@ -51,7 +53,7 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
             return already_finished(point, log if world.is_main else _silent)
         t = setup(cfg, world, device_setting, data_dir, out_dir, quiet, log, point)
         stopped_early, train_time = train_epochs(t, on_epoch)
-        return finish(t, stopped_early, train_time)
+        return finish(t, stopped_early, train_time, score_test)
     finally:
         shutdown(world)
 
@@ -241,15 +243,16 @@ def score_all(t: Training, batches, views=None) -> tuple[float, float, int]:
     return loss_sum / max(n, 1), correct / max(n, 1), int(n)
 
 
-def finish(t: Training, stopped_early: bool, train_time: float) -> dict:
+def finish(t: Training, stopped_early: bool, train_time: float, score_test: bool = True) -> dict:
     """The best checkpoint scored once on the test set; summary.json, curves.png; the summary."""
     in_sync = ranks_agree(t.world, t.model)
     barrier(t.world)  # rank 0 has written best.pt before anyone reads it
     best = t.saver.load_best()
     t.model.load_state_dict(best["state_dict"])
-    scores = final_scores(t)
+    scores = final_scores(t) if score_test else {"test_acc": None, "test_loss": None, "test_n": 0}
     summary = build_summary(t, scores, stopped_early, train_time, in_sync)
-    t.saver.add_test_scores(best, {k: scores[k] for k in ("test_loss", "test_acc", "test_n")})
+    if score_test:
+        t.saver.add_test_scores(best, {k: scores[k] for k in ("test_loss", "test_acc", "test_n")})
     if t.world.is_main:
         atomic_write_text(t.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_run_curves_safely(t.run_dir, t.log)
@@ -366,6 +369,10 @@ def epoch_line(row: dict, epochs: int, improved: bool) -> str:
 def result_line(summary: dict, test_size: int) -> str:
     n, monitor = summary["test_n"], summary["selected_on"]
     selected = f"selected on {monitor}" if monitor != "last" else "the last epoch"
+    if summary["test_acc"] is None:
+        val = f"val accuracy {summary['val_acc']:.2%}" if summary["val_acc"] is not None else "no validation set"
+        return (f"{val}, test set not scored; best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
+                f"{selected}; trained in {summary['train_time_s']:.1f}s")
     scored = f"all {n:,}" if n == test_size else f"only {n:,} of {test_size:,} (limit_eval_batches)"
     how = f" with test-time augmentation, {summary['test_acc_single_view']:.2%} single-view," if "tta" in summary \
         else ""
