@@ -24,7 +24,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for add in (add_train, add_eval, add_compare, add_predict, add_draw, add_models, add_summary):
+    for add in (add_train, add_eval, add_compare, add_sweep, add_predict, add_draw, add_models, add_summary):
         add(commands)
     return parser
 
@@ -64,6 +64,8 @@ def add_compare(commands) -> None:
     add_config_options(p)
     p.add_argument("--seeds", metavar="S1,S2,..", help="train each config once per seed (overrides `seed`); "
                    "the table shows mean ± sd")
+    p.add_argument("--folds", type=positive_int, metavar="K", help="k-fold cross-validation: each config (and "
+                   "seed) trained k times, fold i of the training set as validation; mean ± sd over folds")
     p.add_argument("--out-dir", default="checkpoints", help="root of run directories, searched for finished "
                    "runs to reuse; the table and plots go here too (default: checkpoints)")
     p.add_argument("--no-reuse", action="store_true", help="train every config even if a finished identical run exists")
@@ -74,6 +76,27 @@ def add_compare(commands) -> None:
                    "its own process: one GPU each where there are GPUs, else the CPU cores shared out (default: 1, "
                    "one after another in this process)")
     p.set_defaults(handler=cmd_compare)
+
+
+def add_sweep(commands) -> None:
+    p = commands.add_parser("sweep", help="search hyperparameters with Optuna (pruning, cross-validation, "
+                            "workers on one machine or many); the best trial is chosen on validation data")
+    p.add_argument("sweep_file", metavar="FILE", help="a sweep file (see sweeps/): base config, objective, space")
+    p.add_argument("--n-trials", type=positive_int, metavar="N", help="trials in the study (overrides n_trials; "
+                   "a larger number continues a finished study)")
+    p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes on this machine "
+                   "(one GPU each where there are GPUs, else the CPU cores shared; default 1)")
+    p.add_argument("--storage", metavar="URL", help="postgresql://user@host/db: workers on every machine join one "
+                   "study (default: a journal file in the sweep folder, for this machine's workers)")
+    p.add_argument("--study", metavar="NAME", help="the study's name (default: the file's `study`, else its stem)")
+    p.add_argument("--out-dir", metavar="DIR", help="the sweep folder: trials' runs, tables, plots, best.yaml "
+                   "(default: checkpoints/sweeps/STUDY)")
+    add_config_options(p)
+    p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
+    p.add_argument("--confirm-seeds", metavar="S1,S2,..", help="retrain the best config with these seeds, scored "
+                   "on the test set: mean ± sd")
+    p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    p.set_defaults(handler=cmd_sweep)
 
 
 def add_predict(commands) -> None:
@@ -187,7 +210,16 @@ def cmd_compare(args) -> int:
     from .experiments.compare import run_compare
 
     return run_compare(args.configs, overrides=args.overrides, seeds=args.seeds, out_dir=args.out_dir,
-                       reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir, jobs=args.jobs)
+                       reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir, jobs=args.jobs,
+                       folds=args.folds)
+
+
+def cmd_sweep(args) -> int:
+    from .experiments.sweep import run_sweep
+
+    return run_sweep(args.sweep_file, n_trials=args.n_trials, jobs=args.jobs, storage=args.storage,
+                     study=args.study, out_dir=args.out_dir, overrides=args.overrides, data_dir=args.data_dir,
+                     confirm_seeds=args.confirm_seeds, worker=args.worker)
 
 
 def cmd_predict(args) -> int:

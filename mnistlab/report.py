@@ -246,3 +246,76 @@ def misclassified_grid(images, true: list[int], pred: list[int], confidence: lis
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")
     fig.suptitle(title)
     return _save(fig, path)
+
+
+# ---------------------------------------------------------------- sweeps
+
+def sweep_history(points: list[tuple[int, float]], objective: str, direction: str, path: str | Path,
+                  study: str) -> Path:
+    """Each complete trial's objective by trial number, and the best so far as a step line."""
+    fig = _figure(9, 5)
+    ax = fig.subplots()
+    numbers, values = zip(*sorted(points))
+    scale = 100.0 if objective.endswith("acc") else 1.0
+    best, running = [], None
+    for v in values:
+        running = v if running is None or (v > running if direction == "maximize" else v < running) else running
+        best.append(running * scale)
+    ax.plot(numbers, [v * scale for v in values], "o", color="tab:blue", alpha=0.7, label="trial")
+    ax.step(numbers, best, where="post", color="tab:red", label="best so far")
+    ax.set_xlabel("trial")
+    ax.set_ylabel(f"{objective} (validation{', %' if scale == 100 else ''})")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    ax.set_title(f"Optimization history: {study} ({len(points)} complete trials)")
+    return _save(fig, path)
+
+
+def sweep_importances(importances: dict[str, float], path: str | Path, study: str) -> Path:
+    """How much of the objective's variance each parameter explains (Optuna's fANOVA), largest first."""
+    fig = _figure(8, 1.2 + 0.5 * len(importances))
+    ax = fig.subplots()
+    names = list(importances)[::-1]
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    ax.set_xlabel("importance (share of the objective's variance)")
+    ax.set_xlim(0, 1)
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(f"Parameter importances: {study}")
+    return _save(fig, path)
+
+
+def sweep_parallel(trials: list[tuple[dict, float]], keys: list[str], objective: str, path: str | Path,
+                   study: str) -> Path:
+    """One line per complete trial across its parameters (each axis scaled to its own range), coloured
+    by the objective; categorical parameters are placed by their sorted values."""
+    from matplotlib import colormaps
+    from matplotlib.colors import Normalize
+
+    fig = _figure(max(7, 2.2 * (len(keys) + 1)), 5)
+    ax = fig.subplots()
+    columns = [[_axis_value(params.get(k)) for params, _ in trials] for k in keys]
+    columns.append([value for _, value in trials])
+    labels = [k.rsplit(".", 1)[-1] for k in keys] + [objective]
+    scaled, ticks = [], []
+    for column in columns:
+        lo, hi = min(column), max(column)
+        scaled.append([(v - lo) / (hi - lo) if hi > lo else 0.5 for v in column])
+        ticks.append((lo, hi))
+    values = columns[-1]
+    norm, cmap = Normalize(min(values), max(values)), colormaps["viridis"]
+    for i, value in enumerate(values):
+        ax.plot(range(len(columns)), [col[i] for col in scaled], color=cmap(norm(value)), alpha=0.8)
+    ax.set_xticks(range(len(columns)), [f"{name}\n{lo:.3g} … {hi:.3g}" for name, (lo, hi) in zip(labels, ticks)])
+    ax.set_yticks([])
+    ax.grid(True, axis="x", alpha=0.5)
+    ax.set_title(f"Parallel coordinates: {study} (colour: {objective})")
+    return _save(fig, path)
+
+
+def _axis_value(value) -> float:
+    """A parameter's position on its axis: numbers as they are, other values by a stable code."""
+    if isinstance(value, bool) or value is None:
+        return float(bool(value))
+    if isinstance(value, (int, float)):
+        return float(value)
+    return float(sum(ord(c) for c in str(value)) % 997)

@@ -119,7 +119,7 @@ def test_rows_are_assembled_in_seed_order_up_to_the_first_failure():
     # workers finish out of order; b's seed 3 failed first, its seed 2 later; c was stopped by Ctrl-C
     outcomes = {(0, 3): run(3), (0, 1): run(1), (0, 2): run(2), (1, 3): "boom", (1, 1): run(1), (1, 2): "bang",
                 (2, 1): run(1), (2, 2): jobs.INTERRUPTED}
-    jobs.assemble(comparison, outcomes, [[1, 2, 3]] * 3, [1, 2, 3])
+    jobs.assemble(comparison, outcomes, [[1, 2, 3]] * 3)
     a, b, c = comparison.rows
     assert [r.seed for r in a.runs] == [1, 2, 3] and a.error is None
     assert [r.seed for r in b.runs] == [1] and b.error == "bang (seed 2)"

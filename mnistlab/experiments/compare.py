@@ -14,7 +14,8 @@ from typing import Iterator
 
 from ..errors import UserError, one_line
 from ..files import atomic_write_text, make_dir
-from .plan import Comparison, Step, end_row, failure_message, interrupted_message, parse_seeds, plan
+from .plan import (Comparison, Step, end_row, failure_message, interrupted_message, label, parse_seeds, plan,
+                   replicate_key)
 from .runs import Run
 from .table import FILES, SORT_COLUMNS, format_csv, format_markdown, format_text_table, row_values, sort_rows
 
@@ -23,13 +24,15 @@ from .table import FILES, SORT_COLUMNS, format_csv, format_markdown, format_text
 
 def compare_configs(paths: list[str], overrides: list[str] = (), seeds: list[int] | None = None,
                     out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
-                    data_dir: str | None = None, log=print, jobs: int = 1) -> Comparison:
+                    data_dir: str | None = None, log=print, jobs: int = 1, folds: int | None = None) -> Comparison:
     if sort is not None and sort not in SORT_COLUMNS:
         raise UserError(f"--sort: got {sort!r}; allowed: {', '.join(SORT_COLUMNS)}")
     if jobs < 1:
         raise UserError(f"--jobs: got {jobs}; expected a whole number >= 1")
     make_dir(out_dir, "--out-dir")  # before any training: the table must have somewhere to go
-    comparison = Comparison([], Path(out_dir), list(overrides), seeds, paths=list(paths))
+    if folds is not None and not 2 <= folds <= 100:
+        raise UserError(f"--folds: got {folds}; expected a whole number from 2 to 100")
+    comparison = Comparison([], Path(out_dir), list(overrides), seeds, paths=list(paths), folds=folds)
     steps = plan(comparison, reuse, log)
     if jobs > 1:  # worker processes; the rows come out as they do in this process
         from .parallel import ParallelRunner
@@ -52,13 +55,13 @@ def run_in_process(comparison: Comparison, steps: Iterator[Step], data_dir: str 
                 step.row.runs.append(step.reused)
                 continue
             if step.resume is None:
-                log(f"== {step.cfg.name} (seed {step.seed}): training")
+                log(f"== {step.cfg.name} ({label(replicate_key(step.seed, step.fold))}): training")
             try:
                 summary = run_training(step.cfg, data_dir=data_dir, out_dir=comparison.out_dir, log=log,
                                        resume=step.resume)
             except Exception as exc:  # noqa: BLE001  (see failure_message)
                 step.row.error, step.row.stopped = failure_message(exc), True
-                end_row(step.row, step.seed, comparison.seeds, log)
+                end_row(step.row, replicate_key(step.seed, step.fold), comparison.runs_per_row > 1, log)
                 continue
             step.row.runs.append(Run(step.seed, Path(summary["run_dir"]), summary, reused=False))
     except KeyboardInterrupt:
@@ -113,10 +116,10 @@ def row_curves(row) -> list[list[dict]] | None:
 
 def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | None = None,
                 out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
-                data_dir: str | None = None, log=print, jobs: int = 1) -> int:
+                data_dir: str | None = None, log=print, jobs: int = 1, folds: int | None = None) -> int:
     """The whole command: runs, table on the terminal, files. Exit code 0, 1 (a row failed) or 130 (Ctrl-C)."""
     comparison = compare_configs(paths, list(overrides), parse_seeds(seeds), out_dir, reuse, sort, data_dir, log,
-                                 jobs)
+                                 jobs, folds)
     files = write_outputs(comparison)
     trained = sum(not run.reused for row in comparison.rows for run in row.runs)
     reused = sum(run.reused for row in comparison.rows for run in row.runs)

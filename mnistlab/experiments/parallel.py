@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import one_line
-from .plan import Comparison, Step, end_row, failure_message, interrupted_message
+from .plan import (Comparison, Step, end_row, failure_message, interrupted_message, label, replicate_key,
+                   replicate_overrides)
 from .runs import Run, read_summary
 
 ERROR_MARK = "mnistlab train: error: "
@@ -95,8 +96,8 @@ class ParallelRunner:
         self.threads = worker_threads(jobs)
         self.running: list[Job] = []  # started, not yet finished
         self.free = list(range(jobs))  # worker slots
-        self.outcomes: dict[tuple[int, int], Run | str] = {}  # (row, seed) -> its run, or its error
-        self.planned: dict[int, list[int]] = {}  # row -> the seeds the plan gave it, in order
+        self.outcomes: dict[tuple, Run | str] = {}  # (row, seed or (seed, fold)) -> its run, or its error
+        self.planned: dict[int, list] = {}  # row -> the seeds (or (seed, fold)s) the plan gave it, in order
 
     def run(self, steps) -> None:
         try:
@@ -125,14 +126,15 @@ class ParallelRunner:
                 self.finish(job)
 
     def take(self, step: Step) -> None:
-        self.planned.setdefault(step.index, []).append(step.seed)
+        self.planned.setdefault(step.index, []).append(replicate_key(step.seed, step.fold))
         if step.reused is not None:
-            self.outcomes[step.index, step.seed] = step.reused
+            self.outcomes[step.index, replicate_key(step.seed, step.fold)] = step.reused
         elif not step.row.stopped:
             self.start(Job(step), self.free.pop(0))
 
     def start(self, job: Job, slot: int) -> None:
-        step, overrides = job.step, [*self.comparison.overrides, f"seed={job.step.seed}"]
+        step = job.step
+        overrides = [*self.comparison.overrides, *replicate_overrides(self.comparison, step.seed, step.fold)]
         job.slot, job.started = slot, time.monotonic()
         if self.gpus and step.cfg.device in ("auto", "cuda"):
             job.device = f"cuda:{slot % self.gpus}"
@@ -151,14 +153,15 @@ class ParallelRunner:
                                     env={**os.environ, "OMP_NUM_THREADS": str(self.threads)},
                                     start_new_session=True, preexec_fn=sigint_default)
         self.running.append(job)
-        self.log(f"== {step.cfg.name} (seed {step.seed}): training in worker {slot + 1}/{self.jobs} ({job.device})")
+        self.log(f"== {step.cfg.name} ({label(replicate_key(step.seed, step.fold))}): training in worker "
+                 f"{slot + 1}/{self.jobs} ({job.device})")
 
     def finish(self, job: Job, interrupted: bool = False) -> None:
         job.output.seek(0)
         output = job.output.read().decode("utf-8", errors="replace")
         job.output.close()
         step, took = job.step, time.monotonic() - job.started
-        name = f"{step.cfg.name} (seed {step.seed})"
+        name = f"{step.cfg.name} ({label(replicate_key(step.seed, step.fold))})"
         if job.proc.returncode == 0:
             try:
                 run_dir = run_dir_of(output)
@@ -178,7 +181,7 @@ class ParallelRunner:
         if not isinstance(outcome, Run) and outcome != INTERRUPTED:
             step.row.stopped = True
             self.log(f"== {name}: FAILED after {took:.1f}s: {outcome}")
-        self.outcomes[step.index, step.seed] = outcome
+        self.outcomes[step.index, replicate_key(step.seed, step.fold)] = outcome
 
     def stop_all(self) -> None:
         """Ctrl-C: SIGINT to every child (each keeps its last.pt and names its resume command), then wait."""
@@ -198,14 +201,14 @@ class ParallelRunner:
 
     def assemble(self) -> None:
         planned = [self.planned.get(index, []) for index in range(len(self.comparison.rows))]
-        assemble(self.comparison, self.outcomes, planned, self.comparison.seeds)
+        assemble(self.comparison, self.outcomes, planned)
 
 
-def assemble(comparison: Comparison, outcomes: dict, planned: list[list[int]], seeds: list[int] | None) -> None:
+def assemble(comparison: Comparison, outcomes: dict, planned: list[list]) -> None:
     """Each row's runs in seed order, up to its first failure, as the in-process path leaves them."""
     for index, row in enumerate(comparison.rows):
-        for seed in planned[index]:
-            outcome = outcomes.get((index, seed))
+        for key in planned[index]:
+            outcome = outcomes.get((index, key))
             if isinstance(outcome, Run):
                 row.runs.append(outcome)
                 continue
@@ -213,9 +216,9 @@ def assemble(comparison: Comparison, outcomes: dict, planned: list[list[int]], s
                 row.error = row.error or interrupted_message(row)
             else:  # the row's first failure in seed order wins over a later one (or a later load error)
                 row.error = outcome
-                end_row(row, seed, seeds, lambda *args: None)  # adds "(seed N)"; logged when the run ended
+                end_row(row, key, comparison.runs_per_row > 1, lambda *args: None)  # adds "(seed N)"; logged
             break
         else:  # every seed planned so far is done; Ctrl-C may have come while the row was still being planned
             if comparison.interrupted and not row.error and index == len(comparison.rows) - 1 \
-                    and len(planned[index]) < len(seeds or [None]):
+                    and len(planned[index]) < comparison.runs_per_row:
                 row.error = interrupted_message(row)

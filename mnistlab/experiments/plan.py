@@ -39,6 +39,11 @@ class Comparison:
     interrupted: bool = False
     skipped: int = 0  # configs never started because of Ctrl-C
     paths: list[str] = field(default_factory=list)
+    folds: int | None = None  # --folds k: every seed's run is k runs, one per cross-validation fold
+
+    @property
+    def runs_per_row(self) -> int:
+        return len(self.seeds or [None]) * (self.folds or 1)
 
     @property
     def failed(self) -> bool:
@@ -54,6 +59,7 @@ class Step:
     seed: int
     cfg: object
     reused: Run | None = None
+    fold: int | None = None
     resume: Path | None = None  # an unfinished run of this config to finish instead of starting afresh
 
 
@@ -82,14 +88,29 @@ def plan(comparison: Comparison, reuse: bool, log) -> Iterator[Step]:
         seed = None
         try:
             cfg = load_row(row, comparison.overrides)
-            for seed in comparison.seeds if comparison.seeds is not None else [cfg.seed]:
+            for seed, fold in replicates(comparison, cfg.seed):
                 if row.stopped:
                     break
-                cfg = load_config(row.path, [*comparison.overrides, f"seed={seed}"])
-                yield plan_step(Step(index, row, seed, cfg), comparison.out_dir, reuse, log)
+                cfg = load_config(row.path, [*comparison.overrides, *replicate_overrides(comparison, seed, fold)])
+                yield plan_step(Step(index, row, seed, cfg, fold=fold), comparison.out_dir, reuse, log)
         except Exception as exc:  # noqa: BLE001  (see failure_message)
             row.error, row.stopped = failure_message(exc), True
-            end_row(row, seed, comparison.seeds, log)
+            end_row(row, seed, comparison.runs_per_row > 1, log)
+
+
+def replicates(comparison: Comparison, config_seed: int) -> list[tuple[int, int | None]]:
+    """(seed, fold) for each run of a row, seed by seed, fold by fold."""
+    seeds = comparison.seeds if comparison.seeds is not None else [config_seed]
+    return [(seed, fold) for seed in seeds for fold in (range(comparison.folds) if comparison.folds else [None])]
+
+
+def replicate_overrides(comparison: Comparison, seed: int, fold: int | None) -> list[str]:
+    return [f"seed={seed}", *([f"data.folds={comparison.folds}", f"data.fold={fold}"] if fold is not None else [])]
+
+
+def replicate_key(seed: int, fold: int | None):
+    """How the runs of a row are told apart: the seed, or (seed, fold) with --folds."""
+    return seed if fold is None else (seed, fold)
 
 
 def plan_step(step: Step, out_dir: Path, reuse: bool, log) -> Step:
@@ -100,7 +121,8 @@ def plan_step(step: Step, out_dir: Path, reuse: bool, log) -> Step:
     if step.reused is None and reuse:
         step.resume = find_unfinished_run(out_dir, config_to_dict(step.cfg))
         if step.resume is not None:
-            log(f"== {step.cfg.name} (seed {step.seed}): finishing the interrupted run {step.resume}")
+            log(f"== {step.cfg.name} ({label(replicate_key(step.seed, step.fold))}): finishing the interrupted run "
+                f"{step.resume}")
     return step
 
 
@@ -143,8 +165,13 @@ def interrupted_message(row: Row) -> str:
     return "interrupted" + (f" after {len(row.runs)} finished seed(s)" if row.runs else "")
 
 
-def end_row(row: Row, seed: int | None, seeds: list[int] | None, log) -> None:
+def end_row(row: Row, key, several: bool, log) -> None:
+    """Log a failed row once; with several runs per row the error names the run (seed, fold)."""
     if row.error:
-        if seed is not None and seeds is not None and len(seeds) > 1:
-            row.error += f" (seed {seed})"
+        if key is not None and several:
+            row.error += f" ({label(key)})"
         log(f"== {row.config}: FAILED: {row.error}")
+
+
+def label(key) -> str:
+    return f"seed {key[0]}, fold {key[1]}" if isinstance(key, tuple) else f"seed {key}"

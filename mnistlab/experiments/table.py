@@ -35,7 +35,7 @@ def row_values(row) -> dict:
     values = {"config": row.config, "path": row.path, "model": row.model, "params": row.params,
               "layers": sum(row.layers.values()) if row.layers else None,
               **{kind: row.layers.get(kind) for kind in LAYER_KINDS},
-              "seeds": ",".join(str(run.seed) for run in row.runs)}
+              "seeds": ",".join(dict.fromkeys(str(run.seed) for run in row.runs))}
     for key in ("epochs_run", "best_epoch"):
         mean, _ = mean_sd([s.get(key) for s in summaries])
         values[key] = int(mean) if mean is not None and mean == int(mean) else mean
@@ -129,7 +129,11 @@ def _notes(rows: list) -> list[str]:
     if counts:  # limit_eval_batches scores only part of the test set
         notes.append("Test loss and accuracy are on " + " / ".join(f"{n:,}" for n in counts) + " test images"
                      + (" (runs differ: see test_n in the CSV)." if len(counts) > 1 else "."))
-    if any(len(row.runs) > 1 for row in rows):
+    folds = sorted({s.get("folds") for s in summaries} - {None})
+    if folds:
+        notes.append(f"Cross-validated: each seed trained on {' / '.join(map(str, folds))} folds, fold i of the "
+                     f"training set as validation; figures are mean ± sample sd over every run.")
+    elif any(len(row.runs) > 1 for row in rows):
         notes.append("With several seeds: mean ± sample sd.")
     with_tta = [(row.config, [run.summary["test_acc_single_view"] for run in row.runs]) for row in rows
                 if row.runs and all(run.summary.get("tta") for run in row.runs)]

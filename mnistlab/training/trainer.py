@@ -282,6 +282,7 @@ def build_summary(t: Training, scores: dict, stopped_early: bool, train_time: fl
     return {
         "name": cfg.name, "model": cfg.model.name, "model_kwargs": cfg.model.kwargs, "params": t.params,
         "dataset": data.dataset, "num_classes": data.num_classes, "seed": cfg.seed,
+        **({"folds": cfg.data.folds, "fold": cfg.data.fold} if cfg.data.folds else {}),
         "test_acc": scores["test_acc"], "test_loss": scores["test_loss"], "test_n": scores["test_n"],
         "val_acc": best_row["val_acc"], "val_loss": best_row["val_loss"],
         "train_acc": best_row["train_acc"], "train_loss": best_row["train_loss"],

@@ -1,0 +1,204 @@
+"""The sweep file: a public contract, validated like a config, before any trial starts.
+
+    base: iter5                 # a config path or packaged name
+    study: iter5-lr             # default: the file's stem
+    objective: val_acc          # val_acc (maximize) | val_loss (minimize); never a test metric
+    n_trials: 40
+    sampler: tpe                # tpe | random | grid (grid: every combination of the listed values)
+    pruner: median              # none | median | hyperband (on the per-epoch objective)
+    folds: null                 # k: every trial is k-fold cross-validated, objective = mean over folds
+    seed: 0                     # the sampler's random seed
+    set: {train.epochs: 15}     # fixed overrides for every trial
+    space:
+      train.optimizer.lr: {low: 0.0003, high: 0.01, log: true}
+      train.batch_size: [64, 128, 256]
+      data.augment.rotate: {low: 0, high: 20, step: 5}
+
+Every key of `set` and `space` is checked against the config schema with every value a trial can
+take at its ends (each listed choice; a range's low and high), so a typo fails now, not at trial 17.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from ..config import Float, Int, Strict, load_config, resolve_config
+from ..errors import UserError, one_line
+from ..yamlfile import read_yaml_file
+
+KEY = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+
+
+class RangeConfig(Strict):
+    """A numeric range: whole numbers when low, high (and step) are whole, else real numbers."""
+
+    low: Float
+    high: Float
+    log: bool = False
+    step: Optional[Float] = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self):
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low:g}) must be below high ({self.high:g})")
+        if self.log and self.low <= 0:
+            raise ValueError("log: true needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step do not go together")
+        return self
+
+    @property
+    def whole(self) -> bool:
+        return all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)) and not self.log
+
+    def grid(self) -> list:
+        if self.step is None:
+            raise ValueError("a grid needs a list of values, or a range with a step")
+        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        values = [self.low + i * self.step for i in range(n)]
+        return [int(v) for v in values] if self.whole else [round(v, 12) for v in values]
+
+
+Choice = Union[str, Int, Float, bool, None]
+
+
+class SweepConfig(Strict):
+    base: str
+    study: Optional[str] = None
+    objective: Literal["val_acc", "val_loss"] = "val_acc"
+    n_trials: Int = Field(20, ge=1, le=100_000)
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["none", "median", "hyperband"] = "median"
+    folds: Optional[Int] = Field(None, ge=2, le=20)
+    seed: Int = Field(0, ge=0, le=2**32 - 1)
+    set: dict[str, Any] = Field(default_factory=dict)
+    space: dict[str, Union[list[Choice], RangeConfig]]
+
+    @field_validator("study")
+    @classmethod
+    def _usable_name(cls, value):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+            raise ValueError("the study name becomes a folder: use letters, digits, '.', '_' and '-' only")
+        return value
+
+    @field_validator("set", "space")
+    @classmethod
+    def _dotted_keys(cls, value):
+        for key in value:
+            if not KEY.fullmatch(str(key)):
+                raise ValueError(f"{key!r} is not a dotted config key such as train.optimizer.lr")
+        return value
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _choices_or_ranges(cls, value):
+        if not isinstance(value, dict) or not value:
+            raise ValueError("name at least one config key to search, each with a list of values or "
+                             "{low, high} (optionally log: true, step: N)")
+        parsed = {}
+        for key, choices in value.items():
+            if isinstance(choices, list):
+                if not choices or not all(c is None or isinstance(c, (str, int, float, bool)) for c in choices):
+                    raise ValueError(f"{key}: a list of plain values (numbers, text, true/false), not empty")
+                parsed[key] = choices
+            elif isinstance(choices, dict):
+                try:
+                    parsed[key] = RangeConfig.model_validate(choices)
+                except ValidationError as exc:
+                    error = exc.errors()[0]
+                    where = ".".join(map(str, error["loc"]))
+                    raise ValueError(f"{key}{'.' + where if where else ''}: "
+                                     f"{error['msg'].removeprefix('Value error, ')}") from None
+            else:
+                raise ValueError(f"{key}: got {choices!r}; give a list of values or {{low, high}}")
+        return parsed
+
+    @property
+    def direction(self) -> str:
+        return "maximize" if self.objective == "val_acc" else "minimize"
+
+
+def load_sweep(path: str | Path, overrides: list[str] = ()) -> tuple[SweepConfig, Path]:
+    """The validated sweep file (with --set overrides added to its `set`) and its base config's path."""
+    path = Path(path)
+    raw = read_yaml_file(path, "sweep file")
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a sweep file is a mapping of keys (base, space, ...), not a {type(raw).__name__}")
+    try:
+        sweep = SweepConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{path}: {describe(exc)}") from None
+    if sweep.study is None:
+        sweep.study = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem) or "sweep"
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not KEY.fullmatch(key.strip()):
+            raise UserError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=5")
+        sweep.set[key.strip()] = value  # a YAML string: parsed like any --set value
+    base = base_path(sweep.base, path)
+    check_against_schema(sweep, base, path)
+    return sweep, base
+
+
+def describe(exc: ValidationError) -> str:
+    error = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")[0]
+    where = ".".join(str(p) for p in error["loc"] if not str(p).startswith(("list[", "RangeConfig", "union")))
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(SweepConfig.model_fields)
+        return f"{where}: unknown key (allowed: {allowed})"
+    if error["type"] == "missing":
+        return f"{where}: required key is missing"
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "value_error":  # our own validators' messages say what and where
+        nested = where == "space" and re.match(r"[\w.]+: ", message)  # the message starts with its own key
+        return one_line(f"{where}.{message}" if nested else f"{where}: {message}")
+    return one_line(f"{where}: got {error.get('input')!r}; {message}")
+
+
+def base_path(base: str, sweep_file: Path) -> Path:
+    """`base` beside the sweep file, else as given (from here, or a packaged name)."""
+    beside = sweep_file.parent / base
+    return beside if beside.is_file() else resolve_config(base)
+
+
+def override(key: str, value) -> str:
+    """A --set item for `value` (JSON is YAML, so any value survives the trip)."""
+    import json
+
+    return f"{key}={value if isinstance(value, str) else json.dumps(value)}"
+
+
+def fixed_overrides(sweep: SweepConfig) -> list[str]:
+    """The sweep's `set` as --set items (strings as the user wrote them: YAML parses them)."""
+    return [f"{k}={v}" if isinstance(v, str) else override(k, v) for k, v in sweep.set.items()]
+
+
+def check_against_schema(sweep: SweepConfig, base: Path, where: Path) -> None:
+    """Every value a trial can take, at the ends of each range, validated as a config (model included)."""
+    from ..models import check_model
+
+    fixed, folds = fixed_overrides(sweep), [f"data.folds={sweep.folds}", "data.fold=0"] if sweep.folds else []
+    try:
+        load_config(base, [*fixed, *folds])
+    except UserError as exc:
+        raise UserError(f"{where}: set: {exc}") from None
+    for key, choices in sweep.space.items():
+        if sweep.sampler == "grid" and isinstance(choices, RangeConfig) and choices.step is None:
+            raise UserError(f"{where}: space.{key}: a grid sweep needs a list of values, or a range with a step")
+        values = choices if isinstance(choices, list) else [choices.low, choices.high]
+        if isinstance(choices, RangeConfig) and choices.whole:
+            values = [int(v) for v in values]
+        for value in values:
+            try:
+                cfg = load_config(base, [*fixed, *folds, override(key, value)])
+                check_model(cfg.model.name, cfg.model.kwargs)
+            except UserError as exc:
+                raise UserError(f"{where}: space.{key} = {value!r}: {exc}") from None
+            if not cfg.data.has_validation:
+                raise UserError(f"{where}: the objective {sweep.objective} needs a validation set: "
+                                f"data.val_split > 0 in the base config, or folds")
