@@ -47,18 +47,22 @@ class Refused(Exception):
 
 
 def run_server(ckpt: str | None, host: str = "127.0.0.1", port: int = 8000, max_upload: int = MAX_UPLOAD) -> int:
-    for module in ("fastapi", "uvicorn", "multipart"):
-        try:
-            __import__(module)
-        except ImportError:
-            raise UserError(f"mnistlab serve needs fastapi, uvicorn and python-multipart: {INSTALL}") from None
+    # python-multipart is `python_multipart` since 0.0.13, `multipart` before (importing that name now warns).
+    if not all(_importable(m) for m in ("fastapi", "uvicorn")) or not (
+            _importable("python_multipart") or _importable("multipart")):
+        raise UserError(f"mnistlab serve needs fastapi, uvicorn and python-multipart: {INSTALL}")
     import uvicorn
 
     from .predict import find_checkpoint, load_classifier
 
     path, source = find_checkpoint(ckpt)
-    classifier = load_classifier(path)
-    listening = _listen(host, port)  # bound here, so a port in use is one line, not uvicorn's log and exit
+    # Bound here, before the model loads: a port in use is one line at once, not uvicorn's log and exit later.
+    listening = _listen(host, port)
+    try:
+        classifier = load_classifier(path)
+    except BaseException:
+        listening.close()
+        raise
     app = create_app(classifier, max_upload=max_upload)
     shown = f"[{host}]" if ":" in host else host
     print(f"mnistlab serve: {path} ({source}, {classifier.backend}) on http://{shown}:{port}/ "
@@ -67,6 +71,15 @@ def run_server(ckpt: str | None, host: str = "127.0.0.1", port: int = 8000, max_
     config = uvicorn.Config(app, log_level="info", limit_concurrency=64, timeout_keep_alive=5)
     uvicorn.Server(config).run(sockets=[listening])
     return 0
+
+
+def _importable(module: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None (blocked, as the tests do)
+        return False
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -150,7 +163,10 @@ async def read_upload(request, limit: int) -> tuple[bytes, str]:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise Refused(400, {"error": "multipart upload without a file field named 'file'"})
-    return await upload.read(), upload.filename or "upload"
+    data, name = await upload.read(), upload.filename or "upload"
+    if not data:
+        raise Refused(400, {"error": f"{name}: empty file"})
+    return data, name
 
 
 async def read_body(request, limit: int) -> bytes:
