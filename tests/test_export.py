@@ -97,7 +97,7 @@ def test_round_trip_on_1000_test_digits(exported, mnist_test):
 
     # What export printed: the same check, on the same digits, with its numbers.
     match = SUMMARY.search(printed)
-    assert match and match[1].startswith("1,000 mnist test images"), printed
+    assert match and match[1] == "the first 1,000 of the 10,000 mnist test images", printed
     assert float(match[2]) < 1e-4 and match[3] == match[4] == "1,000"
 
     # The batch dimension is free: any batch size gives the rows of the big batch.

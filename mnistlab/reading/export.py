@@ -89,8 +89,9 @@ def check_images(ckpt: dict, data_dir: str | None, count: int) -> tuple[np.ndarr
     if spec is not None:
         try:
             x, _ = load_split(spec, resolve_root(data_dir, data.get("root")), train=False, download=False)
-            x = x[:count].numpy().astype(np.float32)[:, None] / 255
-            return x, f"{len(x):,} {spec.name} test images (the first of its test set)"
+            total, x = len(x), x[:count].numpy().astype(np.float32)[:, None] / 255
+            which = f"all {total:,}" if len(x) == total else f"the first {len(x):,} of the {total:,}"
+            return x, f"{which} {spec.name} test images"
         except UserError:
             pass
     where = f"{spec.name} test images not found" if spec else "the checkpoint names no known dataset"
