@@ -2,9 +2,9 @@
 
 The round trip: the first 1,000 MNIST test digits through PyTorch (the checkpoint) and through
 onnxruntime (the exported file, fed raw [0, 1] pixels: its graph normalizes): the logits agree to
-float32 rounding and every prediction is the same. Then `predict --ckpt model.onnx` and `draw --ckpt
-model.onnx` (the real Tk window under Xvfb, as tests/test_draw.py drives it) give the answers the
-checkpoint gives; the file's metadata names the classes and the normalization; a model that disagrees
+float32 rounding and every prediction is the same. Then `predict --ckpt model.onnx`, the service's app
+and `draw --ckpt model.onnx` (the real Tk window under Xvfb, as tests/test_draw.py drives it) give the
+answers the checkpoint gives; the file's metadata names the classes and the normalization; a model that disagrees
 with PyTorch is never written; every mistake is one line and exit 2, and a missing optional package
 is named with the pip command.
 
@@ -14,8 +14,6 @@ round trip (skipped without it).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import re
 import subprocess
@@ -28,10 +26,10 @@ import torch
 from PIL import Image
 
 import test_draw
-from conftest import REPO
+from conftest import REPO, run_subprocess
 from test_draw import display  # noqa: F401  (the Xvfb fixture, for the draw window; it skips without Xvfb)
 from mnistlab.reading import export as export_module
-from mnistlab.reading.predict import SHIPPED, classify, load_classifier
+from mnistlab.reading.predict import SHIPPED, classify, load_classifier, predict_files
 
 pytest.importorskip("onnxruntime", reason="the mnistlab[onnx] extra is not installed")
 pytest.importorskip("onnx", reason="the mnistlab[onnx] extra is not installed")
@@ -41,34 +39,21 @@ SUMMARY = re.compile(r"checked with onnxruntime against PyTorch on (.+): max \|l
                      r"same prediction for ([\d,]+) of ([\d,]+)")
 
 
-def invoke(*args) -> tuple[int, str, str]:
-    """The CLI in-process, for module-scoped fixtures (the `cli` fixture is per test)."""
-    from mnistlab.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(a) for a in args])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
 def mnist_test(mnist_root) -> tuple[np.ndarray, np.ndarray]:
-    raw = mnist_root / "MNIST" / "raw"
-    images = np.fromfile(raw / "t10k-images-idx3-ubyte", dtype=np.uint8, offset=16).reshape(-1, 28, 28)
-    labels = np.fromfile(raw / "t10k-labels-idx1-ubyte", dtype=np.uint8, offset=8)
-    return images, labels
+    from mnistlab.data.datasets import DATASETS, load_split
+
+    images, labels = load_split(DATASETS["mnist"], mnist_root, train=False, download=False)
+    return images.numpy(), labels.numpy()
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> tuple[Path, str]:
-    """The shipped model exported once for the module: the file and what export printed."""
+    """The shipped model exported once for the module, as a user runs it: the file and what export printed."""
     out = tmp_path_factory.mktemp("export") / "default.onnx"
-    code, stdout, stderr = invoke("export", SHIPPED, "-o", out)
-    assert code == 0, stderr
-    return out, stdout
+    result = run_subprocess("export", SHIPPED, "-o", out)
+    assert result.returncode == 0, result.stderr
+    return out, result.stdout
 
 
 def torch_logits(classifier, digits: np.ndarray) -> np.ndarray:
@@ -151,6 +136,31 @@ def test_predict_gives_the_same_answers(cli, exported, mnist_test, tmp_path):
     assert np.mean([r["prediction"] == str(y) for r, y in zip(got, labels)]) > 0.95
     # the plain output, line for line
     assert cli("predict", folder, "--ckpt", exported[0])[1] == cli("predict", folder, "--ckpt", SHIPPED)[1]
+
+
+def test_serve_gives_the_same_answers(exported, mnist_test, tmp_path):
+    """The service's app (the one `serve --ckpt model.onnx` runs; tests/test_serve.py runs the real server)."""
+    pytest.importorskip("fastapi", reason="the mnistlab[serve] extra is not installed")
+    httpx = pytest.importorskip("httpx", reason="httpx is not installed (it is in the test extra)")
+    import asyncio
+
+    from mnistlab.reading.serve import create_app
+
+    files = sorted(mnist_pages(tmp_path / "pages", mnist_test, 5).iterdir())
+
+    async def ask() -> tuple[dict, list[dict]]:
+        app = httpx.ASGITransport(app=create_app(load_classifier(exported[0])))
+        async with httpx.AsyncClient(transport=app, base_url="http://mnistlab") as client:
+            health = (await client.get("/health")).json()
+            return health, [(await client.post("/predict?top_k=3", files={"file": (f.name, f.read_bytes())})).json()
+                            for f in files]
+
+    health, answers = asyncio.run(ask())
+    assert health["backend"] == "onnxruntime"
+    for got, want in zip(answers, predict_files([str(f) for f in files], load_classifier(SHIPPED), top_k=3)):
+        assert got["path"] == Path(want["path"]).name and got["prediction"] == want["prediction"]
+        assert [t["probability"] for t in got["top_k"]] == pytest.approx([t["probability"] for t in want["top_k"]],
+                                                                        abs=1e-5)
 
 
 def test_draw_reads_with_the_onnx_model(exported, display, tmp_path):
