@@ -37,15 +37,17 @@ def export_onnx(ckpt_path: str, out: str | None = None, data_dir: str | None = N
     require("onnx", "mnistlab export")
     require("onnxruntime", "mnistlab export")
     from ..training.checkpoint import load_checkpoint
-    from .predict import classifier_from_checkpoint
+    from .predict import load_classifier
 
     started = time.perf_counter()
     source = Path(ckpt_path)
     if source.suffix.lower() == ".onnx":
         raise UserError(f"{source} is an ONNX model already; export takes a checkpoint (.pt)")
     target = _output_path(source, out)
+    # Read twice, a second or two at most: load_classifier checks the entries and builds the model as predict
+    # does; the dict gives the model's name, config and metrics for the metadata.
+    classifier = load_classifier(source)
     ckpt = load_checkpoint(source)
-    classifier = classifier_from_checkpoint(ckpt, source)
     images, checked_on = check_images(ckpt, data_dir, check)
     graph = _to_onnx(classifier)
     session = open_session(graph, f"the export of {source}")

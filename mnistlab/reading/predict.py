@@ -48,14 +48,9 @@ def load_classifier(path: Path) -> Classifier:
         from .onnxmodel import read_onnx
 
         return Classifier(*read_onnx(path), Path(path), backend="onnxruntime")
-    from ..training.checkpoint import load_checkpoint
+    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
-    return classifier_from_checkpoint(load_checkpoint(path), path)
-
-
-def classifier_from_checkpoint(ckpt: dict, path: Path) -> Classifier:
-    from ..training.checkpoint import model_from_checkpoint
-
+    ckpt = load_checkpoint(path)
     try:
         input_size, classes = list(ckpt["input_size"]), [str(c) for c in ckpt["classes"]]
         mean, std = float(ckpt["normalize"]["mean"]), float(ckpt["normalize"]["std"])
