@@ -24,7 +24,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for add in (add_train, add_eval, add_compare, add_sweep, add_predict, add_draw, add_models, add_summary):
+    for add in (add_train, add_eval, add_compare, add_sweep, add_predict, add_draw, add_models, add_summary,
+                add_export, add_serve):
         add(commands)
     return parser
 
@@ -129,6 +130,39 @@ def add_summary(commands) -> None:
     p.add_argument("target", help="a config file or a model name")
     add_config_options(p)
     p.set_defaults(handler=cmd_summary)
+
+
+def add_export(commands) -> None:
+    p = commands.add_parser("export", help="write a checkpoint as an ONNX model (checked against PyTorch first)")
+    p.add_argument("checkpoint", help="a best.pt / last.pt file")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write (default: the checkpoint's name "
+                   "with .onnx, beside it)")
+    p.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only one, for now)")
+    p.add_argument("--data-dir", help="dataset root holding the test images the export is checked on "
+                   "(default: the checkpoint config's, then $MNISTLAB_DATA_DIR, then ./data)")
+    p.add_argument("--check", type=positive_int, default=1000, metavar="N",
+                   help="test images to compare PyTorch and onnxruntime on (default: 1000)")
+    p.set_defaults(handler=cmd_export)
+
+
+def add_serve(commands) -> None:
+    p = commands.add_parser("serve", help="a web service reading digits: POST /predict, GET /health, "
+                            "and a page to draw in at /")
+    p.add_argument("--ckpt", help="checkpoint or exported .onnx model (default: the newest "
+                   "checkpoints/**/best.pt, else the shipped model)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
+                   "machine only; 0.0.0.0 opens it to the network)")
+    p.add_argument("--port", type=port_number, default=8000, help="default: 8000")
+    p.add_argument("--max-upload-mb", type=positive_int, default=16, metavar="MB",
+                   help="largest request body accepted (default: 16)")
+    p.set_defaults(handler=cmd_serve)
+
+
+def port_number(text: str) -> int:
+    value = positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, got {value}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -298,6 +332,22 @@ def cmd_summary(args) -> int:
     print(f"{name}{' ' + str(kwargs) if kwargs else ''}, {num_classes} classes, input 1x28x28")
     torchsummary.summary(model, (1, 28, 28), device="cpu")
     return 0
+
+
+def cmd_export(args) -> int:
+    from .reading.export import export_onnx
+
+    report = export_onnx(args.checkpoint, args.output, data_dir=args.data_dir, check=args.check)
+    print(f"{report['summary']}")
+    print(f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB, ONNX opset {report['opset']}; input "
+          f"N x 1 x 28 x 28 in [0, 1], normalization inside the graph; classes in its metadata)")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from .reading.serve import run_server
+
+    return run_server(args.ckpt, host=args.host, port=args.port, max_upload=args.max_upload_mb * 2**20)
 
 
 def main(argv: list[str] | None = None) -> int:

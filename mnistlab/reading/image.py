@@ -6,6 +6,7 @@ bomb, unreadable) is one ImageError naming the file. numpy and Pillow only.
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -36,10 +37,26 @@ def open_image(path) -> Image.Image:
     try:
         if os.path.getsize(name) == 0:
             raise ImageError(f"{name}: file is empty")
+    except PermissionError:
+        raise ImageError(f"{name}: permission denied") from None
+    except OSError as exc:
+        raise ImageError(f"{name}: cannot be read ({one_line(exc.strerror or exc)})") from None
+    return _decode(name, name)
+
+
+def open_image_bytes(data: bytes, name: str = "upload") -> Image.Image:
+    """As open_image, for an image held in memory (an upload to `mnistlab serve`); `name` names it in errors."""
+    if not data:
+        raise ImageError(f"{name}: empty (no image bytes)")
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source, name: str) -> Image.Image:
+    try:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice that; a warning is still a bomb.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(name) as img:
+            with Image.open(source) as img:
                 _check_size(name, img.size)
                 img.load()  # the first frame of an animation: fine for a digit
                 try:

@@ -22,11 +22,12 @@ PARALLEL_FROM = 256  # below this many files a process pool costs more than it s
 
 @dataclass
 class Classifier:
-    model: object
+    model: object  # a torch module, or the onnxruntime session of an .onnx file (its graph normalizes)
     classes: list[str]
     mean: float
     std: float
     path: Path
+    backend: str = "torch"  # or "onnxruntime"
 
 
 def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -> tuple[Path, str]:
@@ -42,6 +43,11 @@ def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -
 
 
 def load_classifier(path: Path) -> Classifier:
+    """A checkpoint (.pt), or a model written by `mnistlab export` (.onnx, run with onnxruntime)."""
+    if Path(path).suffix.lower() == ".onnx":
+        from .onnxmodel import read_onnx
+
+        return Classifier(*read_onnx(path), Path(path), backend="onnxruntime")
     from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
     ckpt = load_checkpoint(path)  # its entries' types and ranges are checked there
@@ -52,17 +58,28 @@ def load_classifier(path: Path) -> Classifier:
     return Classifier(model_from_checkpoint(ckpt, path), classes, mean, std, Path(path))
 
 
-def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 1024):
-    """digits: N x 28 x 28 in [0, 1], white ink on black. Returns N x classes probabilities."""
+def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """digits: N x 28 x 28 in [0, 1], white ink on black. Returns N x classes probabilities (float32)."""
+    images = np.ascontiguousarray(digits, dtype=np.float32)[:, None]
+    if classifier.backend == "onnxruntime":
+        from .onnxmodel import onnx_logits, softmax
+
+        return softmax(onnx_logits(classifier.model, images, batch_size))
     import torch
 
-    x = torch.from_numpy(np.ascontiguousarray(digits, dtype=np.float32)).unsqueeze(1)
-    x = (x - classifier.mean) / classifier.std
+    x = (torch.from_numpy(images) - classifier.mean) / classifier.std
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
             out.append(torch.softmax(classifier.model(x[i:i + batch_size]).float(), dim=1))
-    return torch.cat(out) if out else torch.zeros(0, len(classifier.classes))
+    return torch.cat(out).numpy() if out else np.zeros((0, len(classifier.classes)), np.float32)
+
+
+def describe(name: str, probs: np.ndarray, classes: list[str], top_k: int = 1) -> dict:
+    """One image's result as `predict --json` prints it: the likeliest class first."""
+    order = np.argsort(-probs, kind="stable")[:top_k]
+    top = [{"label": classes[j], "probability": float(probs[j])} for j in order]
+    return {"path": name, "prediction": top[0]["label"], "confidence": top[0]["probability"], "top_k": top}
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
@@ -107,13 +124,9 @@ def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, fram
     prepared = prepare_all(paths, frame)
     good = [i for i, (digit, _) in enumerate(prepared) if digit is not None]
     probs = classify(classifier, np.stack([prepared[i][0] for i in good])) if good else None
-    k = min(top_k, len(classifier.classes))
     results: list[dict] = [{"path": str(p), "error": prepared[i][1]} for i, p in enumerate(paths)]
     for row, i in enumerate(good):
-        values, indices = probs[row].topk(k)
-        top = [{"label": classifier.classes[j], "probability": float(v)} for v, j in zip(values, indices)]
-        results[i] = {"path": str(paths[i]), "prediction": top[0]["label"], "confidence": top[0]["probability"],
-                      "top_k": top}
+        results[i] = describe(str(paths[i]), probs[row], classifier.classes, top_k)
     if save_dir:
         save_prepared(paths, prepared, Path(save_dir))
     return results

@@ -1,0 +1,202 @@
+"""`mnistlab serve`: read digits over HTTP, and a page to draw them in the browser.
+
+    POST /predict   an image as the request body, or as the multipart field `file`; answers with what
+                    `mnistlab predict --json` prints for one image. Query: top_k (default 1),
+                    preprocess (default true; false: the image is MNIST-style already), input (true
+                    adds the 28x28 the model saw, grey levels 0-255, row by row)
+    GET  /health    {"status": "ok", "model", "backend", "classes"}
+    GET  /          the drawing page (page.html beside this file)
+
+An upload goes through the very path of `mnistlab predict` (reading.image's safe decoding, then
+reading.preprocess, then predict.classify), so the same image gets the same answer. Every error is
+a 4xx with a one-line JSON body: {"error": ...} for a request that is wrong (400 empty or malformed,
+413 over the size limit), {"path": ..., "error": ...} as predict --json writes it for an image that
+cannot be read as a digit (422: not an image, truncated, a decompression bomb, no ink).
+
+Bodies are read up to the limit and no further, whatever Content-Length claims. FastAPI, uvicorn and
+python-multipart are the optional extra `mnistlab[serve]`, imported when the command runs.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request, imported in
+# create_app) as objects; as strings it would look them up among this module's globals and fail.
+import asyncio
+import html
+import os
+import socket
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UserError, one_line
+
+PAGE = Path(__file__).resolve().parent / "page.html"
+MAX_UPLOAD = 16 * 2**20  # bytes; a 48 MP phone JPEG is ~15 MB
+# Uploads decoded at once: one image at the 50 MP limit of reading.image takes ~1 GB while it is prepared.
+DECODING_AT_ONCE = max(2, min(8, os.cpu_count() or 2))
+INSTALL = "pip install 'mnistlab[serve]'"
+
+
+class Refused(Exception):
+    """A request answered with a 4xx and one JSON line."""
+
+    def __init__(self, status: int, body: dict):
+        super().__init__(body.get("error"))
+        self.status, self.body = status, body
+
+
+def run_server(ckpt: str | None, host: str = "127.0.0.1", port: int = 8000, max_upload: int = MAX_UPLOAD) -> int:
+    # python-multipart is `python_multipart` since 0.0.13, `multipart` before (importing that name now warns).
+    if not all(_importable(m) for m in ("fastapi", "uvicorn")) or not (
+            _importable("python_multipart") or _importable("multipart")):
+        raise UserError(f"mnistlab serve needs fastapi, uvicorn and python-multipart: {INSTALL}")
+    import uvicorn
+
+    from .predict import find_checkpoint, load_classifier
+
+    path, source = find_checkpoint(ckpt)
+    # Bound here, before the model loads: a port in use is one line at once, not uvicorn's log and exit later.
+    listening = _listen(host, port)
+    try:
+        classifier = load_classifier(path)
+    except BaseException:
+        listening.close()
+        raise
+    app = create_app(classifier, max_upload=max_upload)
+    shown = f"[{host}]" if ":" in host else host
+    print(f"mnistlab serve: {path} ({source}, {classifier.backend}) on http://{shown}:{port}/ "
+          f"(POST /predict, GET /health; Ctrl+C stops)", file=sys.stderr, flush=True)
+    # limit_concurrency: beyond 64 open requests uvicorn answers 503 at once instead of queueing without end.
+    config = uvicorn.Config(app, log_level="info", limit_concurrency=64, timeout_keep_alive=5)
+    uvicorn.Server(config).run(sockets=[listening])
+    return 0
+
+
+def _importable(module: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except (ImportError, ValueError):  # ValueError: sys.modules[module] is None (blocked, as the tests do)
+        return False
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as exc:
+        raise UserError(f"cannot listen on {host}:{port}: {exc.strerror or one_line(exc)}") from None
+    sock.listen(128)
+    return sock
+
+
+def create_app(classifier, max_upload: int = MAX_UPLOAD):
+    from fastapi import FastAPI, Query, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse
+    from starlette.concurrency import run_in_threadpool
+    from starlette.exceptions import HTTPException
+
+    # The interactive docs load their scripts from a CDN: no use on an offline machine, so off.
+    app = FastAPI(title="mnistlab", docs_url=None, redoc_url=None)
+    model_lock = threading.Lock()  # torch modules are not promised thread-safe; the model step is ~1 ms anyway
+    decoding = asyncio.Semaphore(DECODING_AT_ONCE)
+    page = PAGE.read_text(encoding="utf-8").replace("{{MODEL}}", html.escape(short_label(classifier)))
+    health = {"status": "ok", "model": str(classifier.path), "backend": classifier.backend,
+              "classes": list(classifier.classes)}
+
+    @app.exception_handler(Refused)
+    async def refused(_request, exc: Refused):
+        return JSONResponse(exc.body, status_code=exc.status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request, exc: HTTPException):
+        return JSONResponse({"error": one_line(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_query(_request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        return JSONResponse({"error": f"{first['loc'][-1]}: {one_line(first['msg'])}"}, status_code=400)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        return page
+
+    @app.get("/health")
+    async def get_health():
+        return health
+
+    @app.post("/predict")
+    async def post_predict(request: Request, top_k: int = Query(1, ge=1, le=1000), preprocess: bool = True,
+                           input: bool = False):  # noqa: A002  (the query parameter's name)
+        data, name = await read_upload(request, max_upload)
+        async with decoding:
+            return await run_in_threadpool(read_digit, classifier, model_lock, data, name, top_k, preprocess, input)
+
+    return app
+
+
+def short_label(classifier) -> str:
+    from .draw import short_path
+
+    return f"{short_path(classifier.path)}  ({classifier.backend})"
+
+
+async def read_upload(request, limit: int) -> tuple[bytes, str]:
+    """The image bytes and a name for them: the multipart field `file`, else the whole body."""
+    body = await read_body(request, limit)
+    if not body:
+        raise Refused(400, {"error": "empty body: send an image, as the body or as the multipart field 'file'"})
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return body, "upload"
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    async def replay():
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    form = await Request(request.scope, replay).form(max_files=1, max_fields=16)
+    upload = form.get("file")
+    if not isinstance(upload, UploadFile):
+        raise Refused(400, {"error": "multipart upload without a file field named 'file'"})
+    data, name = await upload.read(), upload.filename or "upload"
+    if not data:
+        raise Refused(400, {"error": f"{name}: empty file"})
+    return data, name
+
+
+async def read_body(request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is longer than `limit` bytes."""
+    too_big = Refused(413, {"error": f"request body larger than the {limit / 2**20:g} MB limit"})
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_big
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise too_big
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def read_digit(classifier, model_lock, data: bytes, name: str, top_k: int, frame: bool, with_input: bool) -> dict:
+    """What `predict --json` says of one image, for bytes; a Refused (422) when they hold no readable digit."""
+    from .image import ImageError, open_image_bytes
+    from .predict import classify, describe
+    from .preprocess import preprocess
+
+    try:
+        digit = preprocess(open_image_bytes(data, name), frame=frame)
+    except ImageError as exc:
+        raise Refused(422, {"path": name, "error": one_line(str(exc).removeprefix(f"{name}: "))}) from None
+    with model_lock:
+        probs = classify(classifier, digit[None])[0]
+    result = describe(name, probs, classifier.classes, top_k)
+    if with_input:
+        result["input"] = np.clip(digit * 255 + 0.5, 0, 255).astype(np.uint8).tolist()
+    return result
