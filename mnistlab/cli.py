@@ -103,7 +103,7 @@ def add_sweep(commands) -> None:
 def add_predict(commands) -> None:
     p = commands.add_parser("predict", help="classify digit images (photos, scans, drawings) with a checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="image files, or folders of them")
-    p.add_argument("--ckpt", help="checkpoint (default: the newest checkpoints/**/best.pt, else the shipped model)")
+    add_ckpt_option(p)
     p.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="show the K likeliest classes")
     p.add_argument("--json", action="store_true", help="print JSON: one object per input")
     p.add_argument("--no-preprocess", action="store_true",
@@ -114,7 +114,7 @@ def add_predict(commands) -> None:
 
 def add_draw(commands) -> None:
     p = commands.add_parser("draw", help="a window to draw digits in with the mouse, read by a checkpoint as you draw")
-    p.add_argument("--ckpt", help="checkpoint (default: the newest checkpoints/**/best.pt, else the shipped model)")
+    add_ckpt_option(p)
     p.set_defaults(handler=cmd_draw)
 
 
@@ -148,8 +148,7 @@ def add_export(commands) -> None:
 def add_serve(commands) -> None:
     p = commands.add_parser("serve", help="a web service reading digits: POST /predict, GET /health, "
                             "and a page to draw in at /")
-    p.add_argument("--ckpt", help="checkpoint or exported .onnx model (default: the newest "
-                   "checkpoints/**/best.pt, else the shipped model)")
+    add_ckpt_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
                    "machine only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=port_number, default=8000, help="default: 8000")
@@ -173,6 +172,12 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def add_ckpt_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", metavar="default|latest|best|PATH", help="the model: default (shipped with mnistlab), "
+                   "latest or best (finished runs under ./checkpoints), a checkpoint or an exported .onnx file; "
+                   "without it, the best test accuracy among full finished runs and the shipped model")
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -288,20 +293,30 @@ def cmd_draw(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import count_params, list_models, model_description
+    import fnmatch
+    import json
+    import textwrap
+    from pathlib import Path
 
-    names = list_models(args.pattern)
-    if not names:
+    catalog = json.loads((Path(__file__).resolve().parent / "models" / "catalog.json").read_text(encoding="utf-8"))
+    rows = [r for r in catalog if fnmatch.fnmatchcase(r["name"], args.pattern)]
+    if not rows:
         raise UserError(f"no model matches {args.pattern!r}; `mnistlab models` lists them all")
-    rows = [{"name": n, "params": count_params(n), "description": model_description(n)} for n in names]
     if args.json:
-        import json
-
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        print(f"{r['name']:<{width}}  {r['params']:>12,}  {r['description']}")
+    print(f"{'model':<{width}}  {'parameters':>11}  what it is (10 classes, 1x28x28 input; `mnistlab summary NAME` "
+          f"shows its layers)")
+    for origin, title in (("mnistlab", "mnistlab's own"), ("reference", "from the projects mnistlab started from")):
+        group = [r for r in rows if r["origin"] == origin]
+        if group:
+            print(f"-- {title}")
+        for r in group:
+            text = textwrap.wrap(r["description"], 118 - width - 15) or [""]
+            print(f"{r['name']:<{width}}  {r['params']:>11,}  {text[0]}")
+            for more in text[1:]:
+                print(" " * (width + 15) + more)
     return 0
 
 
