@@ -25,7 +25,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
     for add in (add_train, add_eval, add_compare, add_sweep, add_predict, add_draw, add_models, add_summary,
-                add_export, add_serve):
+                add_configs, add_init, add_export, add_serve):
         add(commands)
     return parser
 
@@ -70,6 +70,8 @@ def add_compare(commands) -> None:
     p.add_argument("--out-dir", default="checkpoints", help="root of run directories, searched for finished "
                    "runs to reuse; the table and plots go here too (default: checkpoints)")
     p.add_argument("--no-reuse", action="store_true", help="train every config even if a finished identical run exists")
+    p.add_argument("--wide", action="store_true", help="the terminal table with every column (layer counts, train "
+                   "loss, time per epoch), as comparison.md has them")
     p.add_argument("--sort", metavar="COLUMN", help="config, model, params, test_acc, val_acc, train_acc, test_loss, "
                    "train_loss, train_time or time_per_epoch (best first); default: the order given")
     p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
@@ -174,6 +176,19 @@ def positive_int(text: str) -> int:
     return value
 
 
+def add_configs(commands) -> None:
+    p = commands.add_parser("configs", help="list the configs that ship with mnistlab (train them by name)")
+    p.set_defaults(handler=cmd_configs)
+
+
+def add_init(commands) -> None:
+    p = commands.add_parser("init", help="write a commented config to start from (never over an existing file)")
+    p.add_argument("name", help="the new config: NAME writes NAME.yaml here")
+    p.add_argument("--from", dest="source", metavar="CONFIG", help="start from this config (a path or packaged "
+                   "name, comments kept) instead of the commented template")
+    p.set_defaults(handler=cmd_init)
+
+
 def add_ckpt_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ckpt", metavar="default|latest|best|PATH", help="the model: default (shipped with mnistlab), "
                    "latest or best (finished runs under ./checkpoints), a checkpoint or an exported .onnx file; "
@@ -250,7 +265,7 @@ def cmd_compare(args) -> int:
 
     return run_compare(args.configs, overrides=args.overrides, seeds=args.seeds, out_dir=args.out_dir,
                        reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir, jobs=args.jobs,
-                       folds=args.folds)
+                       folds=args.folds, wide=args.wide)
 
 
 def cmd_sweep(args) -> int:
@@ -290,6 +305,48 @@ def cmd_draw(args) -> int:
     from .reading.draw import run_draw
 
     return run_draw(args.ckpt)
+
+
+def cmd_configs(args) -> int:
+    from .config import PACKAGED, packaged_configs
+
+    names = packaged_configs()
+    width = max(map(len, names))
+    print(f"{'config':<{width}}  what it trains (`mnistlab train NAME`; a file of yours always wins over a name)")
+    for name in names:
+        lines = (PACKAGED / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        first = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
+        print(f"{name:<{width}}  {first if len(first) <= 118 - width else first[:117 - width] + '…'}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    import re
+    from pathlib import Path
+
+    from .config import load_config, resolve_config
+
+    path = Path(args.name if args.name.endswith((".yaml", ".yml")) else f"{args.name}.yaml")
+    name = path.stem
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise UserError(f"{name!r} becomes the run folder's name: use letters, digits, '.', '_' and '-'")
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path} exists; mnistlab never writes over it (give another name)")
+    if args.source:
+        text = resolve_config(args.source).read_text(encoding="utf-8")
+        text = re.sub(r"(?m)^name:.*$", f"name: {name}", text) if re.search(r"(?m)^name:", text) \
+            else f"name: {name}\n{text}"
+    else:
+        template = Path(__file__).resolve().parent / "configs" / "_template.yaml.txt"
+        text = template.read_text(encoding="utf-8").format(name=name, path=path)
+    try:
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    load_config(path)  # what was written must load
+    print(f"wrote {path}; train it with: mnistlab train {path}")
+    return 0
 
 
 def cmd_models(args) -> int:
@@ -372,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as exc:
         print(f"mnistlab {args.command}: error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `mnistlab models | head`
+        sys.stderr.close()
+        return 0
     except OSError as exc:  # the environment (a full disk, a deleted folder, a permission): not our bug
         from .files import environment_error
 
@@ -380,9 +440,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mnistlab {args.command}: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # `mnistlab models | head`
-        sys.stderr.close()
-        return 0
 
 
 if __name__ == "__main__":
