@@ -14,13 +14,27 @@ from ._version import __version__
 from .errors import UserError, one_line
 
 
+EXAMPLES = """examples:
+  mnistlab predict my_digit.jpg                  read your own digit image with the shipped model
+  mnistlab draw                                  draw digits with the mouse, read as you draw
+  mnistlab train iter5                           train a packaged config (mnistlab configs lists them)
+  mnistlab train iter5 --set train.epochs=3      ... with a key changed for this run
+  mnistlab train --resume checkpoints/iter5/RUN  finish a run that was stopped
+  mnistlab eval checkpoints/iter5/RUN/best.pt --plots out/
+  mnistlab compare iter5 mlp compact8k --seeds 1,2,3
+  mnistlab sweep sweeps/iter5_lr.yaml --jobs 2   search hyperparameters on validation data
+  mnistlab runs --sort test_acc                  every run so far, best first
+"""
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage block
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="mnistlab", description="Config-driven experiments for handwritten-digit classification.")
+    parser = Parser(prog="mnistlab", description="Config-driven experiments for handwritten-digit classification.",
+                    epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
@@ -47,7 +61,8 @@ def add_train(commands) -> None:
 def add_eval(commands) -> None:
     p = commands.add_parser("eval", help="score a checkpoint: accuracy, loss, per-class accuracy, confusion matrix")
     p.add_argument("checkpoint", help="a best.pt / last.pt file")
-    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test",
+                   help="test (default), or the run's own validation or training images (its seeded split)")
     p.add_argument("--data-dir", help="dataset root (default: the checkpoint config's, then $MNISTLAB_DATA_DIR)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -246,6 +261,10 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from .experiments.evaluate import evaluate_checkpoint, format_report
+
+    if sys.stderr.isatty():  # loading the data and scoring 10,000 images (7 views each with --tta) takes a while
+        views = " with test-time augmentation (7 views each)" if args.tta else ""
+        print(f"evaluating {args.checkpoint} on the {args.split} split{views}…", file=sys.stderr)
 
     report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device,
                                  plots_dir=args.plots, tta=args.tta)

@@ -255,3 +255,15 @@ def test_screenshot(window, tmp_path):
     assert shot.size == tuple(window.window[2:])
     lo, hi = shot.convert("L").getextrema()
     assert lo < 50 and hi > 200  # ink, text and paper, not a blank grab
+
+
+def test_ctrl_z_undoes_the_last_stroke(window):
+    window.press("Escape")
+    assert window.draw(seven())["digit"] == "7"
+    start = len(window.events())
+    window.draw(zero())  # a second stroke over the seven: some other answer
+    window.xdotool("key", "--clearmodifiers", "ctrl+z")
+    undone = window.wait_for(lambda e: e["event"] == "undo", start)
+    assert undone["strokes"] == 1
+    again = window.wait_for(lambda e: e["event"] == "prediction" and not e["drawing"], start, count=2)
+    assert again["digit"] == "7"  # the model reads the seven alone again
