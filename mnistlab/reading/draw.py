@@ -33,7 +33,7 @@ PEN = 28
 PAPER, INK = 255, 0  # grey levels in the drawing (dark ink on white paper, as on screen)
 PREDICT_EVERY_MS = 100  # while drawing; on release the prediction is immediate
 TOP_K = 3
-UNSURE = 0.5  # below this top probability the window asks whether the drawing is a digit
+ASK_BELOW = 0.5  # below this top probability the window asks whether the drawing is a digit
 PREVIEW_SCALE = 4  # the 28x28 model input is shown at 112x112
 BARS_WIDTH, BAR_LEFT, BAR_LENGTH = 250, 26, 150  # the top-3 bars: the label, the bar, then the percentage
 TITLE = "mnistlab draw"
@@ -323,7 +323,7 @@ class DrawApp:
         label, p = top[0]
         self.digit.configure(text=label, fg=TEXT)
         # a flat answer usually means the drawing is no digit the model knows: say so, gently
-        hint = "" if p >= UNSURE else " · a digit?"
+        hint = "" if p >= ASK_BELOW else " · a digit?"
         self.confidence.configure(text=f"{percent(p)} sure{hint}", fg=confidence_colour(p))
         for (text, fill, pct), (name, q) in zip(self.bar_items, top):
             y = self.bars.coords(fill)[1]
