@@ -1,7 +1,8 @@
 """`mnistlab predict`: read people's digit images with a checkpoint.
 
-Each file goes through the same preparation as `mnistlab draw` (reading.preprocess: polarity,
-ink box, 20x20 fit, centre of mass in 28x28); the model then sees the batch at once.
+Each file goes through the same preparation as `mnistlab draw` (reading.preprocess: the sheet in a
+photo of one, polarity, ink box, 20x20 fit, centre of mass in 28x28), or with `multi` each digit of a
+row written on it; the model then sees all the digits at once.
 A file that cannot be read becomes an error line of its own; the others are still predicted.
 """
 
@@ -86,19 +87,20 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return paths
 
 
-def _prepare(args: tuple[str, bool]):
+def _prepare(args: tuple[str, bool, bool]):
+    """One file's 28x28 digits (one, or each of a row with `multi`), or the reason it has none."""
     from .image import ImageError
-    from .preprocess import preprocess
+    from .preprocess import preprocess, preprocess_digits
 
-    path, frame = args
+    path, frame, multi = args
     try:
-        return preprocess(path, frame=frame), None
+        return (preprocess_digits(path) if multi else [preprocess(path, frame=frame)]), None
     except ImageError as exc:
         return None, str(exc).removeprefix(f"{path}: ")  # the result line names the path already
 
 
-def prepare_all(paths: list[Path], frame: bool) -> list[tuple[np.ndarray | None, str | None]]:
-    jobs = [(str(p), frame) for p in paths]
+def prepare_all(paths: list[Path], frame: bool, multi: bool = False) -> list[tuple[list | None, str | None]]:
+    jobs = [(str(p), frame, multi) for p in paths]
     workers = min(os.cpu_count() or 1, 8)
     if len(jobs) < PARALLEL_FROM or workers < 2:
         return [_prepare(job) for job in jobs]
@@ -109,42 +111,65 @@ def prepare_all(paths: list[Path], frame: bool) -> list[tuple[np.ndarray | None,
 
 
 def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, frame: bool = True,
-                  save_dir: str | None = None) -> list[dict]:
+                  save_dir: str | None = None, multi: bool = False) -> list[dict]:
+    """One result per file: its prediction, or (multi) the list of its digits' predictions, or its error."""
     paths = expand_inputs(items)
     if not paths:
         raise UserError(f"no image files in {', '.join(items)}")
-    prepared = prepare_all(paths, frame)
-    good = [i for i, (digit, _) in enumerate(prepared) if digit is not None]
-    probs = classify(classifier, np.stack([prepared[i][0] for i in good])) if good else None
+    prepared = prepare_all(paths, frame, multi)
+    digits = [digit for found, _ in prepared for digit in found or []]
+    probs = classify(classifier, np.stack(digits)) if digits else None
     k = min(top_k, len(classifier.classes))
-    results: list[dict] = [{"path": str(p), "error": prepared[i][1]} for i, p in enumerate(paths)]
-    for row, i in enumerate(good):
-        values, indices = probs[row].topk(k)
-        top = [{"label": classifier.classes[j], "probability": float(v)} for v, j in zip(values, indices)]
-        results[i] = {"path": str(paths[i]), "prediction": top[0]["label"], "confidence": top[0]["probability"],
-                      "top_k": top}
+    results: list[dict] = []
+    row = 0
+    for path, (found, error) in zip(paths, prepared):
+        if found is None:
+            results.append({"path": str(path), "error": error})
+            continue
+        read = [_ranked(classifier, probs[row + n], k) for n in range(len(found))]
+        row += len(found)
+        results.append({"path": str(path), "digits": read} if multi else {"path": str(path), **read[0]})
     if save_dir:
         save_prepared(paths, prepared, Path(save_dir))
     return results
 
 
+def _ranked(classifier: Classifier, probs, k: int) -> dict:
+    values, indices = probs.topk(k)
+    top = [{"label": classifier.classes[j], "probability": float(v)} for v, j in zip(values, indices)]
+    return {"prediction": top[0]["label"], "confidence": top[0]["probability"], "top_k": top}
+
+
 def save_prepared(paths: list[Path], prepared, out: Path) -> None:
+    """Each 28x28 the model saw as `<stem>.png`, or `<stem>_1.png`, `<stem>_2.png`, ... for a row's digits."""
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
     used: set[str] = set()
-    for path, (digit, _) in zip(paths, prepared):
-        if digit is None:
-            continue
-        name, n = f"{path.stem}.png", 1
-        while name in used:
-            name, n = f"{path.stem}_{n}.png", n + 1
-        used.add(name)
-        Image.fromarray((np.clip(digit, 0, 1) * 255).round().astype(np.uint8), mode="L").save(out / name)
+    for path, (found, _) in zip(paths, prepared):
+        for n, digit in enumerate(found or []):
+            stem = path.stem if len(found) == 1 else f"{path.stem}_{n + 1}"
+            name, clash = f"{stem}.png", 1
+            while name in used:
+                name, clash = f"{stem}_{clash}.png", clash + 1
+            used.add(name)
+            Image.fromarray((np.clip(digit, 0, 1) * 255).round().astype(np.uint8), mode="L").save(out / name)
 
 
 def format_result(result: dict) -> str:
+    """`path: 7 (98.4%)`, with --top-k `path: 7 (98.4%), 1 (0.9%)`; a row `path: 4 1 7 (98.1%, 99.0%, 97.5%)`,
+    with --top-k its digits' rankings apart: `path: 4 (98.1%), 9 (1.2%) | 1 (99.0%), 7 (0.6%)`."""
     if "error" in result:
         return f"{result['path']}: error: {result['error']}"
-    ranked = ", ".join(f"{t['label']} ({t['probability']:.1%})" for t in result["top_k"])
-    return f"{result['path']}: {ranked}"
+    if "digits" not in result:
+        return f"{result['path']}: {_ranking(result)}"
+    digits = result["digits"]
+    if all(len(d["top_k"]) == 1 for d in digits):
+        labels = " ".join(d["prediction"] for d in digits)
+        confidences = ", ".join(f"{d['confidence']:.1%}" for d in digits)
+        return f"{result['path']}: {labels} ({confidences})"
+    return f"{result['path']}: {' | '.join(_ranking(d) for d in digits)}"
+
+
+def _ranking(read: dict) -> str:
+    return ", ".join(f"{t['label']} ({t['probability']:.1%})" for t in read["top_k"])
