@@ -50,9 +50,10 @@ def open_image(path, grey: bool = False) -> Image.Image:
                     img.draft("L", _draft_size(img.size))
                 img.load()  # the first frame of an animation: fine for a digit
                 try:
-                    return ImageOps.exif_transpose(img)
+                    upright = ImageOps.exif_transpose(img) if _turned(img) else None
                 except Exception:  # a broken orientation tag is no reason to refuse the picture
-                    return img.copy()
+                    upright = None
+                return upright or img  # loaded: still whole after the file is closed
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
@@ -66,6 +67,14 @@ def open_image(path, grey: bool = False) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error) as exc:
         # Pillow's plugins report damaged data with any of these.
         raise ImageError(f"{name}: image is truncated or corrupt ({one_line(exc)})") from None
+
+
+def _turned(img: Image.Image) -> bool:
+    """Does the EXIF orientation tag say the picture must be turned or flipped to stand upright?"""
+    try:
+        return img.getexif().get(0x0112, 1) != 1
+    except Exception:  # a damaged EXIF block: taken as no tag
+        return False
 
 
 def _draft_size(size: tuple[int, int]) -> tuple[int, int]:

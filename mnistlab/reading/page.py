@@ -18,7 +18,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-THUMB_SIDE = 160  # the sheet's outline needs no more; smaller pictures are never photos of a sheet
+THUMB_SIDE = 160  # about the thumbnail's longer side: the sheet's outline needs no more; smaller pictures are
+# never photos of a sheet
 MIN_SURROUNDINGS = 0.03  # of the picture outside the sheet: less is a crop of the paper, not a sheet on a table
 MIN_STEP = 40  # grey levels between the sheet and its surroundings
 MARGIN = 0.03  # of the sheet's size, left out along its edge
@@ -26,18 +27,20 @@ MARGIN = 0.03  # of the sheet's size, left out along its edge
 
 def inside_page(gray: np.ndarray) -> np.ndarray:
     """The sheet of paper in a photo of one on a darker surface (uint8 grey), or the picture as it is."""
-    scale = THUMB_SIDE / max(gray.shape)
-    if scale >= 1:
+    step = max(gray.shape) // THUMB_SIDE
+    if step < 1:
         return gray
-    thumb = cv2.medianBlur(cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA), 5)
+    # Every step-th pixel, then a median: cheaper than averaging the whole picture down, and as good for an
+    # outline this coarse.
+    thumb = cv2.medianBlur(np.ascontiguousarray(gray[::step, ::step]), 5)
     found = _find_sheet(thumb)
     if found is None:
         return gray
     hull, sheet = found
     corners = _four_corners(hull)
     if corners is not None:
-        return _flatten(gray, corners / scale)
-    return _cut_out(gray, sheet)
+        return _flatten(gray, corners * step)
+    return _cut_out(gray, sheet, step)
 
 
 def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -45,6 +48,9 @@ def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     thumbnail: the ink on it included, a pen or a strip of table that the hull spans left out), or None when
     the picture shows no sheet on a darker surface."""
     _, bright = cv2.threshold(thumb, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    edge = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
+    if np.count_nonzero(edge) >= 0.95 * edge.size:  # bright all round the frame: no table in the picture
+        return None
     # Opening cuts the sheet loose from a light pen or a bright patch of table touching it: a pen is about a
     # twentieth of a sheet's width, so at most a few thumbnail pixels wide when the whole sheet is in the photo.
     # Its sides stay where they are; only the corners come out rounded, by less than the margin left out.
@@ -118,17 +124,21 @@ def _flatten(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
     return cv2.warpPerspective(gray, warp, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _cut_out(gray: np.ndarray, sheet: np.ndarray) -> np.ndarray:
-    """The picture cut to the sheet's box, everything beyond the sheet (less a margin) set to its median grey."""
-    ys, xs = np.nonzero(sheet)
-    margin = max(1, round(MARGIN * max(np.ptp(ys), np.ptp(xs))))
+def _cut_out(gray: np.ndarray, sheet: np.ndarray, step: int) -> np.ndarray:
+    """The picture cut to the sheet's box, everything beyond the sheet (less a margin) set to its median grey.
+
+    `sheet` is the thumbnail's mask, one pixel for step x step of the picture.
+    """
+    left, top, width, height = cv2.boundingRect(sheet)
+    margin = max(1, round(MARGIN * max(width, height)))
     sheet = cv2.erode(sheet, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
     if not sheet.any():
         return gray
-    within = cv2.resize(sheet, gray.shape[::-1], interpolation=cv2.INTER_LINEAR) > 127
-    rows, cols = np.flatnonzero(within.any(axis=1)), np.flatnonzero(within.any(axis=0))
-    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
-    crop, within = gray[box], within[box]
-    result = np.full_like(crop, int(np.median(crop[within])))
-    np.copyto(result, crop, where=within)
-    return result
+    paper = int(np.median(gray[::step, ::step][: sheet.shape[0], : sheet.shape[1]][sheet > 0]))
+    left, top, width, height = cv2.boundingRect(sheet)
+    box = (slice(top * step, (top + height) * step), slice(left * step, (left + width) * step))
+    crop = gray[box]
+    within = cv2.resize(sheet[top: top + height, left: left + width], crop.shape[::-1],
+                        interpolation=cv2.INTER_NEAREST)
+    result = np.full_like(crop, paper)
+    return cv2.copyTo(crop, within, result)

@@ -15,6 +15,7 @@ imports this module only when it reads images.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
@@ -34,9 +35,11 @@ CENTRE = 14.0  # measured: MNIST's mean centre of mass is (13.99, 14.01) in pixe
 STROKE_WIDTH = 2.4
 SHAPE_SIDE = 4 * BOX  # the digit is binarised at 4x the final size, then shrunk with area averaging
 WORK_SIDE = 2048  # longer inputs are first shrunk to this; finer detail cannot survive 20 px anyway
-STATS_SIDE = 256  # polarity, noise and stroke width are measured on a sample this size: they are statistics
+STATS_SIDE = 128  # polarity, noise and stroke width are measured on a sample this size: they are statistics
 MIN_CONTRAST = 0.06 * 255  # ink must differ from the paper by more than ~15 grey levels
 MIN_DIGIT_FRACTION = 0.02  # a "digit" spanning less of the image than this is a speck
+_TRIALS = np.random.default_rng(0).random((64, 3))  # the border points the paper fit tries, as fractions; fixed:
+# the same picture always gives the same answer
 NO_INK = "no ink found (the image is blank, or the digit has too little contrast)"
 
 
@@ -68,13 +71,25 @@ def _read(img_or_path, prepare):
 
 
 def grey_pixels(img: Image.Image) -> np.ndarray:
-    """Grey levels as cheaply as they come: 8-bit grey and RGB as uint8, every other mode via to_grayscale."""
-    if img.width and img.height and "transparency" not in img.info:
-        if img.mode == "L":
-            return np.asarray(img)
-        if img.mode == "RGB":
-            return cv2.cvtColor(np.asarray(img), cv2.COLOR_RGB2GRAY)  # ITU-R 601 weights, as to_grayscale
+    """Grey levels as cheaply as they come: 8-bit grey and RGB as uint8 (Pillow's ITU-R 601 grey, as
+    to_grayscale's to within rounding), every other mode as to_grayscale's floats."""
+    if img.width and img.height and "transparency" not in img.info and img.mode in ("L", "RGB"):
+        return _grey_array(img if img.mode == "L" else img.convert("L"))
     return to_grayscale(img)
+
+
+def _grey_array(img: Image.Image) -> np.ndarray:
+    """An 8-bit grey image's pixels, pasted straight into numpy's memory (np.asarray would go through Pillow's
+    row-by-row encoder and a bytes object: most of the cost of reading a photo after decoding it)."""
+    out = np.empty((img.height, img.width), dtype=np.uint8)
+    try:
+        target = Image.frombuffer("L", img.size, out, "raw", "L", 0, 1)
+        if target.readonly:  # it maps `out` rather than holding a copy of it
+            target.im.paste(img.im, (0, 0, *img.size))
+            return out
+    except (AttributeError, TypeError, ValueError):  # a Pillow without these internals
+        pass
+    return np.asarray(img)
 
 
 def _as_mnist_size(gray: np.ndarray) -> np.ndarray:
@@ -90,7 +105,7 @@ def mnist_frame(gray: np.ndarray) -> np.ndarray:
     there is no ink to be found.
     """
     ink, threshold = _ink_strength(_work_image(gray))
-    found = _digit_region(ink > threshold)
+    found = _digit_region(_ink_mask(ink, threshold))
     if found is None:
         raise ImageError(NO_INK)
     return _frame(ink, threshold, *found)
@@ -99,10 +114,15 @@ def mnist_frame(gray: np.ndarray) -> np.ndarray:
 def mnist_frames(gray: np.ndarray) -> list[np.ndarray]:
     """Each digit of a picture holding one or more, in reading order (rows top to bottom, left to right)."""
     ink, threshold = _ink_strength(_work_image(gray))
-    found = _digit_groups(ink > threshold)
+    found = _digit_groups(_ink_mask(ink, threshold))
     if not found:
         raise ImageError(NO_INK)
     return [_frame(ink, threshold, *where) for where in found]
+
+
+def _ink_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
+    """255 where there is ink, else 0 (uint8, as OpenCV's masks)."""
+    return cv2.threshold(ink, threshold, 255, cv2.THRESH_BINARY)[1]
 
 
 def _work_image(gray: np.ndarray) -> np.ndarray:
@@ -125,11 +145,15 @@ def _frame(ink: np.ndarray, threshold: float, region: tuple[slice, slice], keep:
 
 
 def _shrink_to(gray: np.ndarray, side: int) -> np.ndarray:
-    height, width = gray.shape
-    if max(height, width) <= side:
-        return gray
-    scale = side / max(height, width)
-    return _resize(gray, (max(1, round(height * scale)), max(1, round(width * scale))))
+    """At most `side` pixels a side, shrunk by a whole factor (a remainder under it cropped off): area
+    averaging by a whole factor is exact block means, and OpenCV's fast path."""
+    factor = math.ceil(max(gray.shape) / side)
+    return gray if factor <= 1 else _shrink_by(gray, factor)
+
+
+def _shrink_by(gray: np.ndarray, factor: int) -> np.ndarray:
+    height, width = max(1, gray.shape[0] // factor), max(1, gray.shape[1] // factor)
+    return cv2.resize(gray[: height * factor, : width * factor], (width, height), interpolation=cv2.INTER_AREA)
 
 
 def _resize(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -148,42 +172,59 @@ def _ink_strength(gray: np.ndarray) -> tuple[np.ndarray, float]:
     that counts as ink.
 
     Measured against the paper's brightness at each pixel, so shading, a shadow
-    or a tinted sheet are not ink. Two passes. The first fits the paper along the
-    picture's border (there is paper there even when a tightly cropped, bold
-    digit covers most of the middle) and settles the polarity, the noise and the
-    stroke width; it only gathers statistics, so it looks at every few pixels.
-    The second takes the paper level at each pixel from its neighbourhood with
-    the strokes wiped out, which follows shadows the border cannot see.
+    or a tinted sheet are not ink. Two passes. The first (_ink_statistics)
+    settles the polarity, the noise and the stroke width. The second takes the
+    paper level at each pixel from its neighbourhood with the strokes wiped out,
+    which follows shadows the border cannot see.
     """
-    step = max(1, max(gray.shape) // STATS_SIDE)
-    coarse = gray[::step, ::step].astype(np.float32)
-    residual = coarse - _paper_through_border(coarse)
-    floor = max(4.0 * _border_noise(residual), MIN_CONTRAST)
-    # The ink is on the side whose outliers carry more contrast beyond the floor.
-    darker, lighter = -residual[residual < -floor], residual[residual > floor]
-    dark_ink = float(darker.sum()) - floor * darker.size >= float(lighter.sum()) - floor * lighter.size
-    if dark_ink:
-        residual = -residual
-    full = _typical_ink(residual, floor)
-    if full is None:
+    found = _ink_statistics(gray)
+    if found is None:
         return np.zeros_like(gray), 255.0
-    stroke = _stroke_width(residual > 0.5 * full) * step
+    dark_ink, floor, stroke, step = found
     paper = _paper_level(gray, dark_ink, stroke)
     ink = cv2.subtract(paper, gray) if dark_ink else cv2.subtract(gray, paper)
-    full = _typical_ink(ink, floor)
+    full = _typical_ink(ink, floor, step)
     if full is None:
         return np.zeros_like(gray), 255.0
     return ink, max(floor, 0.35 * full)
 
 
-def _typical_ink(ink: np.ndarray, floor: float) -> float | None:
+def _ink_statistics(gray: np.ndarray) -> tuple[bool, float, float, int] | None:
+    """Dark ink or light, the noise floor, the stroke width and the sampling step; None when there is no ink.
+
+    Against the paper fitted along the picture's border (there is paper there even
+    when a tightly cropped, bold digit covers most of the middle). Statistics need
+    no more than every few pixels, STATS_SIDE a side; a finer sample is tried
+    when that one misses the strokes (a fine pen on a large canvas).
+    """
+    coarse_step = max(1, max(gray.shape) // STATS_SIDE)
+    for step in dict.fromkeys((coarse_step, max(1, coarse_step // 4))):
+        coarse = gray[::step, ::step].astype(np.float32)
+        residual = coarse - _paper_through_border(coarse)
+        floor = max(4.0 * _border_noise(residual), MIN_CONTRAST)
+        # The ink is on the side whose outliers carry more contrast beyond the floor.
+        dark_ink = np.maximum(-residual - floor, 0).sum() >= np.maximum(residual - floor, 0).sum()
+        if dark_ink:
+            residual = -residual
+        full = _typical_ink(residual, floor)
+        if full is not None:
+            stroke = _stroke_width(residual > 0.5 * full, max(gray.shape) / 24 / step) * step
+            return bool(dark_ink), floor, stroke, step
+    return None
+
+
+def _typical_ink(ink: np.ndarray, floor: float, step: int = 1) -> float | None:
     """The contrast of a well-inked stroke, or None when nothing stands out from the paper.
 
     Of the pixels beyond the floor, the stronger of two classes (Otsu): the other
     holds what the paper estimate missed (a shadow's core, JPEG ringing) or the
-    lighter half of a pencil's strokes, which still count as ink.
+    lighter half of a pencil's strokes, which still count as ink. Every step-th
+    pixel will do, unless they hold too few strokes to tell.
     """
-    strong = ink[ink > floor]
+    strong = ink[::step, ::step]
+    strong = strong[strong > floor]
+    if strong.size < 50 and step > 1:
+        strong = ink[ink > floor]
     if strong.size == 0:
         return None
     levels = np.clip(strong, 0, 255).astype(np.uint8).reshape(-1, 1)
@@ -209,19 +250,19 @@ def _paper_through_border(gray: np.ndarray) -> np.ndarray:
     the border agrees with (so strokes crossing the border and a strip of table
     along one side do not count), then refits to the points near that surface.
     """
-    thumb = _shrink_to(gray, 64)
-    ring = _border_band(thumb.shape)
-    ys, xs = np.indices(thumb.shape, dtype=np.float32)
-    ys, xs = ys / max(1, thumb.shape[0] - 1) - 0.5, xs / max(1, thumb.shape[1] - 1) - 0.5
-    terms = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1)
+    thumb = _shrink_to(gray, 32)
+    terms, ring = _quadratic_terms(thumb.shape)
     design, target = terms[ring], thumb[ring]
-    trials = np.random.default_rng(0).integers(0, len(target), size=(64, 3))  # seeded: same picture, same answer
-    planes = np.linalg.pinv(design[trials][..., :3]) @ target[trials][..., None]
+    trials = (_TRIALS * len(target)).astype(np.intp)
+    # Each plane through three points; the small ridge settles three points in a line (one side of the border).
+    points, values = design[trials][..., :3], target[trials][..., None]
+    normal = np.swapaxes(points, 1, 2)
+    planes = np.linalg.solve(normal @ points + 1e-4 * np.eye(3, dtype=np.float32), normal @ values)
     errors = np.abs(target - (design[:, :3] @ planes).squeeze(-1))
     best = int(np.argmin(np.median(errors, axis=1)))
     coef, error = np.zeros(terms.shape[-1], dtype=np.float32), errors[best]
     coef[:3] = planes[best, :, 0]
-    for _ in range(3):
+    for _ in range(2):
         use = error <= max(3.0 * 1.4826 * float(np.median(error)), 5.0)
         if use.sum() < 2 * len(coef):
             break
@@ -231,19 +272,32 @@ def _paper_through_border(gray: np.ndarray) -> np.ndarray:
     return cv2.resize(surface, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
 
 
+@functools.lru_cache(maxsize=64)
+def _quadratic_terms(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of a picture of `shape`: 1, x, y, x*x, y*y, x*y (x, y in [-0.5, 0.5]), and its border band."""
+    ys, xs = np.indices(shape, dtype=np.float32)
+    ys, xs = ys / max(1, shape[0] - 1) - 0.5, xs / max(1, shape[1] - 1) - 0.5
+    return np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1), _border_band(shape)
+
+
 def _border_noise(residual: np.ndarray) -> float:
     """Pixel noise of the paper (grain, sensor, JPEG), from the picture's border where paper dominates."""
     sample = residual[_border_band(residual.shape)]
     return 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
 
 
-def _stroke_width(mask: np.ndarray) -> float:
+def _stroke_width(mask: np.ndarray, wide: float) -> float:
     """Typical stroke width in pixels: runs of ink across a stroke are short, runs along it long.
 
     The lower third of all row and column run lengths; a shadow's core, one long
     run per row, cannot outnumber the strokes' runs. (Measured on the statistics
-    sample, at most STATS_SIDE a side.)
+    sample, at most STATS_SIDE a side.) Only a width over `wide` matters to the
+    caller; when no disc that wide fits in the ink, the widest that fits is
+    answer enough, and cheaper.
     """
+    widest = 2 * float(cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3).max())
+    if widest <= wide:
+        return widest
     runs = []
     for lines in (mask, mask.T):
         edges = np.diff(np.pad(lines, ((0, 0), (1, 1))).astype(np.int8), axis=1)
@@ -263,8 +317,8 @@ def _paper_level(gray: np.ndarray, dark_ink: bool, stroke: float) -> np.ndarray:
     """
     height, width = gray.shape
     window = max(max(gray.shape) / 8, 3 * stroke, 3.0)
-    scale = max(1.0, window / 9)
-    small = _shrink_to(gray, max(1, round(max(gray.shape) / scale)))
+    scale = max(1, round(window / 9))
+    small = _shrink_by(gray, scale)
     cells = max(3, round(window / scale) | 1)
     operation = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
     level = cv2.morphologyEx(small, operation, np.ones((cells, cells), np.uint8), borderType=cv2.BORDER_REPLICATE)
@@ -278,7 +332,7 @@ class _Blobs:
     dry pen is still one blob): per blob its box (top, left, bottom, right in cells, inclusive) and ink mass."""
 
     def __init__(self, mask: np.ndarray):
-        self.mask = mask
+        self.mask = mask  # uint8, 255 = ink
         self.cell = max(1, math.ceil(max(mask.shape) / 200))
         self.counts = _pool_sum(mask, self.cell)
         count, labels, stats, _ = cv2.connectedComponentsWithStats((self.counts > 0).astype(np.uint8), connectivity=8)
@@ -295,7 +349,7 @@ class _Blobs:
         cells = np.isin(self.labels[top: bottom + 1, left: right + 1], np.flatnonzero(chosen) + 1)
         cell = self.cell
         region = (slice(top * cell, (bottom + 1) * cell), slice(left * cell, (right + 1) * cell))
-        inside = self.mask[region]
+        inside = self.mask[region] > 0
         keep = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)[: inside.shape[0], : inside.shape[1]]
         return region, inside & keep
 
@@ -307,8 +361,9 @@ def _digit_region(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | 
     a box drawn around the digit.
     """
     blobs = _Blobs(mask)
-    if blobs.count == 0:
-        return None
+    if blobs.count <= 1:  # the rules below would keep a lone blob of a digit's size, and only that
+        big = blobs.count == 1 and max(np.ptp(blobs.boxes[0].reshape(2, 2), axis=0)) + 1 >= blobs.smallest
+        return blobs.ink(np.ones(1, dtype=bool)) if big else None
     frames = _frames_and_edges(blobs)
     chosen = _cluster(blobs, ~frames)
     if chosen is None and frames.any():
@@ -406,15 +461,16 @@ def _reading_order(digits: list) -> list:
 
 
 def _pool_sum(mask: np.ndarray, cell: int) -> np.ndarray:
-    """Ink pixels per cell x cell block (the last row and column of blocks may be partial)."""
+    """Ink pixels (mask > 0) per cell x cell block (the last row and column of blocks may be partial)."""
+    mask = mask.view(np.uint8) * np.uint8(255) if mask.dtype == bool else mask
     if cell == 1:
-        return mask.astype(np.int32)
+        return (mask > 0).astype(np.int32)
     height, width = mask.shape
     rows, cols = -(-height // cell), -(-width // cell)
-    padded = cv2.copyMakeBorder(mask.astype(np.float32), 0, rows * cell - height, 0, cols * cell - width,
-                                cv2.BORDER_CONSTANT, value=0)
-    mean = cv2.resize(padded, (cols, rows), interpolation=cv2.INTER_AREA)  # whole blocks: exact block means
-    return np.rint(mean * (cell * cell)).astype(np.int32)
+    padded = cv2.copyMakeBorder(mask, 0, rows * cell - height, 0, cols * cell - width, cv2.BORDER_CONSTANT, value=0)
+    # Whole blocks: exact block means, rounded to 8 bits, which still tell up to 15x15 blocks' counts apart.
+    mean = cv2.resize(padded, (cols, rows), interpolation=cv2.INTER_AREA)
+    return np.rint(mean * np.float32(cell * cell / 255)).astype(np.int32)
 
 
 def _frames_and_edges(blobs: _Blobs) -> np.ndarray:
