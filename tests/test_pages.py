@@ -223,3 +223,13 @@ def test_one_digit_reads_the_same_alone_or_with_multi():
     gray = _canvas_digit(_toy_digit("2"))
     (only,) = mnist_frames(gray)
     np.testing.assert_array_equal(only, mnist_frame(gray))
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_a_thin_upright_one_is_centred(width):
+    """Regression: a 1 that fits 20 px high by 1-3 px wide (OpenCV's moments took 2-wide arrays for points)."""
+    gray = np.full((400, 300), 255, np.uint8)
+    gray[50:350, 150: 150 + width] = 0
+    out = mnist_frame(gray)
+    cy, cx = (np.indices(out.shape) * out).sum(axis=(1, 2)) / out.sum()
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1

@@ -402,8 +402,7 @@ def _cluster(blobs: _Blobs, alive: np.ndarray) -> np.ndarray | None:
 
 def _touching(blobs: _Blobs, chosen: np.ndarray, radius: int) -> np.ndarray:
     """The blobs within `radius` cells of the chosen ones."""
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    near = cv2.dilate(np.isin(blobs.labels, np.flatnonzero(chosen) + 1).astype(np.uint8), disc) > 0
+    near = cv2.dilate(np.isin(blobs.labels, np.flatnonzero(chosen) + 1).astype(np.uint8), _disc(radius)) > 0
     touching = np.zeros(blobs.count + 1, dtype=bool)
     touching[blobs.labels[near]] = True
     return touching[1:]
@@ -543,8 +542,15 @@ def _widen_strokes(shape: np.ndarray, width: float) -> np.ndarray:
     radius = round((width - current) / 2)
     if radius <= 0:
         return shape
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    return cv2.dilate(np.pad(shape, radius), disc)
+    return cv2.dilate(np.pad(shape, radius), _disc(radius))
+
+
+@functools.lru_cache(maxsize=32)
+def _disc(radius: int) -> np.ndarray:
+    """A round structuring element (OpenCV's own ellipse of this size is a cross at radius 1, and thinner
+    than a disc at 2): the pixels within radius + 1/2 of the centre."""
+    dy, dx = np.mgrid[-radius: radius + 1, -radius: radius + 1]
+    return (dy * dy + dx * dx <= radius * radius + radius).astype(np.uint8)
 
 
 def _fit(shape: np.ndarray, side: int) -> np.ndarray:
@@ -557,8 +563,10 @@ def _fit(shape: np.ndarray, side: int) -> np.ndarray:
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     """Place the digit in the 28x28 frame with its centre of mass at the centre (whole-pixel shifts, as MNIST)."""
     height, width = digit.shape
-    moments = cv2.moments(digit)
-    cy, cx = moments["m01"] / moments["m00"], moments["m10"] / moments["m00"]
+    # Not cv2.moments: it takes an array two pixels wide (a thin 1) for a list of points.
+    total = float(digit.sum())
+    cy = float(digit.sum(axis=1) @ np.arange(height)) / total
+    cx = float(digit.sum(axis=0) @ np.arange(width)) / total
     top = min(max(round(CENTRE - cy), 0), FRAME - height)
     left = min(max(round(CENTRE - cx), 0), FRAME - width)
     framed = np.zeros((FRAME, FRAME), dtype=np.float32)
