@@ -126,6 +126,8 @@ def add_predict(commands) -> None:
     p.add_argument("--no-preprocess", action="store_true",
                    help="the images are already MNIST-style (white digit on black, 28x28): no framing")
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input")
+    p.add_argument("--multi", action="store_true", help="several digits per image (a row written on a page): "
+                   "read each, in reading order; --json then gives a list of digits per file")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -299,6 +301,8 @@ def cmd_predict(args) -> int:
     from .reading.predict import expand_inputs, find_checkpoint, format_result, load_classifier, predict_files
 
     # Mistakes in the inputs or the output folder are reported before the model loads.
+    if args.multi and args.no_preprocess:
+        raise UserError("--multi finds the digits by preparing the image; it cannot be used with --no-preprocess")
     if not expand_inputs(args.inputs):
         raise UserError(f"no image files in {', '.join(args.inputs)}")
     if args.save_preprocessed:
@@ -309,7 +313,7 @@ def cmd_predict(args) -> int:
     classifier = load_classifier(path)
     print(f"checkpoint: {path} ({source})", file=sys.stderr)
     results = predict_files(args.inputs, classifier, top_k=args.top_k, frame=not args.no_preprocess,
-                            save_dir=args.save_preprocessed)
+                            save_dir=args.save_preprocessed, multi=args.multi)
     if args.json:
         import json
 

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from mnistlab.reading.image import to_grayscale
+
 
 # ---------------------------------------------------------------- drawing a digit as a person would
 
@@ -231,3 +233,26 @@ def png_header_only(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) \
         + png_chunk(b"IEND", b"")
+
+
+# ---------------------------------------------------------------- toy digits, and digits on a big canvas
+
+TOY_STROKES = {  # polylines on a 112x112 grid, drawn with a broad pen and shrunk to 28x28 like MNIST
+    "0": [[(56, 16), (78, 30), (80, 74), (56, 96), (34, 74), (34, 30), (56, 16)]],
+    "2": [[(36, 36), (48, 18), (70, 18), (78, 36), (40, 92), (80, 92)]],
+    "3": [[(36, 20), (76, 20), (54, 52), (78, 70), (62, 94), (34, 90)]],
+    "4": [[(64, 16), (30, 70), (82, 70)], [(64, 16), (64, 96)]],
+    "7": [[(32, 18), (80, 18), (50, 96)]],
+}
+
+
+def toy_digit(name: str) -> np.ndarray:
+    img = Image.new("L", (112, 112), 0)
+    painter = ImageDraw.Draw(img)
+    for line in TOY_STROKES[name]:
+        painter.line(line, fill=255, width=10, joint="curve")
+    return np.asarray(img.resize((28, 28), Image.Resampling.BOX))
+
+
+def canvas_digit(digit, *, seed=0, size=(900, 700), pen=3, height=400):
+    return to_grayscale(draw(digit, np.random.default_rng(seed), size, pen=pen, height=height, tilt=0))

@@ -15,7 +15,6 @@ directory is taken from the repository root); skipped without them.
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 import sys
 import warnings
@@ -28,88 +27,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
-from digit_styles import STYLES, draw, pen_on_canvas, png_header_only, save
+from digit_styles import STYLES, canvas_digit, draw, pen_on_canvas, png_header_only, save, toy_digit
+from mnist_cnn import N_DIGITS, REPO, classify, mnist, plain_accuracy, sample  # noqa: F401  (fixtures)
 from mnistlab.reading import image as pp
 from mnistlab.reading.image import ImageError, open_image, to_grayscale
 from mnistlab.reading.preprocess import mnist_frame, preprocess
-
-REPO = Path(__file__).resolve().parents[1]
-N_DIGITS = 200  # per image style: 1 % of accuracy is 2 digits
-
-
-# ---------------------------------------------------------------- MNIST and a reader for it
-
-def _raw_dir() -> Path:
-    root = Path(os.environ.get("MNISTLAB_DATA_DIR", "data")).expanduser()
-    return (root if root.is_absolute() else REPO / root) / "MNIST" / "raw"
-
-
-def _read_idx(name: str, header: int) -> np.ndarray:
-    return np.fromfile(_raw_dir() / name, dtype=np.uint8, offset=header)
-
-
-@pytest.fixture(scope="module")
-def mnist() -> dict[str, np.ndarray]:
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-    missing = [n for n in names if not (_raw_dir() / n).is_file()]
-    if missing:
-        pytest.skip(f"MNIST not found: {', '.join(missing)} missing in {_raw_dir()} (set MNISTLAB_DATA_DIR)")
-    return {
-        "train_x": _read_idx(names[0], 16).reshape(-1, 28, 28),
-        "train_y": _read_idx(names[1], 8),
-        "test_x": _read_idx(names[2], 16).reshape(-1, 28, 28),
-        "test_y": _read_idx(names[3], 8),
-    }
-
-
-@pytest.fixture(scope="module")
-def classify(mnist):
-    """A LeNet-sized CNN trained for a few seconds on plain MNIST: it can only read MNIST-like input."""
-    torch = pytest.importorskip("torch")
-    nn = torch.nn
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # on a busy 2-core CI box, OpenMP threads waiting on each other cost 3-10x
-    model = nn.Sequential(
-        nn.Conv2d(1, 8, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(8, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(16 * 4 * 4, 10),
-    )
-    x = torch.from_numpy(mnist["train_x"][:20000]).float().div(255).unsqueeze(1)
-    y = torch.from_numpy(mnist["train_y"][:20000]).long()
-    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
-    try:
-        for _ in range(2):
-            order = torch.randperm(len(x))
-            for start in range(0, len(x), 128):
-                batch = order[start: start + 128]
-                optimizer.zero_grad()
-                nn.functional.cross_entropy(model((x[batch] - 0.13) / 0.31), y[batch]).backward()
-                optimizer.step()
-    finally:
-        torch.set_num_threads(threads)
-    model.eval()
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            batch = torch.from_numpy(np.asarray(images, dtype=np.float32)).unsqueeze(1)
-            return model((batch - 0.13) / 0.31).argmax(1).numpy()
-
-    return predict
-
-
-@pytest.fixture(scope="module")
-def sample(mnist):
-    """The same N_DIGITS test digits for every style, so the styles compare."""
-    index = np.random.default_rng(7).choice(len(mnist["test_x"]), N_DIGITS, replace=False)
-    return mnist["test_x"][index], mnist["test_y"][index]
-
-
-@pytest.fixture(scope="module")
-def plain_accuracy(classify, sample):
-    digits, labels = sample
-    return float((classify(digits / 255.0) == labels).mean())
-
 
 # ---------------------------------------------------------------- people's images (drawn by tests/digit_styles.py)
 
@@ -177,29 +99,8 @@ def test_thin_pen_strokes_keep_mnist_weight(mnist, framed):
 
 # ---------------------------------------------------------------- geometry and polarity (no MNIST needed)
 
-_TOY_STROKES = {  # polylines on a 112x112 grid, drawn with a broad pen and shrunk to 28x28 like MNIST
-    "0": [[(56, 16), (78, 30), (80, 74), (56, 96), (34, 74), (34, 30), (56, 16)]],
-    "2": [[(36, 36), (48, 18), (70, 18), (78, 36), (40, 92), (80, 92)]],
-    "3": [[(36, 20), (76, 20), (54, 52), (78, 70), (62, 94), (34, 90)]],
-    "4": [[(64, 16), (30, 70), (82, 70)], [(64, 16), (64, 96)]],
-    "7": [[(32, 18), (80, 18), (50, 96)]],
-}
-
-
-def _toy_digit(name: str) -> np.ndarray:
-    img = Image.new("L", (112, 112), 0)
-    painter = ImageDraw.Draw(img)
-    for line in _TOY_STROKES[name]:
-        painter.line(line, fill=255, width=10, joint="curve")
-    return np.asarray(img.resize((28, 28), Image.Resampling.BOX))
-
-
-def _canvas_digit(digit, *, seed=0, size=(900, 700), pen=3, height=400):
-    return to_grayscale(draw(digit, np.random.default_rng(seed), size, pen=pen, height=height, tilt=0))
-
-
 def test_output_is_mnist_shaped():
-    out = mnist_frame(_canvas_digit(_toy_digit("2")))
+    out = mnist_frame(canvas_digit(toy_digit("2")))
     assert out.shape == (28, 28) and out.dtype == np.float32
     assert 0 <= out.min() and out.max() <= 1 and out.max() > 0.9
     ys, xs = np.nonzero(out > 0)
@@ -210,20 +111,20 @@ def test_output_is_mnist_shaped():
 
 
 def test_polarity_placement_and_scale_do_not_matter():
-    digit = _toy_digit("4")
-    reference = mnist_frame(_canvas_digit(digit, seed=1))
-    for other in (1 - _canvas_digit(digit, seed=1), _canvas_digit(digit, seed=2),
-                  _canvas_digit(digit, seed=3, size=(3000, 2200), pen=9, height=1200)):
+    digit = toy_digit("4")
+    reference = mnist_frame(canvas_digit(digit, seed=1))
+    for other in (1 - canvas_digit(digit, seed=1), canvas_digit(digit, seed=2),
+                  canvas_digit(digit, seed=3, size=(3000, 2200), pen=9, height=1200)):
         assert np.abs(mnist_frame(other) - reference).mean() < 0.05
 
 
 def test_uint8_input_is_taken_as_0_to_255():
-    gray = _canvas_digit(_toy_digit("3"))
+    gray = canvas_digit(toy_digit("3"))
     np.testing.assert_allclose(mnist_frame((gray * 255).round().astype(np.uint8)), mnist_frame(gray), atol=0.02)
 
 
 def test_frame_false_only_converts_and_resizes(tmp_path):
-    digit = _toy_digit("7")
+    digit = toy_digit("7")
     Image.fromarray(digit).save(tmp_path / "d.png")
     np.testing.assert_array_equal(preprocess(tmp_path / "d.png", frame=False), digit / np.float32(255))
     Image.fromarray(255 - digit).resize((56, 56), Image.Resampling.NEAREST).save(tmp_path / "big.png")
@@ -259,7 +160,7 @@ def test_any_drawing_gives_a_valid_frame_or_a_clear_error(width, height, paper, 
 
 def _dark_digit() -> Image.Image:
     """An 'L' drawing, dark ink on white paper, to convert into every mode."""
-    return Image.fromarray(255 - _toy_digit("0")).resize((112, 112), Image.Resampling.BILINEAR)
+    return Image.fromarray(255 - toy_digit("0")).resize((112, 112), Image.Resampling.BILINEAR)
 
 
 @pytest.mark.parametrize("mode", ["L", "RGB", "CMYK", "YCbCr", "HSV", "P", "1", "I", "F", "I;16", "LA", "RGBa"])
@@ -285,7 +186,7 @@ def test_every_mode_gives_the_same_grey(mode):
 
 @pytest.mark.parametrize("ink", [(0, 0, 0), (30, 30, 220), (255, 230, 0), (255, 255, 255)])
 def test_transparent_background_becomes_paper_contrasting_with_the_ink(ink):
-    alpha = Image.fromarray(_toy_digit("2")).resize((112, 112), Image.Resampling.BILINEAR)
+    alpha = Image.fromarray(toy_digit("2")).resize((112, 112), Image.Resampling.BILINEAR)
     img = Image.new("RGB", alpha.size, ink)
     img.putalpha(alpha)
     img = Image.fromarray(np.asarray(img) * (np.asarray(alpha) > 0)[..., None].astype(np.uint8))
@@ -299,7 +200,7 @@ def test_transparent_background_becomes_paper_contrasting_with_the_ink(ink):
 
 
 def test_palette_transparency_and_la():
-    alpha = np.asarray(Image.fromarray(_toy_digit("3")).resize((112, 112)))
+    alpha = np.asarray(Image.fromarray(toy_digit("3")).resize((112, 112)))
     palette = Image.fromarray((alpha > 127).astype(np.uint8), mode="L").convert("P")
     palette.putpalette([0, 0, 0, 0, 0, 0])  # black ink, black transparent background
     palette.info["transparency"] = 0
@@ -323,8 +224,8 @@ def test_exif_orientation_is_applied(tmp_path):
 
 
 def test_animated_gif_uses_its_first_frame(tmp_path):
-    first = draw(_toy_digit("7"), np.random.default_rng(0), (400, 300), pen=4, height=200)
-    second = draw(_toy_digit("0"), np.random.default_rng(1), (400, 300), pen=4, height=200)
+    first = draw(toy_digit("7"), np.random.default_rng(0), (400, 300), pen=4, height=200)
+    second = draw(toy_digit("0"), np.random.default_rng(1), (400, 300), pen=4, height=200)
     first.save(tmp_path / "anim.gif", save_all=True, append_images=[second], duration=100, loop=0)
     first.save(tmp_path / "still.png")
     assert getattr(Image.open(tmp_path / "anim.gif"), "n_frames", 1) == 2

@@ -1,7 +1,8 @@
 """`mnistlab predict`: read people's digit images with a checkpoint.
 
-Each file goes through the same preparation as `mnistlab draw` (reading.preprocess: polarity,
-ink box, 20x20 fit, centre of mass in 28x28); the model then sees the batch at once.
+Each file goes through the same preparation as `mnistlab draw` (reading.preprocess: the sheet in a
+photo of one, polarity, ink box, 20x20 fit, centre of mass in 28x28), or with `multi` each digit of a
+row written on it; the model then sees all the digits at once.
 A file that cannot be read becomes an error line of its own; the others are still predicted.
 """
 
@@ -110,8 +111,12 @@ def load_classifier(path: Path) -> Classifier:
     return Classifier(model_from_checkpoint(ckpt, path), classes, mean, std, Path(path))
 
 
-def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """digits: N x 28 x 28 in [0, 1], white ink on black. Returns N x classes probabilities (float32)."""
+def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 128) -> np.ndarray:
+    """digits: N x 28 x 28 in [0, 1], white ink on black. Returns N x classes probabilities (float32).
+
+    Small batches in channels-last layout: a batch's activations then stay in the CPU's caches, and
+    oneDNN's convolutions run fastest on that layout (bench/predict_speed.py prices the model's share).
+    """
     images = np.ascontiguousarray(digits, dtype=np.float32)[:, None]
     if classifier.backend == "onnxruntime":
         from .onnxmodel import onnx_logits, softmax
@@ -120,14 +125,16 @@ def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 1024)
     import torch
 
     x = (torch.from_numpy(images) - classifier.mean) / classifier.std
+    model = classifier.model.to(memory_format=torch.channels_last)
     out = []
     with torch.inference_mode():
         for i in range(0, len(x), batch_size):
-            out.append(torch.softmax(classifier.model(x[i:i + batch_size]).float(), dim=1))
+            batch = x[i:i + batch_size].contiguous(memory_format=torch.channels_last)
+            out.append(torch.softmax(model(batch).float(), dim=1))
     return torch.cat(out).numpy() if out else np.zeros((0, len(classifier.classes)), np.float32)
 
 
-def describe(name: str, probs: np.ndarray, classes: list[str], top_k: int = 1) -> dict:
+def describe(name: str | None, probs: np.ndarray, classes: list[str], top_k: int = 1) -> dict:
     """One image's result as `predict --json` prints it: the likeliest class first."""
     order = np.argsort(-probs, kind="stable")[:top_k]
     top = [{"label": classes[j], "probability": float(probs[j])} for j in order]
@@ -146,19 +153,20 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return paths
 
 
-def _prepare(args: tuple[str, bool]):
+def _prepare(args: tuple[str, bool, bool]):
+    """One file's 28x28 digits (one, or each of a row with `multi`), or the reason it has none."""
     from .image import ImageError
-    from .preprocess import preprocess
+    from .preprocess import preprocess, preprocess_digits
 
-    path, frame = args
+    path, frame, multi = args
     try:
-        return preprocess(path, frame=frame), None
+        return (preprocess_digits(path) if multi else [preprocess(path, frame=frame)]), None
     except ImageError as exc:
         return None, str(exc).removeprefix(f"{path}: ")  # the result line names the path already
 
 
-def prepare_all(paths: list[Path], frame: bool) -> list[tuple[np.ndarray | None, str | None]]:
-    jobs = [(str(p), frame) for p in paths]
+def prepare_all(paths: list[Path], frame: bool, multi: bool = False) -> list[tuple[list | None, str | None]]:
+    jobs = [(str(p), frame, multi) for p in paths]
     workers = min(os.cpu_count() or 1, 8)
     if len(jobs) < PARALLEL_FROM or workers < 2:
         return [_prepare(job) for job in jobs]
@@ -169,16 +177,25 @@ def prepare_all(paths: list[Path], frame: bool) -> list[tuple[np.ndarray | None,
 
 
 def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, frame: bool = True,
-                  save_dir: str | None = None) -> list[dict]:
+                  save_dir: str | None = None, multi: bool = False) -> list[dict]:
+    """One result per file: its prediction, or (multi) the list of its digits' predictions, or its error."""
     paths = expand_inputs(items)
     if not paths:
         raise UserError(f"no image files in {', '.join(items)}")
-    prepared = prepare_all(paths, frame)
-    good = [i for i, (digit, _) in enumerate(prepared) if digit is not None]
-    probs = classify(classifier, np.stack([prepared[i][0] for i in good])) if good else None
-    results: list[dict] = [{"path": str(p), "error": prepared[i][1]} for i, p in enumerate(paths)]
-    for row, i in enumerate(good):
-        results[i] = describe(str(paths[i]), probs[row], classifier.classes, top_k)
+    prepared = prepare_all(paths, frame, multi)
+    digits = [digit for found, _ in prepared for digit in found or []]
+    probs = classify(classifier, np.stack(digits)) if digits else None
+    k = min(top_k, len(classifier.classes))
+    results: list[dict] = []
+    row = 0
+    for path, (found, error) in zip(paths, prepared):
+        if found is None:
+            results.append({"path": str(path), "error": error})
+            continue
+        read = [describe(None, probs[row + n], classifier.classes, k) for n in range(len(found))]
+        read = [{key: value for key, value in r.items() if key != "path"} for r in read]
+        row += len(found)
+        results.append({"path": str(path), "digits": read} if multi else {"path": str(path), **read[0]})
     if save_dir:
         save_prepared(paths, prepared, Path(save_dir))
     return results
@@ -214,19 +231,20 @@ def predict_images(items: list, classifier: Classifier, top_k: int = 1, frame: b
 
 
 def save_prepared(paths: list[Path], prepared, out: Path) -> None:
-    """Each input's 28x28 as <stem>.png in `out`. A file already there is never written over (it may be
-    the user's own image: `--save-preprocessed` into the input folder): the name gets _1, _2, ..."""
+    """Each 28x28 the model saw as `<stem>.png` (`<stem>_1.png`, `<stem>_2.png`, ... for a row's digits).
+    A file already there is never written over (it may be the user's own image: `--save-preprocessed`
+    into the input folder): the name then gets _1, _2, ..."""
     import io
 
     from PIL import Image
 
     out.mkdir(parents=True, exist_ok=True)
-    for path, (digit, _) in zip(paths, prepared):
-        if digit is None:
-            continue
-        buffer = io.BytesIO()
-        Image.fromarray((np.clip(digit, 0, 1) * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
-        write_new_file(out, path.stem, ".png", buffer.getvalue())
+    for path, (found, _) in zip(paths, prepared):
+        for n, digit in enumerate(found or []):
+            stem = path.stem if len(found) == 1 else f"{path.stem}_{n + 1}"
+            buffer = io.BytesIO()
+            Image.fromarray((np.clip(digit, 0, 1) * 255).round().astype(np.uint8), mode="L").save(buffer, "PNG")
+            write_new_file(out, stem, ".png", buffer.getvalue())
 
 
 def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
@@ -248,7 +266,19 @@ def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
 
 
 def format_result(result: dict) -> str:
+    """`path: 7 (98.4%)`, with --top-k `path: 7 (98.4%), 1 (0.9%)`; a row `path: 4 1 7 (98.1%, 99.0%, 97.5%)`,
+    with --top-k its digits' rankings apart: `path: 4 (98.1%), 9 (1.2%) | 1 (99.0%), 7 (0.6%)`."""
     if "error" in result:
         return f"{result['path']}: error: {result['error']}"
-    ranked = ", ".join(f"{t['label']} ({t['probability']:.1%})" for t in result["top_k"])
-    return f"{result['path']}: {ranked}"
+    if "digits" not in result:
+        return f"{result['path']}: {_ranking(result)}"
+    digits = result["digits"]
+    if all(len(d["top_k"]) == 1 for d in digits):
+        labels = " ".join(d["prediction"] for d in digits)
+        confidences = ", ".join(f"{d['confidence']:.1%}" for d in digits)
+        return f"{result['path']}: {labels} ({confidences})"
+    return f"{result['path']}: {' | '.join(_ranking(d) for d in digits)}"
+
+
+def _ranking(read: dict) -> str:
+    return ", ".join(f"{t['label']} ({t['probability']:.1%})" for t in read["top_k"])

@@ -5,21 +5,26 @@ ink, size-normalised so the longer side fits a 20x20 box (antialiased, aspect
 kept), then placed in a 28x28 frame with their centre of mass at the centre,
 white ink on black. A model trained on MNIST only understands images made that
 way, so `predict` and the drawing window both send their images through
-`mnist_frame`, which repeats those steps on photos, scans and drawings.
+`mnist_frame`, which repeats those steps on photos, scans and drawings; a photo
+of a whole sheet lying on a table is first cut down to the sheet (page.py).
+`mnist_frames` does the same for each digit of a row written on one picture.
 
-numpy and Pillow only: `mnistlab predict --help` and the GUI import this, and
-must not wait for torch.
+OpenCV does the image work; torch is not imported here, and the command line
+imports this module only when it reads images.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 
+import cv2
 import numpy as np
 from PIL import Image
 
 from .image import ImageError, open_image, to_grayscale
+from .page import inside_page
 
 FRAME = 28
 BOX = 20  # MNIST fits the longer side of the digit into 20x20
@@ -30,8 +35,12 @@ CENTRE = 14.0  # measured: MNIST's mean centre of mass is (13.99, 14.01) in pixe
 STROKE_WIDTH = 2.4
 SHAPE_SIDE = 4 * BOX  # the digit is binarised at 4x the final size, then shrunk with area averaging
 WORK_SIDE = 2048  # longer inputs are first shrunk to this; finer detail cannot survive 20 px anyway
-MIN_CONTRAST = 0.06  # ink must differ from the paper by more than ~15 grey levels
+STATS_SIDE = 128  # polarity, noise and stroke width are measured on a sample this size: they are statistics
+MIN_CONTRAST = 0.06 * 255  # ink must differ from the paper by more than ~15 grey levels
 MIN_DIGIT_FRACTION = 0.02  # a "digit" spanning less of the image than this is a speck
+_TRIALS = np.random.default_rng(0).random((64, 3))  # the border points the paper fit tries, as fractions; fixed:
+# the same picture always gives the same answer
+NO_INK = "no ink found (the image is blank, or the digit has too little contrast)"
 
 
 def preprocess(img_or_path, *, frame: bool = True) -> np.ndarray:
@@ -40,123 +49,189 @@ def preprocess(img_or_path, *, frame: bool = True) -> np.ndarray:
     frame=False is for images already in MNIST form: only grey conversion and, if
     the size differs, a resize to 28x28; polarity and placement are left alone.
     """
+    return _read(img_or_path, mnist_frame if frame else _as_mnist_size)
+
+
+def preprocess_digits(img_or_path) -> list[np.ndarray]:
+    """Every digit of a picture (a row written on a sheet), each as `preprocess` gives it, in reading order."""
+    return _read(img_or_path, mnist_frames)
+
+
+def _read(img_or_path, prepare):
     if isinstance(img_or_path, Image.Image):
         img, name = img_or_path, None
     else:
-        img, name = open_image(img_or_path), os.fspath(img_or_path)
+        img, name = open_image(img_or_path, grey=True), os.fspath(img_or_path)
     try:
-        gray = to_grayscale(img)
-        if frame:
-            return mnist_frame(gray)
-        return _resize(gray, (FRAME, FRAME))
+        return prepare(grey_pixels(img))
     except ImageError as exc:
         if name is None:
             raise
         raise ImageError(f"{name}: {exc}", exc.exit_code) from None
 
 
+def grey_pixels(img: Image.Image) -> np.ndarray:
+    """Grey levels as cheaply as they come: 8-bit grey and RGB as uint8 (Pillow's ITU-R 601 grey, as
+    to_grayscale's to within rounding), every other mode as to_grayscale's floats."""
+    if img.width and img.height and "transparency" not in img.info and img.mode in ("L", "RGB"):
+        return _grey_array(img if img.mode == "L" else img.convert("L"))
+    return to_grayscale(img)
+
+
+def _grey_array(img: Image.Image) -> np.ndarray:
+    """An 8-bit grey image's pixels, pasted straight into numpy's memory (np.asarray would go through Pillow's
+    row-by-row encoder and a bytes object: most of the cost of reading a photo after decoding it)."""
+    out = np.empty((img.height, img.width), dtype=np.uint8)
+    try:
+        target = Image.frombuffer("L", img.size, out, "raw", "L", 0, 1)
+        if target.readonly:  # it maps `out` rather than holding a copy of it
+            target.im.paste(img.im, (0, 0, *img.size))
+            return out
+    except (AttributeError, TypeError, ValueError):  # a Pillow without these internals
+        pass
+    return np.asarray(img)
+
+
+def _as_mnist_size(gray: np.ndarray) -> np.ndarray:
+    gray = gray / np.float32(255) if gray.dtype == np.uint8 else gray.astype(np.float32, copy=False)
+    return _resize(gray, (FRAME, FRAME))
+
+
 def mnist_frame(gray: np.ndarray) -> np.ndarray:
-    """A grey picture of one digit (any size, either polarity) as MNIST would have prepared it.
+    """A grey picture of one digit (any size, either polarity, uint8 or floats in [0, 1]) as MNIST would have
+    prepared it.
 
     Returns float32 28x28 in [0, 1], white ink on black. Raises ImageError when
     there is no ink to be found.
     """
+    ink, threshold = _ink_strength(_work_image(gray))
+    found = _digit_region(_ink_mask(ink, threshold))
+    if found is None:
+        raise ImageError(NO_INK)
+    return _frame(ink, threshold, *found)
+
+
+def mnist_frames(gray: np.ndarray) -> list[np.ndarray]:
+    """Each digit of a picture holding one or more, in reading order (rows top to bottom, left to right)."""
+    ink, threshold = _ink_strength(_work_image(gray))
+    found = _digit_groups(_ink_mask(ink, threshold))
+    if not found:
+        raise ImageError(NO_INK)
+    return [_frame(ink, threshold, *where) for where in found]
+
+
+def _ink_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
+    """255 where there is ink, else 0 (uint8, as OpenCV's masks)."""
+    return cv2.threshold(ink, threshold, 255, cv2.THRESH_BINARY)[1]
+
+
+def _work_image(gray: np.ndarray) -> np.ndarray:
+    """8-bit grey, at most WORK_SIDE a side, cut down to the sheet when it is a photo of one on a table."""
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"mnist_frame wants a non-empty 2-D grey image, got shape {gray.shape}")
-    gray = gray / np.float32(255) if gray.dtype == np.uint8 else gray.astype(np.float32, copy=False)
-    gray = _shrink_to(gray, WORK_SIDE)
-    ink, threshold = _ink_strength(gray)
-    mask = ink > threshold
-    found = _digit_region(mask)
-    if found is None:
-        raise ImageError("no ink found (the image is blank, or the digit has too little contrast)")
-    region, keep = found
+    if gray.dtype != np.uint8:
+        gray = np.nan_to_num(gray.astype(np.float32, copy=False), nan=0.0)
+        gray = (np.clip(gray, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+    return inside_page(_shrink_to(gray, WORK_SIDE))
+
+
+def _frame(ink: np.ndarray, threshold: float, region: tuple[slice, slice], keep: np.ndarray) -> np.ndarray:
     rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
     crop = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
     shape = _binary_shape(ink[region][crop], keep[crop], threshold)
     shape = _widen_strokes(shape, STROKE_WIDTH * max(shape.shape) / BOX)
-    return _centre_by_mass(_fit(shape.astype(np.float32), BOX))
+    return _centre_by_mass(_fit(shape, BOX))
 
 
 def _shrink_to(gray: np.ndarray, side: int) -> np.ndarray:
-    height, width = gray.shape
-    if max(height, width) <= side:
-        return gray
-    scale = side / max(height, width)
-    return _resize(gray, (max(1, round(height * scale)), max(1, round(width * scale))))
+    """At most `side` pixels a side, shrunk by a whole factor (a remainder under it cropped off): area
+    averaging by a whole factor is exact block means, and OpenCV's fast path."""
+    factor = math.ceil(max(gray.shape) / side)
+    return gray if factor <= 1 else _shrink_by(gray, factor)
+
+
+def _shrink_by(gray: np.ndarray, factor: int) -> np.ndarray:
+    height, width = max(1, gray.shape[0] // factor), max(1, gray.shape[1] // factor)
+    return cv2.resize(gray[: height * factor, : width * factor], (width, height), interpolation=cv2.INTER_AREA)
 
 
 def _resize(gray: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Area averaging when shrinking (antialiased, as MNIST's normalisation), bilinear when growing."""
     height, width = size
     if gray.shape == (height, width):
-        return gray.astype(np.float32)
+        return gray
     shrinking = height <= gray.shape[0] and width <= gray.shape[1]
-    method = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-    resized = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32)).resize((width, height), method)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
+    return cv2.resize(gray, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
 
+
+# ---------------------------------------------------------------- how much ink each pixel holds
 
 def _ink_strength(gray: np.ndarray) -> tuple[np.ndarray, float]:
-    """How much ink each pixel holds (1 = a typical stroke), and the level that counts as ink.
+    """How far each pixel (uint8) is from the paper's own brightness there, on the ink's side, and the level
+    that counts as ink.
 
-    Measured against the paper's own brightness at each pixel, so shading, a
-    shadow or a tinted sheet are not ink. Two passes. The first fits the paper
-    along the picture's border (there is paper there even when a tightly cropped,
-    bold digit covers most of the middle) and settles the polarity, the noise and
-    the stroke width; it only gathers statistics, so it looks at every few pixels.
-    The second takes the paper level at each pixel from its neighbourhood with
-    the strokes wiped out, which follows shadows the border cannot see.
+    Measured against the paper's brightness at each pixel, so shading, a shadow
+    or a tinted sheet are not ink. Two passes. The first (_ink_statistics)
+    settles the polarity, the noise and the stroke width. The second takes the
+    paper level at each pixel from its neighbourhood with the strokes wiped out,
+    which follows shadows the border cannot see.
     """
-    step = max(1, max(gray.shape) // 500)
-    coarse = gray[::step, ::step]
-    residual = coarse - _paper_through_border(coarse)
-    floor = max(4.0 * _border_noise(residual), MIN_CONTRAST)
-    # The ink is on the side whose outliers carry more contrast beyond the floor.
-    darker, lighter = -residual[residual < -floor], residual[residual > floor]
-    dark_ink = float(darker.sum()) - floor * darker.size >= float(lighter.sum()) - floor * lighter.size
-    sign = np.float32(-1.0 if dark_ink else 1.0)
-    residual *= sign
-    full = _typical_ink(residual, floor)
+    found = _ink_statistics(gray)
+    if found is None:
+        return np.zeros_like(gray), 255.0
+    dark_ink, floor, stroke, step = found
+    paper = _paper_level(gray, dark_ink, stroke)
+    ink = cv2.subtract(paper, gray) if dark_ink else cv2.subtract(gray, paper)
+    full = _typical_ink(ink, floor, step)
     if full is None:
-        return np.zeros_like(gray), 1.0
-    stroke = _stroke_width(residual > 0.5 * full) * step
-    ink = gray - _paper_level(gray, dark_ink, stroke)
-    ink *= sign
-    full = _typical_ink(ink, floor)
-    if full is None:
-        return np.zeros_like(gray), 1.0
-    ink /= full
-    return ink, max(floor / full, 0.35)
+        return np.zeros_like(gray), 255.0
+    return ink, max(floor, 0.35 * full)
 
 
-def _typical_ink(ink: np.ndarray, floor: float) -> float | None:
+def _ink_statistics(gray: np.ndarray) -> tuple[bool, float, float, int] | None:
+    """Dark ink or light, the noise floor, the stroke width and the sampling step; None when there is no ink.
+
+    Against the paper fitted along the picture's border (there is paper there even
+    when a tightly cropped, bold digit covers most of the middle). Statistics need
+    no more than every few pixels, STATS_SIDE a side; a finer sample is tried
+    when that one misses the strokes (a fine pen on a large canvas).
+    """
+    coarse_step = max(1, max(gray.shape) // STATS_SIDE)
+    for step in dict.fromkeys((coarse_step, max(1, coarse_step // 4))):
+        coarse = gray[::step, ::step].astype(np.float32)
+        residual = coarse - _paper_through_border(coarse)
+        floor = max(4.0 * _border_noise(residual), MIN_CONTRAST)
+        # The ink is on the side whose outliers carry more contrast beyond the floor.
+        dark_ink = np.maximum(-residual - floor, 0).sum() >= np.maximum(residual - floor, 0).sum()
+        if dark_ink:
+            residual = -residual
+        full = _typical_ink(residual, floor)
+        if full is not None:
+            stroke = _stroke_width(residual > 0.5 * full, max(gray.shape) / 24 / step) * step
+            return bool(dark_ink), floor, stroke, step
+    return None
+
+
+def _typical_ink(ink: np.ndarray, floor: float, step: int = 1) -> float | None:
     """The contrast of a well-inked stroke, or None when nothing stands out from the paper.
 
     Of the pixels beyond the floor, the stronger of two classes (Otsu): the other
     holds what the paper estimate missed (a shadow's core, JPEG ringing) or the
-    lighter half of a pencil's strokes, which still count as ink.
+    lighter half of a pencil's strokes, which still count as ink. Every step-th
+    pixel will do, unless they hold too few strokes to tell.
     """
-    strong = ink[ink > floor]
+    strong = ink[::step, ::step]
+    strong = strong[strong > floor]
+    if strong.size < 50 and step > 1:
+        strong = ink[ink > floor]
     if strong.size == 0:
         return None
-    full = float(np.median(strong[strong >= _otsu(strong)]))
+    levels = np.clip(strong, 0, 255).astype(np.uint8).reshape(-1, 1)
+    split, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    upper = strong[levels[:, 0] > split]
+    full = float(np.median(upper if upper.size else strong))
     return full if full >= 2 * MIN_CONTRAST else None
-
-
-def _otsu(values: np.ndarray) -> float:
-    """The threshold that best splits `values` into two classes (Otsu's method, 64 bins)."""
-    # float64: numpy cannot cut a float32 range only a few units of precision wide into 64 bins (ValueError)
-    counts, edges = np.histogram(values.astype(np.float64), bins=64)
-    centres = (edges[:-1] + edges[1:]) / 2
-    below = np.cumsum(counts)[:-1]
-    above = values.size - below
-    sum_below = np.cumsum(counts * centres)[:-1]
-    mean_below = sum_below / np.maximum(below, 1)
-    mean_above = (float((counts * centres).sum()) - sum_below) / np.maximum(above, 1)
-    spread = below * above * (mean_below - mean_above) ** 2
-    return float(edges[1:-1][np.argmax(spread)]) if spread.max() > 0 else float(values.min())
 
 
 def _border_band(shape: tuple[int, int]) -> np.ndarray:
@@ -175,25 +250,34 @@ def _paper_through_border(gray: np.ndarray) -> np.ndarray:
     the border agrees with (so strokes crossing the border and a strip of table
     along one side do not count), then refits to the points near that surface.
     """
-    thumb = _shrink_to(gray, 64)
-    ring = _border_band(thumb.shape)
-    ys, xs = np.indices(thumb.shape, dtype=np.float32)
-    ys, xs = ys / max(1, thumb.shape[0] - 1) - 0.5, xs / max(1, thumb.shape[1] - 1) - 0.5
-    terms = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1)
+    thumb = _shrink_to(gray, 32)
+    terms, ring = _quadratic_terms(thumb.shape)
     design, target = terms[ring], thumb[ring]
-    trials = np.random.default_rng(0).integers(0, len(target), size=(64, 3))  # seeded: same picture, same answer
-    planes = np.linalg.pinv(design[trials][..., :3]) @ target[trials][..., None]
+    trials = (_TRIALS * len(target)).astype(np.intp)
+    # Each plane through three points; the small ridge settles three points in a line (one side of the border).
+    points, values = design[trials][..., :3], target[trials][..., None]
+    normal = np.swapaxes(points, 1, 2)
+    planes = np.linalg.solve(normal @ points + 1e-4 * np.eye(3, dtype=np.float32), normal @ values)
     errors = np.abs(target - (design[:, :3] @ planes).squeeze(-1))
     best = int(np.argmin(np.median(errors, axis=1)))
     coef, error = np.zeros(terms.shape[-1], dtype=np.float32), errors[best]
     coef[:3] = planes[best, :, 0]
-    for _ in range(3):
-        use = error <= max(3.0 * 1.4826 * float(np.median(error)), 0.02)
+    for _ in range(2):
+        use = error <= max(3.0 * 1.4826 * float(np.median(error)), 5.0)
         if use.sum() < 2 * len(coef):
             break
         coef = np.linalg.lstsq(design[use], target[use], rcond=None)[0].astype(np.float32)
         error = np.abs(target - design @ coef)
-    return _grow(terms @ coef, gray.shape)
+    surface = (terms @ coef).astype(np.float32)
+    return cv2.resize(surface, gray.shape[::-1], interpolation=cv2.INTER_LINEAR)
+
+
+@functools.lru_cache(maxsize=64)
+def _quadratic_terms(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Per pixel of a picture of `shape`: 1, x, y, x*x, y*y, x*y (x, y in [-0.5, 0.5]), and its border band."""
+    ys, xs = np.indices(shape, dtype=np.float32)
+    ys, xs = ys / max(1, shape[0] - 1) - 0.5, xs / max(1, shape[1] - 1) - 0.5
+    return np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1), _border_band(shape)
 
 
 def _border_noise(residual: np.ndarray) -> float:
@@ -202,12 +286,18 @@ def _border_noise(residual: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
 
 
-def _stroke_width(mask: np.ndarray) -> float:
+def _stroke_width(mask: np.ndarray, wide: float) -> float:
     """Typical stroke width in pixels: runs of ink across a stroke are short, runs along it long.
 
     The lower third of all row and column run lengths; a shadow's core, one long
-    run per row, cannot outnumber the strokes' runs.
+    run per row, cannot outnumber the strokes' runs. (Measured on the statistics
+    sample, at most STATS_SIDE a side.) Only a width over `wide` matters to the
+    caller; when no disc that wide fits in the ink, the widest that fits is
+    answer enough, and cheaper.
     """
+    widest = 2 * float(cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3).max())
+    if widest <= wide:
+        return widest
     runs = []
     for lines in (mask, mask.T):
         edges = np.diff(np.pad(lines, ((0, 0), (1, 1))).astype(np.int8), axis=1)
@@ -217,87 +307,72 @@ def _stroke_width(mask: np.ndarray) -> float:
 
 
 def _paper_level(gray: np.ndarray, dark_ink: bool, stroke: float) -> np.ndarray:
-    """The paper's brightness at each pixel: a grey-level closing that wipes out the strokes.
+    """The paper's brightness at each pixel: a grey-level closing (opening for light ink) that wipes out the
+    strokes.
 
-    For dark ink, the brightest value nearby (then the darkest of those, to give
-    back the shape of shadows); strokes narrower than the window vanish, shading
-    and shadows wider than it stay. The window is three strokes wide and at least
-    an eighth of the picture. It runs on a thumbnail where it spans 9 pixels: the
-    paper level is smooth, and the thumbnail's averaging keeps paper grain from
-    biasing the maximum.
+    Strokes narrower than the window vanish, shading and shadows wider than it
+    stay. The window is three strokes wide and at least an eighth of the picture.
+    It runs on a thumbnail where it spans 9 pixels: the paper level is smooth,
+    and the thumbnail's averaging keeps paper grain from biasing the maximum.
     """
+    height, width = gray.shape
     window = max(max(gray.shape) / 8, 3 * stroke, 3.0)
-    scale = max(1.0, window / 9)
-    small = _shrink_to(gray, max(1, round(max(gray.shape) / scale)))
+    scale = max(1, round(window / 9))
+    small = _shrink_by(gray, scale)
     cells = max(3, round(window / scale) | 1)
-    first, second = (np.maximum, np.minimum) if dark_ink else (np.minimum, np.maximum)
-    return _grow(_extreme_filter(_extreme_filter(small, cells, first), cells, second), gray.shape)
+    operation = cv2.MORPH_CLOSE if dark_ink else cv2.MORPH_OPEN
+    level = cv2.morphologyEx(small, operation, np.ones((cells, cells), np.uint8), borderType=cv2.BORDER_REPLICATE)
+    return cv2.resize(level, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
-def _extreme_filter(values: np.ndarray, size: int, extreme: np.ufunc) -> np.ndarray:
-    """Maximum (or minimum) over a size x size square around each pixel, edges repeated."""
-    half = size // 2
-    for axis in (0, 1):
-        pad = [(0, 0), (0, 0)]
-        pad[axis] = (half, half)
-        windows = np.lib.stride_tricks.sliding_window_view(np.pad(values, pad, mode="edge"), size, axis=axis)
-        values = extreme.reduce(windows, axis=-1)
-    return values
+# ---------------------------------------------------------------- where the digit is
 
+class _Blobs:
+    """The ink's 8-connected blobs, found on a grid of cells of a few pixels (so a stroke broken by JPEG or a
+    dry pen is still one blob): per blob its box (top, left, bottom, right in cells, inclusive) and ink mass."""
 
-def _grow(small: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Bilinear upsampling of a smooth surface (as Pillow's, without its copies of the full-size result)."""
-    if small.shape == shape:
-        return small.astype(np.float32)
-    top, bottom, down = _bilinear_taps(shape[0], small.shape[0])
-    left, right, across = _bilinear_taps(shape[1], small.shape[1])
-    small = small.astype(np.float32)
-    wide = small[:, left] * (1 - across) + small[:, right] * across
-    grown = wide[top] * (1 - down)[:, None]
-    grown += wide[bottom] * down[:, None]
-    return grown
+    def __init__(self, mask: np.ndarray):
+        self.mask = mask  # uint8, 255 = ink
+        self.cell = max(1, math.ceil(max(mask.shape) / 200))
+        self.counts = _pool_sum(mask, self.cell)
+        count, labels, stats, _ = cv2.connectedComponentsWithStats((self.counts > 0).astype(np.uint8), connectivity=8)
+        self.labels, self.count = labels, count - 1
+        left, top, width, height = (stats[1:, i] for i in range(4))
+        self.boxes = np.stack([top, left, top + height - 1, left + width - 1], axis=1)
+        self.mass = np.bincount(labels.ravel(), weights=self.counts.ravel(), minlength=count)[1:]
+        self.smallest = max(3, MIN_DIGIT_FRACTION * max(mask.shape)) / self.cell
 
-
-def _bilinear_taps(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each output pixel: the two input pixels around its centre and the weight of the second."""
-    position = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
-    low = np.floor(position).astype(int)
-    return low, np.minimum(low + 1, n_in - 1), (position - low).astype(np.float32)
+    def ink(self, chosen: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
+        """The pixel region holding the chosen blobs, and their ink there."""
+        top, left = self.boxes[chosen, :2].min(axis=0)
+        bottom, right = self.boxes[chosen, 2:].max(axis=0)
+        cells = np.isin(self.labels[top: bottom + 1, left: right + 1], np.flatnonzero(chosen) + 1)
+        cell = self.cell
+        region = (slice(top * cell, (bottom + 1) * cell), slice(left * cell, (right + 1) * cell))
+        inside = self.mask[region] > 0
+        keep = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)[: inside.shape[0], : inside.shape[1]]
+        return region, inside & keep
 
 
 def _digit_region(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | None:
     """Where the digit is, and its ink there: the largest blob and what lies close to it.
 
     Dropped: specks, smudges far away, a frame or sheet edge along the border, and
-    a box drawn around the digit. Blobs are found on a grid of cells of a few
-    pixels, so a stroke broken by JPEG or a dry pen is still one blob.
+    a box drawn around the digit.
     """
-    cell = max(1, math.ceil(max(mask.shape) / 200))
-    counts = _pool_sum(mask, cell)
-    labels, count = _label(counts > 0)
-    if count == 0:
-        return None
-    mass = np.bincount(labels.ravel(), weights=counts.ravel(), minlength=count + 1)[1:]
-    boxes = _bounding_boxes(labels, count)
-    smallest = max(3, MIN_DIGIT_FRACTION * max(mask.shape)) / cell
-    frames = _frames_and_edges(labels, boxes, mass, smallest)
-    chosen = _cluster(labels, boxes, mass, ~frames, smallest)
+    blobs = _Blobs(mask)
+    if blobs.count <= 1:  # the rules below would keep a lone blob of a digit's size, and only that
+        big = blobs.count == 1 and max(np.ptp(blobs.boxes[0].reshape(2, 2), axis=0)) + 1 >= blobs.smallest
+        return blobs.ink(np.ones(1, dtype=bool)) if big else None
+    frames = _frames_and_edges(blobs)
+    chosen = _cluster(blobs, ~frames)
     if chosen is None and frames.any():
         # Nothing but "frames": a tightly cropped digit touching the edges is likelier than a blank sheet.
-        chosen = _cluster(labels, boxes, mass, np.ones(count, dtype=bool), smallest)
-    if chosen is None:
-        return None
-    top, left = boxes[chosen, :2].min(axis=0)
-    bottom, right = boxes[chosen, 2:].max(axis=0)
-    cells = np.isin(labels[top: bottom + 1, left: right + 1], np.flatnonzero(chosen) + 1)
-    region = (slice(top * cell, (bottom + 1) * cell), slice(left * cell, (right + 1) * cell))
-    inside = mask[region]
-    keep = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)[: inside.shape[0], : inside.shape[1]]
-    return region, inside & keep
+        chosen = _cluster(blobs, np.ones(blobs.count, dtype=bool))
+    return None if chosen is None else blobs.ink(chosen)
 
 
-def _cluster(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, alive: np.ndarray,
-             smallest: float) -> np.ndarray | None:
+def _cluster(blobs: _Blobs, alive: np.ndarray) -> np.ndarray | None:
     """The largest live blob and the live blobs near it; None if that is smaller than a digit can be.
 
     A stroke of the digit drawn apart (a 5's flag, a 4 in two strokes) may lie
@@ -307,6 +382,7 @@ def _cluster(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, alive: np.
     """
     if not alive.any():
         return None
+    boxes, mass = blobs.boxes, blobs.mass
     alive = alive & (mass >= 0.01 * mass[alive].max())  # specks
     extent = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
     chosen = np.zeros(len(mass), dtype=bool)
@@ -318,98 +394,85 @@ def _cluster(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, alive: np.
         gap = np.maximum.reduce([top - boxes[:, 2], boxes[:, 0] - bottom, left - boxes[:, 3], boxes[:, 1] - right,
                                  np.zeros(len(mass), dtype=int)])
         strokes = alive & ~chosen & (extent >= 0.2 * size) & (gap <= 0.5 * size + 1)
-        near = _dilate(np.isin(labels, np.flatnonzero(chosen) + 1), max(1, round(0.04 * size)))
-        touching = np.zeros(len(mass) + 1, dtype=bool)
-        touching[labels[near]] = True
-        joining = strokes | (alive & ~chosen & touching[1:])
+        joining = strokes | (alive & ~chosen & _touching(blobs, chosen, max(1, round(0.04 * size))))
         if not joining.any():
-            return chosen if size >= smallest else None
+            return chosen if size >= blobs.smallest else None
         chosen |= joining
 
 
-def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Grow a boolean mask by `radius` pixels (a disc), keeping its shape."""
-    padded = np.pad(mask, radius)
-    grown = np.zeros_like(padded)
-    height, width = mask.shape
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy * dy + dx * dx <= radius * radius + radius:
-                grown[radius + dy: radius + dy + height, radius + dx: radius + dx + width] |= mask
-    return grown[radius: radius + height, radius: radius + width]
+def _touching(blobs: _Blobs, chosen: np.ndarray, radius: int) -> np.ndarray:
+    """The blobs within `radius` cells of the chosen ones."""
+    near = cv2.dilate(np.isin(blobs.labels, np.flatnonzero(chosen) + 1).astype(np.uint8), _disc(radius)) > 0
+    touching = np.zeros(blobs.count + 1, dtype=bool)
+    touching[blobs.labels[near]] = True
+    return touching[1:]
 
 
-def _pool_any(mask: np.ndarray, cell: int) -> np.ndarray:
-    return _pool_sum(mask, cell) > 0
+def _digit_groups(mask: np.ndarray) -> list[tuple[tuple[slice, slice], np.ndarray]]:
+    """Each digit of a row (or rows) of them: blobs that share columns are one digit (a 5's flag, a 4 in two
+    strokes), a crumb belongs to the digit it touches; specks, frames and edges are dropped, and so are marks
+    far smaller than the tallest digit (a dash, a full stop)."""
+    blobs = _Blobs(mask)
+    if blobs.count == 0:
+        return []
+    alive = ~_frames_and_edges(blobs)
+    if not alive.any():
+        alive = np.ones(blobs.count, dtype=bool)
+    alive &= blobs.mass >= 0.01 * blobs.mass[alive].max()
+    groups: list[np.ndarray] = []
+    for blob in np.argsort(-np.where(alive, blobs.mass, -1))[: int(alive.sum())]:
+        home = next((g for g in groups if _same_digit(blobs, g, blob)), None)
+        if home is None:
+            home = np.zeros(blobs.count, dtype=bool)
+            groups.append(home)
+        home[blob] = True
+    boxes = [(blobs.boxes[g, :2].min(axis=0), blobs.boxes[g, 2:].max(axis=0)) for g in groups]
+    tallest = max(bottom[0] - top[0] + 1 for top, bottom in boxes)
+    digits = [(g, box) for g, box in zip(groups, boxes)
+              if box[1][0] - box[0][0] + 1 >= max(0.4 * tallest, blobs.smallest)]
+    return [blobs.ink(g) for g, _ in _reading_order(digits)]
+
+
+def _same_digit(blobs: _Blobs, group: np.ndarray, blob: int) -> bool:
+    """Does `blob` belong to the digit `group`: most of its width within the digit's columns, and not a
+    whole digit height above or below it, or touching its strokes."""
+    top, left = blobs.boxes[group, :2].min(axis=0)
+    bottom, right = blobs.boxes[group, 2:].max(axis=0)
+    b_top, b_left, b_bottom, b_right = blobs.boxes[blob]
+    overlap = min(right, b_right) - max(left, b_left) + 1
+    gap = max(top - b_bottom, b_top - bottom, 0)
+    if overlap >= 0.5 * min(b_right - b_left + 1, right - left + 1) and gap <= 0.5 * (bottom - top + 1):
+        return True
+    return bool(_touching(blobs, group, 1)[blob])
+
+
+def _reading_order(digits: list) -> list:
+    """Lines top to bottom, left to right within a line. A line is a band of the page that the digits' heights
+    cover without a gap (so a row may rise or fall across the page and stay one line)."""
+    lines: list[list] = []
+    bottom = -1
+    for digit in sorted(digits, key=lambda d: d[1][0][0]):
+        if not lines or digit[1][0][0] > bottom:
+            lines.append([])
+        lines[-1].append(digit)
+        bottom = max(bottom, digit[1][1][0])
+    return [digit for line in lines for digit in sorted(line, key=lambda d: d[1][0][1])]
 
 
 def _pool_sum(mask: np.ndarray, cell: int) -> np.ndarray:
-    """Ink pixels per cell x cell block (the last row and column of blocks may be partial)."""
+    """Ink pixels (mask > 0) per cell x cell block (the last row and column of blocks may be partial)."""
+    mask = mask.view(np.uint8) * np.uint8(255) if mask.dtype == bool else mask
     if cell == 1:
-        return mask.astype(np.int32)
+        return (mask > 0).astype(np.int32)
     height, width = mask.shape
     rows, cols = -(-height // cell), -(-width // cell)
-    padded = np.zeros((rows * cell, cols * cell), dtype=np.uint8)
-    padded[:height, :width] = mask
-    return padded.reshape(rows, cell, cols, cell).sum(axis=(1, 3), dtype=np.int32)
+    padded = cv2.copyMakeBorder(mask, 0, rows * cell - height, 0, cols * cell - width, cv2.BORDER_CONSTANT, value=0)
+    # Whole blocks: exact block means, rounded to 8 bits, which still tell up to 15x15 blocks' counts apart.
+    mean = cv2.resize(padded, (cols, rows), interpolation=cv2.INTER_AREA)
+    return np.rint(mean * np.float32(cell * cell / 255)).astype(np.int32)
 
 
-def _label(grid: np.ndarray) -> tuple[np.ndarray, int]:
-    """8-connected components of a boolean grid, numbered from 1 (0 is background).
-
-    Works on runs of set cells along each row, joining runs in neighbouring rows
-    that touch (union-find): the Python loop sees a few runs per row, not every cell.
-    """
-    height, width = grid.shape
-    edges = np.diff(np.pad(grid, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-    rows, starts = np.nonzero(edges == 1)
-    ends = np.nonzero(edges == -1)[1]  # exclusive; row-major order pairs each end with its start
-    if len(rows) == 0:
-        return np.zeros(grid.shape, dtype=np.int32), 0
-    parent = list(range(len(rows)))
-
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first = np.searchsorted(rows, np.arange(height + 1))
-    starts_list, ends_list = starts.tolist(), ends.tolist()
-    for row in range(1, height):
-        above, above_end, here, here_end = first[row - 1], first[row], first[row], first[row + 1]
-        while above < above_end and here < here_end:
-            # Runs [a, b) and [c, d) in adjacent rows touch, diagonals included, when c <= b and a <= d.
-            if starts_list[here] <= ends_list[above] and starts_list[above] <= ends_list[here]:
-                parent[root(here)] = root(above)
-            if ends_list[above] < ends_list[here]:
-                above += 1
-            else:
-                here += 1
-    _, run_labels = np.unique([root(i) for i in range(len(rows))], return_inverse=True)
-    lengths = ends - starts
-    cells = np.repeat(rows * width + starts - np.cumsum(lengths) + lengths, lengths) + np.arange(lengths.sum())
-    labels = np.zeros(height * width, dtype=np.int32)
-    labels[cells] = np.repeat(run_labels.ravel() + 1, lengths)
-    return labels.reshape(height, width), int(run_labels.max()) + 1
-
-
-def _bounding_boxes(labels: np.ndarray, count: int) -> np.ndarray:
-    """Per label 1..count: top, left, bottom, right (inclusive), in grid cells."""
-    ys, xs = np.nonzero(labels)
-    which = labels[ys, xs] - 1
-    boxes = np.empty((count, 4), dtype=int)
-    boxes[:, 0] = np.full(count, labels.shape[0])
-    boxes[:, 1] = np.full(count, labels.shape[1])
-    boxes[:, 2:] = -1
-    np.minimum.at(boxes[:, 0], which, ys)
-    np.minimum.at(boxes[:, 1], which, xs)
-    np.maximum.at(boxes[:, 2], which, ys)
-    np.maximum.at(boxes[:, 3], which, xs)
-    return boxes
-
-
-def _frames_and_edges(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, smallest: float) -> np.ndarray:
+def _frames_and_edges(blobs: _Blobs) -> np.ndarray:
     """Blobs that are a frame, the edge of the sheet or the table beside it, not a digit.
 
     That is: blobs lying along a long stretch of the image edge, or within a thin
@@ -417,6 +480,7 @@ def _frames_and_edges(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, s
     a digit-sized blob with room on all sides (a box drawn round the digit). A 0 with a speck in its hole is no
     frame, hence "digit-sized" and, unless the box spans the whole picture, heavy.
     """
+    labels, boxes, mass = blobs.labels, blobs.boxes, blobs.mass
     height, width = labels.shape
     count = len(mass)
     result = np.zeros(count, dtype=bool)
@@ -437,7 +501,7 @@ def _frames_and_edges(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, s
     result |= across_y & (right - left + 1 <= max(1, 0.1 * width))
     result |= across_x & (bottom - top + 1 <= max(1, 0.1 * height))
 
-    digit_sized = np.maximum(bottom - top, right - left) + 1 >= smallest
+    digit_sized = np.maximum(bottom - top, right - left) + 1 >= blobs.smallest
     whole_picture = (bottom - top + 1 >= 0.8 * height) & (right - left + 1 >= 0.8 * width)
     heavy = mass[None, :] >= np.where(whole_picture, 0.02, 0.2)[:, None] * mass[:, None]
     inside = ((top[:, None] < top) & (left[:, None] < left) & (bottom[:, None] > bottom) & (right[:, None] > right)
@@ -445,8 +509,11 @@ def _frames_and_edges(labels: np.ndarray, boxes: np.ndarray, mass: np.ndarray, s
     return result | inside.any(axis=1)
 
 
+# ---------------------------------------------------------------- MNIST's shape, size and place
+
 def _binary_shape(ink: np.ndarray, keep: np.ndarray, threshold: float) -> np.ndarray:
-    """The cropped digit as a bilevel image whose longer side is at most SHAPE_SIDE, like NIST's scans.
+    """The cropped digit as a bilevel image (uint8 0/1) whose longer side is at most SHAPE_SIDE, like NIST's
+    scans.
 
     Large crops are shrunk by OR-ing cells, so a stroke thinner than a cell stays
     one cell wide instead of fading to grey; small crops are grown smoothly
@@ -454,12 +521,12 @@ def _binary_shape(ink: np.ndarray, keep: np.ndarray, threshold: float) -> np.nda
     """
     side = max(ink.shape)
     if side > SHAPE_SIDE:
-        return _pool_any(keep, math.ceil(side / SHAPE_SIDE))
+        return (_pool_sum(keep, math.ceil(side / SHAPE_SIDE)) > 0).astype(np.uint8)
     scale = SHAPE_SIDE / side
-    size = (max(1, round(ink.shape[0] * scale)), max(1, round(ink.shape[1] * scale)))
-    grown = Image.fromarray(np.where(keep, ink, 0).astype(np.float32)).resize(size[::-1], Image.Resampling.BILINEAR)
-    shape = np.asarray(grown) > threshold
-    return shape if shape.any() else keep  # a lone faint pixel can fall between the interpolated samples
+    size = (max(1, round(ink.shape[1] * scale)), max(1, round(ink.shape[0] * scale)))
+    grown = cv2.resize(np.where(keep, ink, 0).astype(np.float32), size, interpolation=cv2.INTER_LINEAR)
+    shape = (grown > threshold).astype(np.uint8)
+    return shape if shape.any() else keep.astype(np.uint8)  # a lone faint pixel can fall between the samples
 
 
 def _widen_strokes(shape: np.ndarray, width: float) -> np.ndarray:
@@ -475,22 +542,31 @@ def _widen_strokes(shape: np.ndarray, width: float) -> np.ndarray:
     radius = round((width - current) / 2)
     if radius <= 0:
         return shape
-    return _dilate(np.pad(shape, radius), radius)
+    return cv2.dilate(np.pad(shape, radius), _disc(radius))
+
+
+@functools.lru_cache(maxsize=32)
+def _disc(radius: int) -> np.ndarray:
+    """A round structuring element (OpenCV's own ellipse of this size is a cross at radius 1, and thinner
+    than a disc at 2): the pixels within radius + 1/2 of the centre."""
+    dy, dx = np.mgrid[-radius: radius + 1, -radius: radius + 1]
+    return (dy * dy + dx * dx <= radius * radius + radius).astype(np.uint8)
 
 
 def _fit(shape: np.ndarray, side: int) -> np.ndarray:
     """Scale so the longer side is `side`, keeping the aspect ratio."""
     scale = side / max(shape.shape)
     size = (max(1, round(shape.shape[0] * scale)), max(1, round(shape.shape[1] * scale)))
-    return _resize(shape, size)
+    return np.clip(_resize(shape.astype(np.float32), size), 0.0, 1.0)
 
 
 def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     """Place the digit in the 28x28 frame with its centre of mass at the centre (whole-pixel shifts, as MNIST)."""
     height, width = digit.shape
+    # Not cv2.moments: it takes an array two pixels wide (a thin 1) for a list of points.
     total = float(digit.sum())
-    ys, xs = np.indices(digit.shape)
-    cy, cx = float((digit * ys).sum()) / total, float((digit * xs).sum()) / total
+    cy = float(digit.sum(axis=1) @ np.arange(height)) / total
+    cx = float(digit.sum(axis=0) @ np.arange(width)) / total
     top = min(max(round(CENTRE - cy), 0), FRAME - height)
     left = min(max(round(CENTRE - cx), 0), FRAME - width)
     framed = np.zeros((FRAME, FRAME), dtype=np.float32)

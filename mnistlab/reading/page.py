@@ -1,0 +1,144 @@
+"""Find the sheet of paper in a photo of one lying on a table, and keep only the sheet.
+
+A phone photo of a whole sheet shows the sheet as the largest bright region,
+with a darker, often textured surface (a table, a desk, the floor) and perhaps
+a pen around it. Left in, that surface would be taken for the paper and the
+bright sheet for the ink. So the sheet is looked for first: on a thumbnail, the
+brighter class of Otsu's split, its largest region, filled out to its convex
+hull. It counts as a sheet only when it is mostly bright inside, clearly
+brighter than what surrounds it, and bounded by a sharp edge (a shadow's edge
+is soft), with some of the surroundings in the picture. A sheet with four
+clear corners is then warped flat (perspective and a tilted sheet undone);
+otherwise the picture is cut to the sheet and the rest is painted paper-bright.
+Either way a margin along the sheet's edge is left out.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+THUMB_SIDE = 160  # about the thumbnail's longer side: the sheet's outline needs no more; smaller pictures are
+# never photos of a sheet
+MIN_SURROUNDINGS = 0.03  # of the picture outside the sheet: less is a crop of the paper, not a sheet on a table
+MIN_STEP = 40  # grey levels between the sheet and its surroundings
+MARGIN = 0.03  # of the sheet's size, left out along its edge
+
+
+def inside_page(gray: np.ndarray) -> np.ndarray:
+    """The sheet of paper in a photo of one on a darker surface (uint8 grey), or the picture as it is."""
+    step = max(gray.shape) // THUMB_SIDE
+    if step < 1:
+        return gray
+    # Every step-th pixel, then a median: cheaper than averaging the whole picture down, and as good for an
+    # outline this coarse.
+    thumb = cv2.medianBlur(np.ascontiguousarray(gray[::step, ::step]), 5)
+    found = _find_sheet(thumb)
+    if found is None:
+        return gray
+    hull, sheet = found
+    corners = _four_corners(hull)
+    if corners is not None:
+        return _flatten(gray, corners * step)
+    return _cut_out(gray, sheet, step)
+
+
+def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """The sheet's convex hull (N x 1 x 2, x/y in thumbnail pixels) and the sheet itself (a filled mask of the
+    thumbnail: the ink on it included, a pen or a strip of table that the hull spans left out), or None when
+    the picture shows no sheet on a darker surface."""
+    _, bright = cv2.threshold(thumb, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
+    edge = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
+    if np.count_nonzero(edge) >= 0.95 * edge.size:  # bright all round the frame: no table in the picture
+        return None
+    # Opening cuts the sheet loose from a light pen or a bright patch of table touching it: a pen is about a
+    # twentieth of a sheet's width, so at most a few thumbnail pixels wide when the whole sheet is in the photo.
+    # Its sides stay where they are; only the corners come out rounded, by less than the margin left out.
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.morphologyEx(bright, cv2.MORPH_OPEN, disc),
+                                                               connectivity=4)
+    if count < 2:
+        return None
+    largest = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    contours, _ = cv2.findContours(largest, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    outline = max(contours, key=cv2.contourArea)
+    hull = cv2.convexHull(outline)
+    within = np.zeros_like(thumb)
+    cv2.fillConvexPoly(within, hull, 255)
+    inside, outside = within > 0, within == 0
+    if outside.mean() < MIN_SURROUNDINGS or inside.mean() < 0.1 or (bright[inside] > 0).mean() < 0.75:
+        return None
+    paper, surroundings = float(np.median(thumb[inside])), float(np.median(thumb[outside]))
+    if paper - surroundings < max(MIN_STEP, 0.25 * paper) or not _sharp_edge(thumb, hull, paper - surroundings):
+        return None
+    sheet = np.zeros_like(thumb)
+    cv2.drawContours(sheet, [outline], 0, 255, thickness=cv2.FILLED)
+    return hull, sheet
+
+
+def _sharp_edge(thumb: np.ndarray, hull: np.ndarray, step: float) -> bool:
+    """Is the outline, where it runs inside the picture, a sharp edge (a sheet's) rather than a soft one (a
+    shadow's)? Nearly all along it, the grey levels must change by much of the step within a pixel or two.
+    (A sheet half in shadow would otherwise pass for a sheet on a table: its lit half bounded by the sharp
+    edge of the table on one side, by the soft edge of the shadow on the other.)"""
+    height, width = thumb.shape
+    outline = np.zeros_like(thumb)
+    cv2.polylines(outline, [hull], isClosed=True, color=255, thickness=1)
+    outline[:3], outline[-3:], outline[:, :3], outline[:, -3:] = 0, 0, 0, 0
+    on_edge = outline > 0
+    if on_edge.sum() < 0.1 * (height + width):  # the sheet runs off the picture nearly all round
+        return False
+    gradient = cv2.morphologyEx(thumb, cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8))
+    return float(np.mean(gradient[on_edge] >= 0.4 * step)) >= 0.8
+
+
+def _four_corners(hull: np.ndarray) -> np.ndarray | None:
+    """The sheet's corners (top-left, top-right, bottom-right, bottom-left) when the hull is a quadrilateral."""
+    perimeter = cv2.arcLength(hull, closed=True)
+    for tolerance in (0.01, 0.02, 0.03, 0.05):  # the finest outline that has four corners
+        quad = cv2.approxPolyDP(hull, tolerance * perimeter, closed=True).reshape(-1, 2).astype(np.float32)
+        if len(quad) <= 4:
+            break
+    # Four corners of the sheet, not of a sheet running off the picture: the quadrilateral leaves out of the
+    # hull no more than a pixel and a half along its outline (rounding).
+    missed = cv2.contourArea(hull) - cv2.contourArea(quad)
+    if len(quad) != 4 or not cv2.isContourConvex(quad) or missed > 1.5 * perimeter:
+        return None
+    # Photos are taken roughly upright: the corner nearest the picture's top left is the sheet's.
+    start = int(np.argmin(quad.sum(axis=1)))
+    quad = np.roll(quad, -start, axis=0)
+    (ax, ay), (bx, by) = quad[1] - quad[0], quad[3] - quad[0]
+    if ax * by - ay * bx < 0:  # anticlockwise on screen (y points down): turn it round
+        quad = quad[[0, 3, 2, 1]]
+    return quad
+
+
+def _flatten(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    """The sheet warped to a rectangle (its sides' mean lengths), less a margin along the edge."""
+    top, right, bottom, left = (np.linalg.norm(corners[(i + 1) % 4] - corners[i]) for i in range(4))
+    width, height = max(2, round((top + bottom) / 2)), max(2, round((left + right) / 2))
+    inset_x, inset_y = MARGIN * width, MARGIN * height
+    target = np.float32([[-inset_x, -inset_y], [width + inset_x, -inset_y], [width + inset_x, height + inset_y],
+                         [-inset_x, height + inset_y]])
+    warp = cv2.getPerspectiveTransform(corners.astype(np.float32), target)
+    return cv2.warpPerspective(gray, warp, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _cut_out(gray: np.ndarray, sheet: np.ndarray, step: int) -> np.ndarray:
+    """The picture cut to the sheet's box, everything beyond the sheet (less a margin) set to its median grey.
+
+    `sheet` is the thumbnail's mask, one pixel for step x step of the picture.
+    """
+    left, top, width, height = cv2.boundingRect(sheet)
+    margin = max(1, round(MARGIN * max(width, height)))
+    sheet = cv2.erode(sheet, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
+    if not sheet.any():
+        return gray
+    paper = int(np.median(gray[::step, ::step][: sheet.shape[0], : sheet.shape[1]][sheet > 0]))
+    left, top, width, height = cv2.boundingRect(sheet)
+    box = (slice(top * step, (top + height) * step), slice(left * step, (left + width) * step))
+    crop = gray[box]
+    within = cv2.resize(sheet[top: top + height, left: left + width], crop.shape[::-1],
+                        interpolation=cv2.INTER_NEAREST)
+    result = np.full_like(crop, paper)
+    return cv2.copyTo(crop, within, result)

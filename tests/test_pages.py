@@ -1,0 +1,236 @@
+"""Phone photos of whole sheets on a table, and rows of digits written on one (tests/pages.py draws them).
+
+The accuracy tests redraw real MNIST test digits on a sheet lying on a darker,
+textured table (wood, cloth, carpet), turned and in perspective, with a pen
+beside it, saved as 600x800 phone JPEGs; they are read by the small CNN of
+test_preprocess.py through `preprocess` (the same thresholds as there), and by
+the shipped model through `mnistlab predict`, one digit per photo and, with
+--multi, a row of 2-5 digits per photo. Without looking for the sheet first, the
+bright sheet is taken for the ink and such photos read almost nothing (tested).
+
+Needs the MNIST IDX files (as test_preprocess.py); the rest runs anywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from pages import row_on_sheet, sheet_on_table
+from digit_styles import canvas_digit, toy_digit
+from mnist_cnn import classify, mnist, plain_accuracy, sample  # noqa: F401  (fixtures)
+from mnistlab.reading import page, preprocess as preprocess_module
+from mnistlab.reading.image import ImageError
+from mnistlab.reading.predict import SHIPPED
+from mnistlab.reading.preprocess import mnist_frame, mnist_frames, preprocess
+
+N_ROWS = 60  # rows of 2-5 digits: about 200 digits
+
+
+# ---------------------------------------------------------------- one digit on a sheet, through preprocess
+
+@pytest.fixture(scope="module")
+def sheet_photos(sample, tmp_path_factory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("sheets")
+    rng = np.random.default_rng(zlib.crc32(b"sheet_on_table"))
+    return [sheet_on_table(digit, rng, folder / f"{i:03d}") for i, digit in enumerate(sample[0])]
+
+
+def test_whole_sheet_photos_read_like_mnist(sheet_photos, sample, classify, plain_accuracy):
+    framed = np.stack([preprocess(path) for path in sheet_photos])
+    score = float((classify(framed) == sample[1]).mean())
+    print(f"sheet_on_table: {score:.3f} (plain MNIST digits: {plain_accuracy:.3f})")
+    assert score >= 0.90
+    assert score >= plain_accuracy - 0.05
+
+
+def test_without_finding_the_sheet_they_read_poorly(sheet_photos, sample, classify, monkeypatch):
+    """The style has teeth: with the sheet left in its surroundings, the sheet is taken for the ink."""
+    monkeypatch.setattr(preprocess_module, "inside_page", lambda gray: gray)
+    framed = []
+    for path in sheet_photos:
+        try:
+            framed.append(preprocess(path))
+        except ImageError:
+            framed.append(np.zeros((28, 28), np.float32))
+    score = float((classify(np.stack(framed)) == sample[1]).mean())
+    print(f"sheet_on_table without finding the sheet: {score:.3f}")
+    assert score < 0.5
+
+
+# ---------------------------------------------------------------- through the CLI with the shipped model
+
+@pytest.fixture(scope="module")
+def rows(mnist, tmp_path_factory) -> tuple[Path, dict[str, list[int]]]:
+    """N_ROWS photos of a sheet with a row of 2-5 MNIST test digits on it, and their labels."""
+    images, labels = mnist["test_x"], mnist["test_y"]
+    folder = tmp_path_factory.mktemp("rows")
+    rng = np.random.default_rng(zlib.crc32(b"row_on_sheet"))
+    truth = {}
+    for n in range(N_ROWS):
+        index = rng.choice(len(images), int(rng.integers(2, 6)), replace=False)
+        path = row_on_sheet(images[index], rng, folder / f"row_{n:03d}")
+        truth[path.name] = [int(labels[i]) for i in index]
+    return folder, truth
+
+
+def test_whole_sheet_photos_through_the_cli(cli, sheet_photos, sample):
+    code, out, err = cli("predict", sheet_photos[0].parent, "--json", "--ckpt", SHIPPED)
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r["path"] for r in results] == [str(p) for p in sheet_photos]
+    score = float(np.mean([r["prediction"] == str(label) for r, label in zip(results, sample[1])]))
+    print(f"sheet_on_table through the CLI: {score:.3f} on {len(results)} photos")
+    assert score >= 0.90
+
+
+def test_rows_of_digits_with_multi(cli, rows):
+    folder, truth = rows
+    code, out, err = cli("predict", folder, "--json", "--multi", "--ckpt", SHIPPED)
+    assert code == 0, err
+    results = {Path(r["path"]).name: r for r in json.loads(out)}
+    assert sorted(results) == sorted(truth)
+    right = counted = 0
+    for name, labels in truth.items():
+        digits = results[name]["digits"]
+        assert all(set(d) == {"prediction", "confidence", "top_k"} for d in digits)
+        counted += len(digits) == len(labels)
+        if len(digits) == len(labels):
+            right += sum(d["prediction"] == str(label) for d, label in zip(digits, labels))
+    total = sum(len(labels) for labels in truth.values())
+    print(f"row_on_sheet --multi: {right / total:.3f} of {total} digits, {counted} of {len(truth)} rows counted right")
+    assert counted >= 0.9 * len(truth)
+    assert right / total >= 0.90
+
+
+def test_multi_text_output_and_saved_digits(cli, rows, tmp_path):
+    folder, truth = rows
+    name = sorted(truth)[0]
+    saved = tmp_path / "seen"
+    code, out, _ = cli("predict", folder / name, "--multi", "--ckpt", SHIPPED, "--save-preprocessed", saved)
+    assert code == 0
+    count = len(truth[name])
+    match = re.fullmatch(r"(.+): ((?:\d )*\d) \(((?:\d+\.\d%, )*\d+\.\d%)\)\n", out)
+    assert match and match[1] == str(folder / name), out
+    assert len(match[2].split()) == len(match[3].split(", ")) == count
+    assert sorted(p.name for p in saved.iterdir()) == [f"{Path(name).stem}_{n}.png" for n in range(1, count + 1)]
+    code, out, _ = cli("predict", folder / name, "--multi", "--top-k", "2", "--ckpt", SHIPPED)
+    assert code == 0 and out.count(" | ") == count - 1 and out.count("%") == 2 * count
+
+
+def test_without_multi_the_json_is_unchanged(cli, rows):
+    folder, truth = rows
+    code, out, _ = cli("predict", folder / sorted(truth)[0], "--json", "--ckpt", SHIPPED)
+    assert code == 0 and set(json.loads(out)[0]) == {"path", "prediction", "confidence", "top_k"}
+
+
+def test_multi_and_no_preprocess_is_a_usage_error(cli, rows):
+    folder, _ = rows
+    code, out, err = cli("predict", folder, "--multi", "--no-preprocess", "--ckpt", SHIPPED)
+    assert code == 2 and out == "" and err.count("\n") == 1 and "--multi" in err
+
+
+# ---------------------------------------------------------------- the sheet and the digits, no MNIST needed
+
+def _table_photo(sheet_box=(150, 120, 450, 560), size=(600, 800)) -> np.ndarray:
+    """A white sheet with a dark 7 on it, lying on dark wood."""
+    width, height = size
+    yy, xx = np.mgrid[0:height, 0:width]
+    photo = (70 + 20 * np.sin(yy / 5.0 + 2 * np.sin(xx / 60.0))).astype(np.uint8)
+    img = Image.fromarray(photo)
+    draw = ImageDraw.Draw(img)
+    draw.rectangle(sheet_box, fill=235)
+    left, top, right, bottom = sheet_box
+    draw.line([(left + 100, top + 150), (right - 100, top + 150), (left + 130, bottom - 150)], fill=20, width=12)
+    return np.asarray(img)
+
+
+def test_the_sheet_is_cut_out_of_its_surroundings():
+    photo = _table_photo()
+    sheet = page.inside_page(photo)
+    assert 250 <= sheet.shape[1] <= 300 and 400 <= sheet.shape[0] <= 440  # the sheet less its margin
+    assert np.median(sheet) == 235 and sheet.min() < 50  # paper, and the ink on it; no table
+    assert (sheet < 100).mean() < 0.05
+
+
+def test_no_sheet_is_found_where_there_is_none():
+    """Paper filling the picture, paper half in a soft shadow, a chalkboard: left as they are."""
+    paper = np.full((600, 800), 230, np.uint8)
+    shadow = (230 * np.clip(np.linspace(0.45, 1.2, 800), 0, 1)[None, :] * np.ones((600, 1))).astype(np.uint8)
+    board = np.full((600, 800), 45, np.uint8)
+    board[200:400, 300:320] = 220  # a chalk stroke
+    for picture in (paper, shadow, board):
+        assert page.inside_page(picture) is picture
+
+
+def test_a_sheet_on_a_table_reads_as_the_digit_on_it():
+    framed = mnist_frame(_table_photo())
+    assert framed.shape == (28, 28) and framed.max() > 0.9
+    reference = mnist_frame(_table_photo()[200:520, 250:400])  # the same 7, cropped by hand
+    assert np.abs(framed - reference).mean() < 0.06
+
+
+def _row(names: list[str], *, gap=60, height=160, dash=False, lines=1) -> np.ndarray:
+    canvas = np.full((lines * (height + 80) + 40, len(names) * (height + gap) + gap), 255, np.uint8)
+    for line in range(lines):
+        for n, name in enumerate(names):
+            digit = np.asarray(Image.fromarray(255 - toy_digit(name)).resize((height, height)))
+            top, left = 40 + line * (height + 80), gap + n * (height + gap)
+            canvas[top: top + height, left: left + height] = np.minimum(canvas[top: top + height, left: left + height],
+                                                                         digit)
+    if dash:
+        canvas[40 + height // 2: 40 + height // 2 + 8, gap + height + 10: gap + height + 40] = 0
+    return canvas
+
+
+def test_mnist_frames_reads_each_digit_left_to_right():
+    names = ["7", "2", "0", "4"]
+    frames = mnist_frames(_row(names, dash=True))
+    assert len(frames) == len(names)  # the dash between the first two is no digit
+    for frame, name in zip(frames, names):
+        single = mnist_frame(255 - toy_digit(name))
+        assert frame.shape == (28, 28) and np.abs(frame - single).mean() < 0.08
+
+
+def test_mnist_frames_reads_lines_top_to_bottom():
+    frames = mnist_frames(_row(["3", "7"], lines=2))
+    singles = [mnist_frame(255 - toy_digit(name)) for name in ("3", "7")]
+    assert len(frames) == 4
+    for frame, single in zip(frames, singles * 2):
+        assert np.abs(frame - single).mean() < 0.08
+
+
+def test_a_digit_in_two_strokes_is_one_digit():
+    """A 4 written in two strokes that do not touch is one digit, not two."""
+    img = Image.new("L", (400, 400), 255)
+    draw = ImageDraw.Draw(img)
+    draw.line([(220, 60), (120, 230), (300, 230)], fill=0, width=14)
+    draw.line([(250, 150), (250, 360)], fill=0, width=14)
+    assert len(mnist_frames(np.asarray(img))) == 1
+
+
+def test_multi_on_a_blank_page_has_no_ink():
+    with pytest.raises(ImageError, match="no ink"):
+        mnist_frames(np.full((300, 400), 240, np.uint8))
+
+
+def test_one_digit_reads_the_same_alone_or_with_multi():
+    gray = canvas_digit(toy_digit("2"))
+    (only,) = mnist_frames(gray)
+    np.testing.assert_array_equal(only, mnist_frame(gray))
+
+
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_a_thin_upright_one_is_centred(width):
+    """Regression: a 1 that fits 20 px high by 1-3 px wide (OpenCV's moments took 2-wide arrays for points)."""
+    gray = np.full((400, 300), 255, np.uint8)
+    gray[50:350, 150: 150 + width] = 0
+    out = mnist_frame(gray)
+    cy, cx = (np.indices(out.shape) * out).sum(axis=(1, 2)) / out.sum()
+    assert abs(cy - 14) <= 1 and abs(cx - 14) <= 1
