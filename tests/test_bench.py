@@ -5,6 +5,9 @@ import re
 import subprocess
 import sys
 
+import pytest
+import torch
+
 from conftest import REPO
 
 
@@ -45,6 +48,17 @@ def test_throughput_prints_every_method_and_the_ratios(mnist_root):
                         r"same allocator\), ([\d.]+) of its model-only ceiling",
                         result.stdout, re.M)
     assert {r[0] for r in ratios} == {k.removeprefix("mnistlab device, ") for k in rates if "device" in k}
+    assert re.search(r"^mnistlab device / mnistlab classic pipeline, fp32: [\d.]+x$", result.stdout, re.M)
+    assert "on cpu (CPU threads" in result.stdout
+
+
+def test_throughput_and_scaling_refuse_a_gpu_that_is_not_there():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for script in ("throughput.py", "scaling.py"):
+        result = run_bench(script, "--device", "cuda", data_dir="unused")
+        assert result.returncode == 2 and "no CUDA GPU is usable here" in result.stderr, script
+        assert "Traceback" not in result.stderr, script
 
 
 def test_scaling_prices_models_and_batch_sizes_in_the_asked_setting():
@@ -81,3 +95,4 @@ def test_launches_counts_fewer_operations_when_batches_are_grouped_and_adam_fuse
     one, grouped, fused, bf16 = (float(counts[k]) for k in ("batch by batch", "grouped", "grouped + fused",
                                                              "grouped + fused + bf16"))
     assert 30 < fused < grouped < one and bf16 > fused  # casts are operations too
+
