@@ -11,8 +11,8 @@
 # torch.compile and reduce-overhead (CUDA graphs); `mnistlab train configs/iter5.yaml` (20 epochs), fp32 and
 # bf16, with and without compile; best.yaml, 3 seeds, with its test accuracy; bench/throughput.py (the device
 # and classic pipelines, the reference loop) and bench/scaling.py (vgg16 at 32x32 included, fp32 and bf16);
-# `mnistlab compare --jobs 1/2/4` on the one GPU; and `mnistlab sweep --jobs 4`, only where that command
-# exists (optional: it does not yet).
+# `mnistlab compare --jobs 1/2/4` and `mnistlab sweep --jobs 4` (optional: only where that command exists)
+# on the one GPU.
 #
 # Options:
 #   --rehearse        (or MNISTLAB_GPU_REHEARSE=1) every step on the CPU with tiny settings: 1 epoch of a few
@@ -22,13 +22,13 @@
 #   --work DIR        run directories, logs and unpacked data (default /tmp/mnistlab-gpu)
 #   --only A,B        only these steps (env, install and data always run)
 # Environment: PYTHON (default python3, the GPU machine's), MNISTLAB_DATA_DIR where .device/mnist is absent,
-# MNISTLAB_GPU_SWEEP_ARGS (the sweep step's arguments before --jobs).
+# MNISTLAB_GPU_SWEEP_ARGS (the sweep step's sweep file and options before --jobs).
 #
 # Into OUT, refreshed after every step so that a call cut short keeps what had finished (the device tool
 # brings back at most 8 files, hence the logs travel packed):
 #   steps.tsv      step, status (ok, FAILED, TIMEOUT, skipped, n/a), exit code, seconds, headline
 #   summary.md     the same as a table, then each step's figures
-#   logs.tar.gz    logs/<step>.log for every step, and the runs' summary.json, metrics.csv and comparison tables
+#   logs.tar.gz    logs/<step>.log for every step, the runs' summary.json and metrics.csv, compare's and sweep's tables
 # Exit status: 0 when no step failed or timed out, 1 otherwise, 2 for a usage error or no GPU.
 set -euo pipefail
 
@@ -75,7 +75,7 @@ declare -A FIGURES=()  # step -> regex of its log lines that summary.md shows
 if [[ $REHEARSE == 1 ]]; then
   MODE="rehearsal on the CPU (tiny settings: the figures mean nothing)"
   DEV=cpu
-  SEEDS=2; VARIANT_SEEDS=1; BEST_SEEDS=1,2; RUN_SEEDS=1,2
+  SEEDS=2; VARIANT_SEEDS=1; BEST_SEEDS=1,2; RUN_SEEDS=1,2; TRIALS=4
   SHORT="--set train.epochs=1 --set train.limit_train_batches=5"       # speedrun.py scores every image
   TINY="$SHORT --set train.limit_eval_batches=1"                       # mnistlab train and compare
   THROUGHPUT="--rounds 1 --batches 5"
@@ -86,7 +86,7 @@ if [[ $REHEARSE == 1 ]]; then
 else
   MODE="GPU"
   DEV=cuda
-  SEEDS=5; VARIANT_SEEDS=5; BEST_SEEDS=1,2,3; RUN_SEEDS=1,2,3,4
+  SEEDS=5; VARIANT_SEEDS=5; BEST_SEEDS=1,2,3; RUN_SEEDS=1,2,3,4; TRIALS=8
   SHORT=""; TINY=""
   THROUGHPUT="--rounds 2 --batches 300"
   SCALING="--models iter5,cnn3_bn,cnn_large,vgg16,cnn5_bn,speedrun,compact8k --steps 100"
@@ -176,7 +176,7 @@ publish() {  # summary.md and logs.tar.gz from steps.tsv and the logs
   } >"$OUT_DIR/summary.md.part"
   mv "$OUT_DIR/summary.md.part" "$OUT_DIR/summary.md"
   (cd "$WORK" && find logs runs -type f \( -name '*.log' -o -name summary.json -o -name metrics.csv \
-     -o -name 'comparison.md' -o -name 'comparison.csv' \) -print0 |
+     -o -name 'comparison.md' -o -name 'comparison.csv' -o -name 'trials.md' \) -print0 |
      tar --null -czf "$OUT_DIR/logs.tar.gz.part" --files-from=-)
   mv "$OUT_DIR/logs.tar.gz.part" "$OUT_DIR/logs.tar.gz"
 }
@@ -256,13 +256,14 @@ for jobs in 1 2 4; do  # the same runs at once on the one GPU: the step's second
       --out-dir $WORK/runs/jobs$jobs --set device=$DEV $TINY"
 done
 
-# OPTIONAL: `mnistlab sweep` does not exist yet. This step runs only once `mnistlab sweep --help` works; its
-# arguments are a guess until then: set MNISTLAB_GPU_SWEEP_ARGS, or correct the default here, when it lands.
+# OPTIONAL: runs only where `mnistlab sweep --help` works. iter5's learning-rate sweep, shortened to 2 epochs a
+# trial: 4 workers on the one GPU; the step's seconds are the figure, beside compare's.
 if $PY -m mnistlab sweep --help >/dev/null 2>&1; then
-  run_step sweep-jobs4 45 150 '.' '.' "
-    $MNISTLAB sweep ${MNISTLAB_GPU_SWEEP_ARGS:-configs/speedrun.yaml} --jobs 4 --out-dir $WORK/runs/sweep $TINY"
+  run_step sweep-jobs4 45 150 '^best: trial' '^(sweep |trial |best:)' "
+    $MNISTLAB sweep ${MNISTLAB_GPU_SWEEP_ARGS:-sweeps/iter5_lr.yaml --n-trials $TRIALS --set train.epochs=2} \
+      --jobs 4 --out-dir $WORK/runs/sweep --set device=$DEV $TINY"
 elif selected sweep-jobs4; then
-  record sweep-jobs4 n/a - 0 "optional, not run: there is no \`mnistlab sweep\` command yet"
+  record sweep-jobs4 n/a - 0 "optional, not run: this mnistlab has no \`mnistlab sweep\` command"
 fi
 
 run_step iter5-compile-bf16 45 200 '^test accuracy' "$TRAIN_FIGURES" "
