@@ -233,7 +233,7 @@ run_step speedrun-compile 45 180 '^mean over' "$SPEEDRUN_FIGURES" "
   $SPEEDRUN --seeds $VARIANT_SEEDS $SHORT --set train.compile=true"
 run_step speedrun-bf16 15 90 '^mean over' "$SPEEDRUN_FIGURES" "$SPEEDRUN --seeds $VARIANT_SEEDS $SHORT --set train.amp=bf16"
 
-COMPARE_FIGURES='^(== |best |speedrun |Test loss|[0-9]+ config)'
+COMPARE_FIGURES='^(== |config |best |speedrun |Test loss|[0-9]+ config)'
 run_step best 45 240 '^best ' "$COMPARE_FIGURES" "
   $MNISTLAB compare configs/best.yaml --seeds $BEST_SEEDS --no-reuse --out-dir $WORK/runs/best --set device=$DEV $TINY"
 run_step iter5-bf16 20 150 '^test accuracy' "$TRAIN_FIGURES" "
