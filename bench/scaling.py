@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mnistlab.errors import UserError  # noqa: E402
 from mnistlab.training.engine import amp_dtype, autocast, keep_freed_host_memory, resolve_device  # noqa: E402
 from mnistlab.models.layout import apply_layout  # noqa: E402
 from mnistlab.models import count_params, create_model, list_models  # noqa: E402
@@ -98,7 +99,10 @@ def main() -> None:
     unknown = [m for m in models if m not in list_models()]
     if unknown or not models:
         parser.error(f"--models: unknown {', '.join(unknown) or '(none given)'}; see `mnistlab models`")
-    device = resolve_device(args.device)
+    try:
+        device = resolve_device(args.device)
+    except UserError as exc:  # one line, as from mnistlab
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
     dtype = amp_dtype(args.amp, device)
     keep_freed_host_memory()  # as mnistlab train does
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "

@@ -4,6 +4,10 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
+
+import pytest
+import torch
 
 from conftest import REPO
 
@@ -45,6 +49,17 @@ def test_throughput_prints_every_method_and_the_ratios(mnist_root):
                         r"same allocator\), ([\d.]+) of its model-only ceiling",
                         result.stdout, re.M)
     assert {r[0] for r in ratios} == {k.removeprefix("mnistlab device, ") for k in rates if "device" in k}
+    assert re.search(r"^mnistlab device / mnistlab classic pipeline, fp32: [\d.]+x$", result.stdout, re.M)
+    assert "on cpu (CPU threads" in result.stdout
+
+
+def test_throughput_and_scaling_refuse_a_gpu_that_is_not_there():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    for script in ("throughput.py", "scaling.py"):
+        result = run_bench(script, "--device", "cuda", data_dir="unused")
+        assert result.returncode == 2 and "no CUDA GPU is usable here" in result.stderr, script
+        assert "Traceback" not in result.stderr, script
 
 
 def test_scaling_prices_models_and_batch_sizes_in_the_asked_setting():
@@ -81,3 +96,22 @@ def test_launches_counts_fewer_operations_when_batches_are_grouped_and_adam_fuse
     one, grouped, fused, bf16 = (float(counts[k]) for k in ("batch by batch", "grouped", "grouped + fused",
                                                              "grouped + fused + bf16"))
     assert 30 < fused < grouped < one and bf16 > fused  # casts are operations too
+
+
+def test_gpu_script_says_what_it_needs_and_measures_nothing_without_a_gpu(tmp_path):
+    """bench/gpu.sh's own checks; its steps are rehearsed with --rehearse (README, Performance)."""
+    script = str(REPO / "bench" / "gpu.sh")
+    result = subprocess.run(["bash", script], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 2 and 'bash bench/gpu.sh "$OUT"' in result.stderr
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out"
+    result = subprocess.run(["bash", script, "--work", str(tmp_path / "work"), str(out)], capture_output=True,
+                            text=True, cwd=REPO, env={**os.environ, "PYTHON": sys.executable}, timeout=300)
+    assert result.returncode == 2, result.stdout + result.stderr
+    rows = [line.split("\t") for line in (out / "steps.tsv").read_text().splitlines()]
+    assert [row[:3] for row in rows] == [["env", "ok", "0"], ["no-gpu", "FAILED", "2"]]
+    assert "nothing measured" in rows[1][4] and "--rehearse" in rows[1][4]
+    assert "| no-gpu | FAILED | 2 |" in (out / "summary.md").read_text()
+    with tarfile.open(out / "logs.tar.gz") as logs:
+        assert logs.getnames() == ["logs/env.log"]

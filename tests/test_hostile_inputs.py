@@ -357,6 +357,6 @@ def test_saving_never_overwrites_whatever_the_names(tmp_path_factory, names):
         Image.new("L", (10, 10), 255).save(folder / f"{stem}{suffix}", format="PNG" if suffix != ".jpg" else "JPEG")
         paths.append(folder / f"{stem}{suffix}")
     before = digests(folder)
-    save_prepared(paths, [(np.zeros((28, 28), np.float32), None)] * len(paths), folder)
+    save_prepared(paths, [([np.zeros((28, 28), np.float32)], None)] * len(paths), folder)
     after = digests(folder)
     assert {name: after[name] for name in before} == before and len(after) == len(before) + len(paths)

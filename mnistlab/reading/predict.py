@@ -46,6 +46,8 @@ def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -
         newest = max(runs, key=lambda r: r["finished"])
         return newest["path"], f"the newest finished run under ./{search_root}"
     full = [r for r in runs if r["full"]]
+    if ckpt is None and not full:
+        return shipped(), "the default model shipped with mnistlab"
     if ckpt == "best" and not full:
         raise UserError(f"--ckpt best: no finished full run (scored on the whole test set) under ./{search_root}")
     candidates = full + ([] if ckpt == "best" else [{"path": shipped(), "test_acc": shipped_accuracy()}])
