@@ -12,11 +12,12 @@ import sys
 
 from ._version import __version__
 from .errors import UserError, one_line
+from .style import paint
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage block
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, paint(f"{self.prog}: error: {message} (see {self.prog} --help)", "error", sys.stderr) + "\n")
 
 
 def build_parser() -> Parser:
@@ -355,12 +356,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except UserError as exc:
-        print(f"mnistlab {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        print_error(f"mnistlab {args.command}: error: {one_line(exc)}")
         return exc.exit_code
     except OSError as exc:  # the environment (a full disk, a deleted folder, a permission): not our bug
         from .files import environment_error
 
-        print(f"mnistlab {args.command}: error: {one_line(environment_error(exc))}", file=sys.stderr)
+        print_error(f"mnistlab {args.command}: error: {one_line(environment_error(exc))}")
         return 1
     except KeyboardInterrupt:
         print(f"mnistlab {args.command}: interrupted", file=sys.stderr)
@@ -368,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `mnistlab models | head`
         sys.stderr.close()
         return 0
+
+
+def print_error(line: str) -> None:
+    print(paint(line, "error", sys.stderr), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from ..files import atomic_write_text
 from ..models import create_model
 from ..models.layout import apply_layout
 from ..report import write_run_curves_safely
+from ..style import paint
 from .checkpoint import model_payload, versions
 from .checkpoint_saver import CheckpointSaver, ResumePoint, find_resume_point, lock_run_dir, open_run_dir
 from .distributed import World, barrier, init_world, ranks_agree, shutdown, sum_across, sync_buffers
@@ -256,7 +257,7 @@ def finish(t: Training, stopped_early: bool, train_time: float, score_test: bool
     if t.world.is_main:
         atomic_write_text(t.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_run_curves_safely(t.run_dir, t.log)
-    t.log(result_line(summary, len(t.data.test_y)))
+    t.log(paint(result_line(summary, len(t.data.test_y)), "result"))
     t.log(f"run directory: {t.run_dir}")
     return summary
 
@@ -364,7 +365,7 @@ def epoch_line(row: dict, epochs: int, improved: bool) -> str:
     if row.get("train_images_per_s"):
         parts.append(f"{row['train_images_per_s']:,.0f} img/s")
     parts.append(f"{row['time_s']:.1f}s")
-    return "  ".join(parts) + ("  *" if improved else "")
+    return "  ".join(parts) + ("  " + paint("*", "best") if improved else "")
 
 
 def result_line(summary: dict, test_size: int) -> str:
