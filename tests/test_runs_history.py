@@ -128,11 +128,13 @@ def test_the_table_fits_120_columns_and_says_what_rows_mean(cli, roots):
     assert "20/20" in rows[0] and "11m 26s" in rows[0] and " finished " in rows[0]
     assert "Nov 21" in rows[0] or "2026-11-21" in rows[0]  # as ls -l: the year once it is old
     assert rows[1].startswith("iter5 ") and "99.42%" in rows[1]
-    assert "…" in out and str(roots) not in out  # the long temporary paths shortened, their ends kept
+    assert all("…/" in row and str(roots) not in row for row in rows)  # long paths shortened, their ends kept
     assert all(row.rstrip().endswith(("20261120-101500", "20261121-090000")) for row in rows[:2])
     assert sum(" finished, smoke" in row for row in rows) == 1 and sum("unfinished, smoke" in row for row in rows) == 1
     notes = lines[lines.index("") + 1:]
-    assert any(n.startswith("unfinished:") and "mnistlab train --resume" in n for n in notes)
+    unfinished = sorted(f"  mnistlab train --resume {r['directory']}" for r in runs_json(cli, roots)
+                        if r["state"] == "unfinished")
+    assert len(unfinished) == 2 and sorted(n for n in notes if n.startswith("  mnistlab train")) == unfinished
     assert any(n.startswith("smoke:") for n in notes) and any(n.startswith("pruned / failed:") for n in notes)
     assert any(n.startswith("damaged: ") and "mlp/20261122-090000: summary.json is damaged" in n for n in notes)
     assert ESC not in out  # not a terminal
@@ -258,3 +260,22 @@ def test_listing_imports_no_torch(roots):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
+
+
+def test_long_names_keep_their_ends_and_short_tables_are_whole():
+    from mnistlab.experiments.history import format_history
+
+    def record(name, model, directory):
+        return {"name": name, "model": model, "state": "finished", "smoke": True, "params": 18_422,
+                "epochs_run": 3, "epochs": 3, "val_acc": 0.9, "test_acc": None, "time_s": 12.0,
+                "date": "2026-11-23T10:02:00+00:00", "directory": directory, "problem": None}
+
+    deep = "/srv/experiments/checkpoints/sweeps/iter5-lr/trials/iter5-lr-trial0003/20261123-100000"
+    lines = format_history([record("iter5-lr-trial0003", "baseline_cnn_small", deep)]).splitlines()
+    assert max(map(len, lines)) <= 120
+    name, model, *_, directory = lines[2].split()
+    assert name.startswith("iter5-") and name.endswith("0003") and "…" in name  # which trial: its end
+    assert model.startswith("basel") and model.endswith("small")
+    assert directory.startswith("…/") and directory.endswith("/20261123-100000") and deep.endswith(directory[1:])
+    short = format_history([record("iter5", "iter5", "/srv/iter5/20261123-100000")]).splitlines()
+    assert short[2].split()[0] == "iter5" and short[2].endswith("/srv/iter5/20261123-100000")  # nothing clipped

@@ -270,7 +270,9 @@ def run_history(roots: list[str], sort: str = "date", filters: list[str] = ()) -
 WIDTH = 120
 HEADERS = ["name", "model", "params", "epochs", "val acc", "test acc", "time", "date", "state", "directory"]
 NUMERIC = [False, False, True, True, True, True, True, False, False, False]
-SHRINKABLE = {"directory": 22, "name": 10, "model": 10}  # in this order, down to these widths
+# Who gives up characters when the table is too wide, in turn, down to these widths: the directory keeps
+# its last folders (the run's name and time), and a name its start and end (trial names differ at the end).
+SHRINKING = [("directory", 26), ("model", 12), ("name", 16), ("directory", 18), ("model", 8), ("name", 10)]
 
 
 def format_history(records: list[dict], width: int = WIDTH) -> str:
@@ -279,7 +281,7 @@ def format_history(records: list[dict], width: int = WIDTH) -> str:
     widths = fit([max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADERS)], width)
 
     def line(values):
-        clipped = [clip(v, w, left=h == "directory") for v, w, h in zip(values, widths, HEADERS)]
+        clipped = [clip(v, w, path=h == "directory") for v, w, h in zip(values, widths, HEADERS)]
         return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(clipped, widths, NUMERIC)).rstrip()
 
     return "\n".join([line(HEADERS), "  ".join("-" * w for w in widths), *map(line, cells), *notes(records)])
@@ -297,25 +299,26 @@ def row_cells(r: dict) -> list[str]:
 
 
 def fit(widths: list[int], width: int) -> list[int]:
-    """Column widths within `width`: the shrinkable columns give up characters, in order, to their minimum."""
+    """Column widths within `width`, taken from the SHRINKING columns in turn."""
     widths = list(widths)
-    for name, least in SHRINKABLE.items():
+    for name, least in SHRINKING:
         i = HEADERS.index(name)
         excess = sum(widths) + 2 * (len(widths) - 1) - width
         if excess <= 0:
             break
-        widths[i] = max(min(least, widths[i]), widths[i] - excess, len(HEADERS[i]))
+        widths[i] = max(min(least, widths[i]), widths[i] - excess)
     return widths
 
 
-def clip(value: str, width: int, left: bool = False) -> str:
-    """`value` in `width` characters: a path keeps its end (the run's own folders, whole), a name its start."""
+def clip(value: str, width: int, path: bool = False) -> str:
+    """`value` in `width` characters: a path keeps its last whole folders, a name its start and end."""
     if len(value) <= width:
         return value
-    if not left:
-        return value[: width - 1] + "…"
-    tail = value[len(value) - width + 1:]
-    return "…" + (tail[tail.index("/"):] if "/" in tail[:-1] else tail)
+    if path:
+        tail = value[len(value) - width + 1:]
+        return "…" + (tail[tail.index("/"):] if "/" in tail[:-1] else tail)
+    head = (width - 1) // 2
+    return value[:head] + "…" + value[len(value) - (width - 1 - head):]
 
 
 def short_date(iso: str | None) -> str:
@@ -336,12 +339,16 @@ def shown_path(directory: str) -> str:
 
 def notes(records: list[dict]) -> list[str]:
     out = []
-    if any(r["state"] == "unfinished" for r in records):
-        out.append("unfinished: stopped before the end; `mnistlab train --resume DIRECTORY` finishes one")
+    commands = [r["resume"] for r in records if r["state"] == "unfinished"]
+    if commands and len(commands) <= 3 and all(len(c) + 2 <= WIDTH for c in commands):  # a few: ready to paste
+        out += ["unfinished: stopped before the end; to finish:", *(f"  {c}" for c in commands)]
+    elif commands:
+        out.append("unfinished: stopped before the end; `mnistlab train --resume DIRECTORY` finishes one "
+                   "(each one's command: --filter state=unfinished --json)")
     if any(r["smoke"] for r in records):
         out.append("smoke: train.limit_* set, so trained or scored on part of the data; not comparable")
     if any(r["state"] in ("pruned", "failed") for r in records):
         out.append("pruned / failed: sweep trials that ended early (their trial.json says why)")
-    out += [clip(f"damaged: {clip(shown_path(r['directory']), 40, left=True)}: {r['problem']}", WIDTH)
+    out += [clip(f"damaged: {clip(shown_path(r['directory']), 40, path=True)}: {r['problem']}", WIDTH)
             for r in records if r["problem"]]  # the whole reason is in --json's `problem`
     return [""] + out if out else []
