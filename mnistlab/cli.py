@@ -15,18 +15,32 @@ from .errors import UserError, one_line
 from .style import paint
 
 
+EXAMPLES = """examples:
+  mnistlab predict my_digit.jpg                  read your own digit image with the shipped model
+  mnistlab draw                                  draw digits with the mouse, read as you draw
+  mnistlab train iter5                           train a packaged config (mnistlab configs lists them)
+  mnistlab train iter5 --set train.epochs=3      ... with a key changed for this run
+  mnistlab train --resume checkpoints/iter5/RUN  finish a run that was stopped
+  mnistlab eval checkpoints/iter5/RUN/best.pt --plots out/
+  mnistlab compare iter5 mlp compact8k --seeds 1,2,3
+  mnistlab sweep sweeps/iter5_lr.yaml --jobs 2   search hyperparameters on validation data
+  mnistlab runs --sort test_acc                  every run so far, best first
+"""
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage block
         self.exit(2, paint(f"{self.prog}: error: {message} (see {self.prog} --help)", "error", sys.stderr) + "\n")
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="mnistlab", description="Config-driven experiments for handwritten-digit classification.")
+    parser = Parser(prog="mnistlab", description="Config-driven experiments for handwritten-digit classification.",
+                    epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
     for add in (add_train, add_eval, add_compare, add_sweep, add_runs, add_predict, add_draw, add_models,
-                add_summary, add_export, add_serve):
+                add_summary, add_configs, add_init, add_export, add_serve):
         add(commands)
     return parser
 
@@ -48,7 +62,8 @@ def add_train(commands) -> None:
 def add_eval(commands) -> None:
     p = commands.add_parser("eval", help="score a checkpoint: accuracy, loss, per-class accuracy, confusion matrix")
     p.add_argument("checkpoint", help="a best.pt / last.pt file")
-    p.add_argument("--split", choices=["test", "val", "train"], default="test")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test",
+                   help="test (default), or the run's own validation or training images (its seeded split)")
     p.add_argument("--data-dir", help="dataset root (default: the checkpoint config's, then $MNISTLAB_DATA_DIR)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -71,6 +86,8 @@ def add_compare(commands) -> None:
     p.add_argument("--out-dir", default="checkpoints", help="root of run directories, searched for finished "
                    "runs to reuse; the table and plots go here too (default: checkpoints)")
     p.add_argument("--no-reuse", action="store_true", help="train every config even if a finished identical run exists")
+    p.add_argument("--wide", action="store_true", help="the terminal table with every column (layer counts, train "
+                   "loss, time per epoch), as comparison.md has them")
     p.add_argument("--sort", metavar="COLUMN", help="config, model, params, test_acc, val_acc, train_acc, test_loss, "
                    "train_loss, train_time or time_per_epoch (best first); default: the order given")
     p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
@@ -121,7 +138,7 @@ def add_runs(commands) -> None:
 def add_predict(commands) -> None:
     p = commands.add_parser("predict", help="classify digit images (photos, scans, drawings) with a checkpoint")
     p.add_argument("inputs", nargs="+", metavar="IMAGE|DIR", help="image files, or folders of them")
-    p.add_argument("--ckpt", help="checkpoint (default: the newest checkpoints/**/best.pt, else the shipped model)")
+    add_ckpt_option(p)
     p.add_argument("--top-k", type=positive_int, default=1, metavar="K", help="show the K likeliest classes")
     p.add_argument("--json", action="store_true", help="print JSON: one object per input")
     p.add_argument("--no-preprocess", action="store_true",
@@ -132,7 +149,7 @@ def add_predict(commands) -> None:
 
 def add_draw(commands) -> None:
     p = commands.add_parser("draw", help="a window to draw digits in with the mouse, read by a checkpoint as you draw")
-    p.add_argument("--ckpt", help="checkpoint (default: the newest checkpoints/**/best.pt, else the shipped model)")
+    add_ckpt_option(p)
     p.set_defaults(handler=cmd_draw)
 
 
@@ -166,8 +183,7 @@ def add_export(commands) -> None:
 def add_serve(commands) -> None:
     p = commands.add_parser("serve", help="a web service reading digits: POST /predict, GET /health, "
                             "and a page to draw in at /")
-    p.add_argument("--ckpt", help="checkpoint or exported .onnx model (default: the newest "
-                   "checkpoints/**/best.pt, else the shipped model)")
+    add_ckpt_option(p)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
                    "machine only; 0.0.0.0 opens it to the network)")
     p.add_argument("--port", type=port_number, default=8000, help="default: 8000")
@@ -191,6 +207,25 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def add_configs(commands) -> None:
+    p = commands.add_parser("configs", help="list the configs that ship with mnistlab (train them by name)")
+    p.set_defaults(handler=cmd_configs)
+
+
+def add_init(commands) -> None:
+    p = commands.add_parser("init", help="write a commented config to start from (never over an existing file)")
+    p.add_argument("name", help="the new config: NAME writes NAME.yaml here")
+    p.add_argument("--from", dest="source", metavar="CONFIG", help="start from this config (a path or packaged "
+                   "name, comments kept) instead of the commented template")
+    p.set_defaults(handler=cmd_init)
+
+
+def add_ckpt_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ckpt", metavar="default|latest|best|PATH", help="the model: default (shipped with mnistlab), "
+                   "latest or best (finished runs under ./checkpoints), a checkpoint or an exported .onnx file; "
+                   "without it, the best test accuracy among full finished runs and the shipped model")
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -245,6 +280,10 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .experiments.evaluate import evaluate_checkpoint, format_report
 
+    if sys.stderr.isatty():  # loading the data and scoring 10,000 images (7 views each with --tta) takes a while
+        views = " with test-time augmentation (7 views each)" if args.tta else ""
+        print(f"evaluating {args.checkpoint} on the {args.split} split{views}…", file=sys.stderr)
+
     report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device,
                                  plots_dir=args.plots, tta=args.tta)
     if args.json:
@@ -263,7 +302,7 @@ def cmd_compare(args) -> int:
 
     return run_compare(args.configs, overrides=args.overrides, seeds=args.seeds, out_dir=args.out_dir,
                        reuse=not args.no_reuse, sort=args.sort, data_dir=args.data_dir, jobs=args.jobs,
-                       folds=args.folds)
+                       folds=args.folds, wide=args.wide)
 
 
 def cmd_sweep(args) -> int:
@@ -321,21 +360,73 @@ def cmd_draw(args) -> int:
     return run_draw(args.ckpt)
 
 
+def cmd_configs(args) -> int:
+    from .config import PACKAGED, packaged_configs
+
+    names = packaged_configs()
+    width = max(map(len, names))
+    print(f"{'config':<{width}}  what it trains (`mnistlab train NAME`; a file of yours always wins over a name)")
+    for name in names:
+        lines = (PACKAGED / f"{name}.yaml").read_text(encoding="utf-8").splitlines()
+        first = next((line.lstrip("# ").strip() for line in lines if line.startswith("#")), "")
+        print(f"{name:<{width}}  {first if len(first) <= 118 - width else first[:117 - width] + '…'}")
+    return 0
+
+
+def cmd_init(args) -> int:
+    import re
+    from pathlib import Path
+
+    from .config import load_config, resolve_config
+
+    path = Path(args.name if args.name.endswith((".yaml", ".yml")) else f"{args.name}.yaml")
+    name = path.stem
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
+        raise UserError(f"{name!r} becomes the run folder's name: use letters, digits, '.', '_' and '-'")
+    if path.exists() or path.is_symlink():
+        raise UserError(f"{path} exists; mnistlab never writes over it (give another name)")
+    if args.source:
+        text = resolve_config(args.source).read_text(encoding="utf-8")
+        text = re.sub(r"(?m)^name:.*$", f"name: {name}", text) if re.search(r"(?m)^name:", text) \
+            else f"name: {name}\n{text}"
+    else:
+        template = Path(__file__).resolve().parent / "configs" / "_template.yaml.txt"
+        text = template.read_text(encoding="utf-8").format(name=name, path=path)
+    try:
+        with open(path, "x", encoding="utf-8") as f:
+            f.write(text)
+    except OSError as exc:
+        raise UserError(f"cannot write {path}: {exc.strerror}") from None
+    load_config(path)  # what was written must load
+    print(f"wrote {path}; train it with: mnistlab train {path}")
+    return 0
+
+
 def cmd_models(args) -> int:
-    from .models import count_params, list_models, model_description
+    import fnmatch
+    import json
+    import textwrap
+    from pathlib import Path
 
-    names = list_models(args.pattern)
-    if not names:
+    catalog = json.loads((Path(__file__).resolve().parent / "models" / "catalog.json").read_text(encoding="utf-8"))
+    rows = [r for r in catalog if fnmatch.fnmatchcase(r["name"], args.pattern)]
+    if not rows:
         raise UserError(f"no model matches {args.pattern!r}; `mnistlab models` lists them all")
-    rows = [{"name": n, "params": count_params(n), "description": model_description(n)} for n in names]
     if args.json:
-        import json
-
         print(json.dumps(rows, indent=2))
         return 0
     width = max(len(r["name"]) for r in rows)
-    for r in rows:
-        print(f"{r['name']:<{width}}  {r['params']:>12,}  {r['description']}")
+    print(f"{'model':<{width}}  {'parameters':>11}  what it is (10 classes, 1x28x28 input; `mnistlab summary NAME` "
+          f"shows its layers)")
+    for origin, title in (("mnistlab", "mnistlab's own"), ("reference", "from the projects mnistlab started from")):
+        group = [r for r in rows if r["origin"] == origin]
+        if group:
+            print(f"-- {title}")
+        for r in group:
+            text = textwrap.wrap(r["description"], 118 - width - 15) or [""]
+            print(f"{r['name']:<{width}}  {r['params']:>11,}  {text[0]}")
+            for more in text[1:]:
+                print(" " * (width + 15) + more)
     return 0
 
 

@@ -164,8 +164,8 @@ def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     rows = read_metrics(run_dir)
     summary_file = run_dir / "summary.json"
     summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
-    fig = _figure(11, 4.5)
-    loss_ax, acc_ax = fig.subplots(1, 2)
+    fig = _figure(15, 4.5)
+    loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
     _plot_series(loss_ax, rows, "train_loss", color="tab:blue", label="train")
     _plot_series(loss_ax, rows, "val_loss", color="tab:orange", label="validation")
     _plot_series(acc_ax, rows, "train_acc", 100.0, color="tab:blue", label="train")
@@ -181,7 +181,12 @@ def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     _log_y(loss_ax, "cross-entropy")
     acc_ax.set_title("Accuracy")
     acc_ax.set_ylabel("accuracy (%)")
-    title = f"{summary.get('name', run_dir.parent.name)}: {summary.get('model', '')}"
+    if _plot_series(lr_ax, rows, "lr", color="tab:purple"):
+        lr_ax.set_yscale("log")
+    lr_ax.set_title("Learning rate (at each epoch's start)")
+    _epoch_axis(lr_ax, _last_epoch([rows]))
+    name, model = summary.get("name", run_dir.parent.name), summary.get("model", "")
+    title = name if model in ("", name) else f"{name} ({model})"
     if "test_acc" in summary:
         title += f", test accuracy {summary['test_acc']:.2%} (best epoch, seed {summary.get('seed')})"
     fig.suptitle(title)
@@ -229,7 +234,7 @@ def confusion_matrix(matrix: list[list[int]], classes: list[str], path: str | Pa
 
 
 def misclassified_grid(images, true: list[int], pred: list[int], confidence: list[float], classes: list[str],
-                       path: str | Path, title: str, columns: int = 8) -> Path:
+                       path: str | Path, title: str, columns: int = 8, indices: list[int] | None = None) -> Path:
     """Digits as the network saw them (before normalization), dark ink on white, labelled true / predicted."""
     n = len(true)
     rows = max(1, math.ceil(n / columns))
@@ -240,7 +245,8 @@ def misclassified_grid(images, true: list[int], pred: list[int], confidence: lis
         if i >= n:
             continue
         ax.imshow(images[i], cmap="gray_r", vmin=0, vmax=255)
-        ax.set_title(f"true {classes[true[i]]}\npred {classes[pred[i]]} ({confidence[i]:.0%})", fontsize=8,
+        where = f"#{indices[i]} " if indices is not None else ""
+        ax.set_title(f"{where}true {classes[true[i]]}\npred {classes[pred[i]]} ({confidence[i]:.0%})", fontsize=8,
                      color="firebrick")
     if n == 0:
         axes.flat[0].text(0.5, 0.5, "no misclassified images", ha="center", va="center")

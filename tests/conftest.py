@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,22 @@ def write_config(path: Path, text: str) -> Path:
 
 TINY = ["--set", "train.epochs=1", "--set", "train.limit_train_batches=3", "--set", "train.limit_eval_batches=1",
         "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def display():
+    missing = [tool for tool in ("Xvfb", "xdotool") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"cannot make a display: {' and '.join(missing)} not installed (apt-get install xvfb xdotool)")
+    read, write = os.pipe()
+    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
+                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        number = pipe.readline().strip()  # Xvfb writes its display number once it accepts clients
+    if not number:
+        server.kill()
+        pytest.skip("cannot make a display: Xvfb did not start")
+    yield f":{number}"
+    server.terminate()
+    server.wait(timeout=30)

@@ -83,10 +83,12 @@ def test_table_columns_and_values(first):
         assert row["device"] == summary["device"]
         assert (row["test_n"], row["selected_on"]) == ("4096", "val_loss")
         assert (row["status"], row["error"]) == ("trained", "")
-    for text in (first["stdout"], (first["out"] / "comparison.md").read_text()):
-        for header in ("params", "conv", "maxpool", "linear", "batchnorm", "dropout", "epochs run/best",
-                       "train loss", "train acc", "val acc", "test loss", "test acc", "train time", "time/epoch",
-                       "device"):
+    narrow = ("params", "epochs run/best", "train acc", "val acc", "test loss", "test acc", "train time", "device")
+    every = (*narrow, "conv", "maxpool", "linear", "batchnorm", "dropout", "train loss", "time/epoch")
+    table = [line for line in first["stdout"].splitlines() if line.startswith(("config", "iter5", "mlp", "---"))]
+    assert table and all(len(line) <= 120 for line in table)  # the terminal table fits 120 columns
+    for text, headers in ((first["stdout"], narrow), ((first["out"] / "comparison.md").read_text(), every)):
+        for header in headers:
             assert header in text
         assert "18,422" in text and "669,706" in text  # thousands separators
         test_acc = float(rows["iter5"]["test_acc"])
@@ -133,28 +135,34 @@ def test_sort_puts_the_best_first(first):
 
 # ---------------------------------------------------------------- failures
 
-def test_broken_configs_become_failed_rows(first, tmp_path):
+def test_broken_configs_are_all_listed_before_anything_trains(first, tmp_path):
     bad_yaml = tmp_path / "bad_yaml.yaml"
     bad_yaml.write_text("model: {name: iter5\n")
     bad_key = tmp_path / "bad_key.yaml"
     bad_key.write_text("model: iter5\ntrain: {epoks: 3}\n")
     bad_model = tmp_path / "bad_model.yaml"
     bad_model.write_text("model: iter55\n")
+    out = tmp_path / "nothing"
+    code, stdout, stderr = compare_cli({**first, "out": out}, bad_yaml, CONFIGS / "iter5.yaml", bad_key, bad_model,
+                                       tmp_path / "missing.yaml")
+    assert code == 2 and "Traceback" not in stderr
+    assert "4 of 5 config(s) cannot run (listed above); nothing was trained" in stderr
+    listed = [line for line in stderr.splitlines() if line.startswith("  ")]
+    assert len(listed) == 4 and all("\n" not in line for line in listed)
+    assert "YAML syntax error" in listed[0] and "train.epoks" in listed[1]
+    assert "did you mean 'iter5'" in listed[2] and "not found" in listed[3]
+    assert not any(out.glob("*/*/config.yaml"))  # nothing trained
+
+
+def test_a_run_that_fails_is_a_failed_row(first, tmp_path):
     diverges = tmp_path / "diverges.yaml"
     diverges.write_text("model: baseline_cnn\ntrain: {optimizer: {name: sgd, lr: 1.0e+30}}\n")
-    code, stdout, stderr = compare_cli(first, bad_yaml, CONFIGS / "iter5.yaml", bad_key, bad_model, diverges,
-                                       tmp_path / "missing.yaml")
+    code, stdout, stderr = compare_cli(first, CONFIGS / "iter5.yaml", diverges)
     assert code == 1
     rows = read_csv(first["out"])
     assert rows["iter5"]["status"] == "reused" and float(rows["iter5"]["test_acc"]) > 0
     errors = {name: row["error"] for name, row in rows.items() if row["status"] == "failed"}
-    assert set(errors) == {"bad_yaml", "bad_key", "bad_model", "diverges", "missing"}
-    assert "YAML syntax error" in errors["bad_yaml"]
-    assert "train.epoks" in errors["bad_key"]
-    assert "did you mean 'iter5'" in errors["bad_model"]
-    assert "non-finite loss" in errors["diverges"]
-    assert "not found" in errors["missing"]
-    assert all("\n" not in e for e in errors.values())
+    assert set(errors) == {"diverges"} and "non-finite loss" in errors["diverges"]
     assert rows["diverges"]["params"] == "26698"  # what is known of a failed row is still shown
     assert "Traceback" not in stderr  # user errors are messages, not tracebacks
     assert "failed:" in stdout and "non-finite loss" in (first["out"] / "comparison.md").read_text()

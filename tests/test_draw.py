@@ -14,7 +14,6 @@ MNIST, the shipped default model when it is present.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -26,43 +25,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mnistlab.reading.draw import (CANVAS, PEN, blank_drawing, draw_stroke, model_input, percent, preview_ppm, short_path,
+from mnistlab.reading.draw import (PEN, blank_drawing, model_input, percent, preview_ppm, short_path,
                            top_classes)
 from mnistlab.reading.image import ImageError
 from mnistlab.reading.preprocess import preprocess
 
 from conftest import REPO, data_dir
+from drawn_digits import DIGITS, one, render, seven, zero
 
 SHOT_FOR_HUMANS = Path("/tmp/draw_screenshot.png")
 STARTUP_S = 90  # torch import and model load on a busy CI machine
 EVENT_S = 30
-
-
-# ---------------------------------------------------------------- digits as strokes, in canvas pixels
-
-def one() -> list[list[tuple[float, float]]]:
-    return [[(0.52 * CANVAS, (0.18 + 0.64 * i / 12) * CANVAS) for i in range(13)]]
-
-
-def zero() -> list[list[tuple[float, float]]]:
-    turn = [2 * math.pi * i / 24 for i in range(25)]
-    return [[(CANVAS * (0.5 + 0.2 * math.sin(t)), CANVAS * (0.5 - 0.3 * math.cos(t))) for t in turn]]
-
-
-def seven() -> list[list[tuple[float, float]]]:
-    bar = [(CANVAS * (0.3 + 0.4 * i / 8), 0.22 * CANVAS) for i in range(9)]
-    leg = [(CANVAS * (0.7 - 0.22 * i / 10), CANVAS * (0.22 + 0.58 * i / 10)) for i in range(1, 11)]
-    return [bar + leg]
-
-
-DIGITS = {"1": one, "0": zero, "7": seven}
-
-
-def render(strokes) -> Image.Image:
-    image = blank_drawing()
-    for stroke in strokes:
-        draw_stroke(image, stroke)
-    return image
 
 
 # ---------------------------------------------------------------- without a display
@@ -132,25 +105,6 @@ def checkpoint(tmp_path_factory) -> Path:
                     "--data-dir", str(root), "--out-dir", str(out), "--quiet"], cwd=REPO, check=True, timeout=1800,
                    capture_output=True)
     return next(out.glob("iter5/*/best.pt"))
-
-
-@pytest.fixture(scope="module")
-def display():
-    missing = [tool for tool in ("Xvfb", "xdotool") if shutil.which(tool) is None]
-    if missing:
-        pytest.skip(f"cannot make a display: {' and '.join(missing)} not installed (apt-get install xvfb xdotool)")
-    read, write = os.pipe()
-    server = subprocess.Popen(["Xvfb", "-displayfd", str(write), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
-                              pass_fds=(write,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(write)
-    with os.fdopen(read) as pipe:
-        number = pipe.readline().strip()  # Xvfb writes its display number once it accepts clients
-    if not number:
-        server.kill()
-        pytest.skip("cannot make a display: Xvfb did not start")
-    yield f":{number}"
-    server.terminate()
-    server.wait(timeout=30)
 
 
 class Window:
@@ -301,3 +255,15 @@ def test_screenshot(window, tmp_path):
     assert shot.size == tuple(window.window[2:])
     lo, hi = shot.convert("L").getextrema()
     assert lo < 50 and hi > 200  # ink, text and paper, not a blank grab
+
+
+def test_ctrl_z_undoes_the_last_stroke(window):
+    window.press("Escape")
+    assert window.draw(seven())["digit"] == "7"
+    start = len(window.events())
+    window.draw(zero())  # a second stroke over the seven: some other answer
+    window.xdotool("key", "--clearmodifiers", "ctrl+z")
+    undone = window.wait_for(lambda e: e["event"] == "undo", start)
+    assert undone["strokes"] == 1
+    again = window.wait_for(lambda e: e["event"] == "prediction" and not e["drawing"], start, count=2)
+    assert again["digit"] == "7"  # the model reads the seven alone again

@@ -27,7 +27,6 @@ from PIL import Image
 
 import test_draw
 from conftest import REPO, run_subprocess
-from test_draw import display  # noqa: F401  (the Xvfb fixture, for the draw window; it skips without Xvfb)
 from mnistlab.reading import export as export_module
 from mnistlab.reading.predict import SHIPPED, classify, load_classifier, predict_files
 

@@ -84,7 +84,7 @@ def test_models_command_json(cli):
 
 def test_models_command_pattern_and_no_match(cli):
     code, out, _ = cli("models", "iter*")
-    assert code == 0 and out.count("\n") == 7 and "18,422" in out
+    assert code == 0 and sum(line.startswith("iter") for line in out.splitlines()) == 7 and "18,422" in out
     code, _, err = cli("models", "nothing*")
     assert code == 2 and "no model matches" in err
 
@@ -98,3 +98,23 @@ def test_summary_command_prints_torchsummary_table(cli, tmp_path):
     assert code == 0 and "47 classes" in out and "Total params: 246,767" in out
     code, _, err = cli("summary", "nosuchthing")
     assert code == 2 and "neither a config file nor a model name" in err
+
+
+def test_the_catalog_that_mnistlab_models_prints_matches_the_registry():
+    """`python -m mnistlab.models.catalog` regenerates mnistlab/models/catalog.json after a model changes."""
+    import json
+
+    from mnistlab.models.catalog import CATALOG, build_catalog
+
+    assert json.loads(CATALOG.read_text()) == build_catalog()
+
+
+def test_models_answers_without_importing_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom mnistlab.cli import main\nmain(['models', 'iter*'])\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "iter5" in result.stdout and "18,422" in result.stdout

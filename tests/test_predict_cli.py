@@ -206,31 +206,52 @@ def relabelled_copy(path: Path, classes: list[str]) -> Path:
     return path
 
 
+def finished_run(root: Path, name: str, test_acc: float, classes: list[str], smoke: bool = False,
+                 finished: int | None = None) -> Path:
+    """A run directory as `mnistlab train` leaves it, with a relabelled copy of the shipped model."""
+    run_dir = root / "checkpoints" / name / "run"
+    best = relabelled_copy(run_dir / "best.pt", classes)
+    limits = "limit_train_batches: 3" if smoke else "limit_train_batches: null"
+    (run_dir / "config.yaml").write_text(f"name: {name}\ntrain:\n  {limits}\n")
+    (run_dir / "summary.json").write_text(json.dumps({"test_acc": test_acc, "dataset": "mnist",
+                                                      "test_n": 10 if smoke else 10_000}))
+    if finished is not None:
+        os.utime(run_dir / "summary.json", (finished, finished))
+    return best
+
+
 def test_checkpoint_choice(cli, mnist_test, tmp_path, monkeypatch):
+    """Without --ckpt: the best test accuracy among full finished runs and the shipped model (99.58%)."""
     monkeypatch.chdir(tmp_path)
     image, label = digit_png(tmp_path, "digit.png", mnist_test, 0)
     digit = int(label)
 
     code, out, err = cli("predict", image)
     assert code == 0 and out.startswith(f"{image}: {label} (")
-    assert err == f"checkpoint: {SHIPPED} (the default model shipped with mnistlab)\n"
+    assert err.startswith(f"checkpoint: {SHIPPED} (the best test accuracy, 99.58%, among 0 finished full run")
 
-    older = relabelled_copy(tmp_path / "checkpoints" / "a" / "best.pt", list("ABCDEFGHIJ"))
-    newer = relabelled_copy(tmp_path / "checkpoints" / "x" / "run1" / "best.pt", list("abcdefghij"))
-    relabelled_copy(tmp_path / "checkpoints" / "x" / "run1" / "last.pt", list("0000000000"))  # not a best.pt
-    os.utime(older, (1_000_000_000, 1_000_000_000))
+    finished_run(tmp_path, "weaker", 0.98, list("ABCDEFGHIJ"), finished=1_000_000_000)
+    finished_run(tmp_path, "smoke", 1.0, list("abcdefghij"), smoke=True)  # newest, and "perfect" on 10 images
     code, out, err = cli("predict", image)
-    assert code == 0 and out.startswith(f"{image}: {'abcdefghij'[digit]} (")
-    assert err == "checkpoint: checkpoints/x/run1/best.pt (the newest best.pt under ./checkpoints)\n"
+    assert code == 0 and out.startswith(f"{image}: {label} (") and str(SHIPPED) in err  # neither beats it
 
-    os.utime(older, None)  # now the newest
-    os.utime(newer, (1_000_000_000, 1_000_000_000))
+    finished_run(tmp_path, "better", 0.999, list("KLMNOPQRST"), finished=1_000_000_001)
     code, out, err = cli("predict", image)
-    assert out.startswith(f"{image}: {'ABCDEFGHIJ'[digit]} (") and "checkpoints/a/best.pt" in err
+    assert out.startswith(f"{image}: {'KLMNOPQRST'[digit]} (")
+    assert err == ("checkpoint: checkpoints/better/run/best.pt (the best test accuracy, 99.90%, among 2 finished "
+                   "full run(s) under ./checkpoints and the shipped model)\n")
 
-    mine = relabelled_copy(tmp_path / "elsewhere" / "mine.pt", list("KLMNOPQRST"))
+    code, out, err = cli("predict", image, "--ckpt", "latest")
+    assert out.startswith(f"{image}: {'abcdefghij'[digit]} (") and "the newest finished run" in err
+    code, out, err = cli("predict", image, "--ckpt", "best")
+    assert out.startswith(f"{image}: {'KLMNOPQRST'[digit]} (")
+    code, out, err = cli("predict", image, "--ckpt", "default")
+    assert out.startswith(f"{image}: {label} (") and err == f"checkpoint: {SHIPPED} (the default model shipped " \
+                                                            f"with mnistlab)\n"
+
+    mine = relabelled_copy(tmp_path / "elsewhere" / "mine.pt", list("UVWXYZabcd"))
     code, out, err = cli("predict", image, "--ckpt", mine)
-    assert code == 0 and out.startswith(f"{image}: {'KLMNOPQRST'[digit]} (")
+    assert code == 0 and out.startswith(f"{image}: {'UVWXYZabcd'[digit]} (")
     assert err == f"checkpoint: {mine} (given with --ckpt)\n"
 
 
@@ -458,7 +479,7 @@ def test_a_broken_local_best_pt_is_named(cli, mnist_test, tmp_path, monkeypatch)
     """The user did not name it, so the error must say which file was picked."""
     monkeypatch.chdir(tmp_path)
     image, _ = digit_png(tmp_path, "digit.png", mnist_test, 0)
-    (tmp_path / "checkpoints" / "run").mkdir(parents=True)
-    (tmp_path / "checkpoints" / "run" / "best.pt").write_bytes(b"interrupted")
+    finished_run(tmp_path, "run", 0.9999, list("0123456789"))
+    (tmp_path / "checkpoints" / "run" / "run" / "best.pt").write_bytes(b"interrupted")
     code, _, err = cli("predict", image)
-    assert code == 2 and err.count("\n") == 1 and "checkpoints/run/best.pt" in err
+    assert code == 2 and err.count("\n") == 1 and "checkpoints/run/run/best.pt" in err

@@ -33,8 +33,9 @@ import pytest
 from PIL import Image
 
 from conftest import REPO
-from test_draw import CANVAS, DIGITS, render
-from test_preprocess import _png_header_only
+from drawn_digits import DIGITS, render
+from mnistlab.reading.draw import CANVAS
+from digit_styles import png_header_only
 from mnistlab.reading.predict import SHIPPED
 
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (it is in the test extra)")
@@ -195,8 +196,8 @@ def bad_requests(drawings) -> list[tuple[str, dict, int, str]]:
         ("empty body", {"content": b""}, 400, "empty body"),
         ("not an image", {"content": b"hello, this is text\n" * 50}, 422, "not an image"),
         ("truncated", {"content": good[: len(good) // 2]}, 422, "truncated or corrupt"),
-        ("bomb", {"content": _png_header_only(100_000, 100_000)}, 422, "decompression bomb"),
-        ("56 megapixels", {"content": _png_header_only(8000, 7000)}, 422, "too large"),
+        ("bomb", {"content": png_header_only(100_000, 100_000)}, 422, "decompression bomb"),
+        ("56 megapixels", {"content": png_header_only(8000, 7000)}, 422, "too large"),
         ("blank paper", {"content": blank}, 422, "no ink"),
         ("50 MB", {"content": bytes(50 * 2**20)}, 413, "larger than the 16 MB limit"),
         ("50 MB chunked", {"content": chunks()}, 413, "larger than the 16 MB limit"),

@@ -9,6 +9,7 @@ another in this process, or by `parallel` in worker processes (`--jobs N`).
 from __future__ import annotations
 
 import csv
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +31,7 @@ def compare_configs(paths: list[str], overrides: list[str] = (), seeds: list[int
     if jobs < 1:
         raise UserError(f"--jobs: got {jobs}; expected a whole number >= 1")
     make_dir(out_dir, "--out-dir")  # before any training: the table must have somewhere to go
+    check_all(list(paths), list(overrides))
     if folds is not None and not 2 <= folds <= 100:
         raise UserError(f"--folds: got {folds}; expected a whole number from 2 to 100")
     comparison = Comparison([], Path(out_dir), list(overrides), seeds, paths=list(paths), folds=folds)
@@ -43,6 +45,25 @@ def compare_configs(paths: list[str], overrides: list[str] = (), seeds: list[int
     if sort is not None:
         comparison.rows = sort_rows(comparison.rows, sort)
     return comparison
+
+
+def check_all(paths: list[str], overrides: list[str]) -> None:
+    """Every config, with the overrides, loads and names a model that builds: all problems at once, before
+    anything trains (a typo in the fifth config must not wait for four trainings to surface)."""
+    from ..config import load_config
+    from ..models import check_model
+
+    problems = []
+    for path in paths:
+        try:
+            cfg = load_config(path, overrides)
+            check_model(cfg.model.name, cfg.model.kwargs)
+        except UserError as exc:
+            problems.append(one_line(exc if str(path) in str(exc) else f"{path}: {exc}"))
+    if problems:
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise UserError(f"{len(problems)} of {len(paths)} config(s) cannot run (listed above); nothing was trained")
 
 
 def run_in_process(comparison: Comparison, steps: Iterator[Step], data_dir: str | None, log) -> None:
@@ -116,7 +137,8 @@ def row_curves(row) -> list[list[dict]] | None:
 
 def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | None = None,
                 out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
-                data_dir: str | None = None, log=print, jobs: int = 1, folds: int | None = None) -> int:
+                data_dir: str | None = None, log=print, jobs: int = 1, folds: int | None = None,
+                wide: bool = False) -> int:
     """The whole command: runs, table on the terminal, files. Exit code 0, 1 (a row failed) or 130 (Ctrl-C)."""
     comparison = compare_configs(paths, list(overrides), parse_seeds(seeds), out_dir, reuse, sort, data_dir, log,
                                  jobs, folds)
@@ -125,7 +147,7 @@ def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | Non
     reused = sum(run.reused for row in comparison.rows for run in row.runs)
     failed = sum(bool(row.error) for row in comparison.rows)
     log("")
-    log(format_text_table(comparison.rows))
+    log(format_text_table(comparison.rows, wide))
     log("")
     log(f"{len(comparison.rows)} config(s): {trained} run(s) trained, {reused} reused, {failed} failed"
         + (f"; interrupted, {comparison.skipped} config(s) not run" if comparison.interrupted else ""))

@@ -86,7 +86,8 @@ def write_eval_plots(report: dict, model, images, result, mean: float, std: floa
     grid = plots.misclassified_grid(images[wrong].cpu().numpy(), result.labels[wrong].tolist(),
                                     result.predictions[wrong].tolist(), confidence.tolist(), report["classes"],
                                     out / f"misclassified_{split}.png",
-                                    f"{head}: {len(wrong)} of {errors:,} misclassified images, most confident first")
+                                    f"{head}: {len(wrong)} of {errors:,} misclassified images, most confident first "
+                                    f"(#: the image's index in the {split} split)", indices=wrong.tolist())
     return [matrix, grid]
 
 

@@ -138,8 +138,16 @@ def _failures(rows: list) -> list[str]:
             for row in rows if row.error]
 
 
-def format_text_table(rows: list) -> str:
+NARROW_DROPS = {"layers", *LAYER_KINDS, "train loss", "time/epoch"}  # in comparison.md/.csv, and with --wide
+
+
+def format_text_table(rows: list, wide: bool = False) -> str:
+    """The terminal table: within 120 columns unless `wide` (the layer counts live in the files)."""
     headers, cells, numeric = table_cells(rows)
+    if not wide:
+        keep = [i for i, h in enumerate(headers) if h not in NARROW_DROPS]
+        headers, numeric = [headers[i] for i in keep], [numeric[i] for i in keep]
+        cells = [[c[i] if headers[n] != "device" else short_device(c[i]) for n, i in enumerate(keep)] for c in cells]
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
 
     def line(values):
@@ -151,6 +159,12 @@ def format_text_table(rows: list) -> str:
     if failures:
         out += ["", "failed:"] + [f"  {f}" for f in failures]
     return "\n".join(out)
+
+
+def short_device(text: str) -> str:
+    """`cuda:0 (NVIDIA H200), cuda:1 (NVIDIA H200)` -> `cuda`: the full names are in the files."""
+    kinds = dict.fromkeys(part.strip().split(" ")[0].split(":")[0] for part in text.split(","))
+    return ",".join(kinds) or text
 
 
 def format_markdown(comparison) -> str:

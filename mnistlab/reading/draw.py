@@ -33,6 +33,7 @@ PEN = 28
 PAPER, INK = 255, 0  # grey levels in the drawing (dark ink on white paper, as on screen)
 PREDICT_EVERY_MS = 100  # while drawing; on release the prediction is immediate
 TOP_K = 3
+UNSURE = 0.5  # below this top probability the window asks whether the drawing is a digit
 PREVIEW_SCALE = 4  # the 28x28 model input is shown at 112x112
 BARS_WIDTH, BAR_LEFT, BAR_LENGTH = 250, 26, 150  # the top-3 bars: the label, the bar, then the percentage
 TITLE = "mnistlab draw"
@@ -157,6 +158,7 @@ class DrawApp:
         self.image = blank_drawing()
         self.last: tuple[int, int] | None = None
         self.strokes = 0
+        self.paths: list[list[tuple[int, int]]] = []  # every stroke's points, for Ctrl+Z
         self.pending = None  # the scheduled prediction while drawing
         self.interrupted = False
 
@@ -175,6 +177,7 @@ class DrawApp:
 
         for key in ("<Escape>", "<Delete>", "<BackSpace>", "<KeyPress-c>"):
             root.bind(key, lambda _e: self.clear())
+        root.bind("<Control-z>", lambda _e: self.undo())
         for key in ("<Control-q>", "<Control-w>"):
             root.bind(key, lambda _e: root.destroy())
         self.show_empty()
@@ -199,7 +202,8 @@ class DrawApp:
         tk.Button(row, text="Clear", command=self.clear, font=(FONT, 11, "bold"), fg="white", bg=TEXT,
                   activeforeground="white", activebackground="#374151", relief="flat", bd=0, highlightthickness=0,
                   padx=18, pady=6, cursor="hand2").pack(side="left")
-        tk.Label(row, text="Esc, Delete or C clears", font=(FONT, 10), fg=MUTED, bg=BG).pack(side="left", padx=12)
+        tk.Label(row, text="Esc, Delete or C clears · Ctrl+Z undoes a stroke", font=(FONT, 10), fg=MUTED,
+                 bg=BG).pack(side="left", padx=12)
 
     def _build_panel(self, parent) -> None:
         tk = self.tk
@@ -240,8 +244,10 @@ class DrawApp:
         self.canvas.delete("hint")
         self.last = (event.x, event.y)
         self.strokes += 1
+        self.paths.append([self.last])
         r = (PEN - 1) / 2
-        self.canvas.create_oval(event.x - r, event.y - r, event.x + r, event.y + r, fill=TEXT, outline="", tags="ink")
+        self.canvas.create_oval(event.x - r, event.y - r, event.x + r, event.y + r, fill=TEXT, outline="",
+                                tags=("ink", f"stroke{len(self.paths)}"))
         draw_stroke(self.image, [self.last])
         self.schedule()
 
@@ -252,8 +258,9 @@ class DrawApp:
         if here == self.last:
             return
         self.canvas.create_line(*self.last, *here, width=PEN, fill=TEXT, capstyle="round", joinstyle="round",
-                                tags="ink")
+                                tags=("ink", f"stroke{len(self.paths)}"))
         draw_stroke(self.image, [self.last, here])
+        self.paths[-1].append(here)
         self.last = here
         self.schedule()
 
@@ -268,10 +275,26 @@ class DrawApp:
     def clear(self) -> None:
         self.canvas.delete("ink")
         self.image = blank_drawing()
-        self.last, self.strokes = None, 0
+        self.last, self.strokes, self.paths = None, 0, []
         self.show_empty()
         self.log("clear", ink_pixels=int((np.asarray(self.image) != PAPER).sum()),
                  canvas_strokes=len(self.canvas.find_withtag("ink")), shown=self.digit.cget("text"))
+
+    def undo(self) -> None:
+        """Ctrl+Z: the last stroke goes, from the canvas and from the image the model reads."""
+        if not self.paths or self.last is not None:
+            return
+        self.canvas.delete(f"stroke{len(self.paths)}")
+        self.paths.pop()
+        self.image = blank_drawing()
+        for path in self.paths:
+            draw_stroke(self.image, path)
+        self.strokes = len(self.paths)
+        if self.strokes:
+            self.predict()
+        else:
+            self.show_empty()
+        self.log("undo", strokes=self.strokes, ink_pixels=int((np.asarray(self.image) != PAPER).sum()))
 
     # -------------------------------------------------------- prediction
 
@@ -299,7 +322,9 @@ class DrawApp:
     def show(self, top: list[tuple[str, float]], frame: np.ndarray) -> None:
         label, p = top[0]
         self.digit.configure(text=label, fg=TEXT)
-        self.confidence.configure(text=f"{percent(p)} sure", fg=confidence_colour(p))
+        # a flat answer usually means the drawing is no digit the model knows: say so, gently
+        hint = "" if p >= UNSURE else " · a digit?"
+        self.confidence.configure(text=f"{percent(p)} sure{hint}", fg=confidence_colour(p))
         for (text, fill, pct), (name, q) in zip(self.bar_items, top):
             y = self.bars.coords(fill)[1]
             self.bars.itemconfigure(text, text=name)

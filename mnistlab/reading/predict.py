@@ -31,15 +31,67 @@ class Classifier:
 
 
 def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -> tuple[Path, str]:
-    """--ckpt > the newest best.pt under ./checkpoints/ > the model shipped inside the package."""
-    if ckpt:
+    """--ckpt PATH, or `default` (the shipped model), `latest` (the newest finished run under ./checkpoints) or
+    `best`; without --ckpt, the best test accuracy among the finished full runs under ./checkpoints and the
+    shipped model, so a quick smoke run never quietly replaces a better model. Returns the path and why."""
+    if ckpt not in (None, "default", "latest", "best"):
         return Path(ckpt), "given with --ckpt"
-    local = [p for p in search_root.glob("**/best.pt") if p.is_file()] if search_root.is_dir() else []
-    if local:
-        return max(local, key=lambda p: p.stat().st_mtime), "the newest best.pt under ./checkpoints"
-    if SHIPPED.is_file():
-        return SHIPPED, "the default model shipped with mnistlab"
-    raise UserError("no checkpoint: give --ckpt PATH, or train one (mnistlab train configs/default.yaml)")
+    if ckpt == "default":
+        return shipped(), "the default model shipped with mnistlab"
+    runs = finished_runs(search_root)
+    if ckpt == "latest":
+        if not runs:
+            raise UserError(f"--ckpt latest: no finished run under ./{search_root}")
+        newest = max(runs, key=lambda r: r["finished"])
+        return newest["path"], f"the newest finished run under ./{search_root}"
+    full = [r for r in runs if r["full"]]
+    if ckpt == "best" and not full:
+        raise UserError(f"--ckpt best: no finished full run (scored on the whole test set) under ./{search_root}")
+    candidates = full + ([] if ckpt == "best" else [{"path": shipped(), "test_acc": shipped_accuracy()}])
+    best = max(candidates, key=lambda r: r["test_acc"])
+    among = f"{len(full)} finished full run(s) under ./{search_root}" + ("" if ckpt == "best" else
+                                                                         " and the shipped model")
+    return best["path"], f"the best test accuracy, {best['test_acc']:.2%}, among {among}"
+
+
+def shipped() -> Path:
+    if not SHIPPED.is_file():
+        raise UserError(f"the shipped model is missing ({SHIPPED}); reinstall mnistlab, or give --ckpt PATH")
+    return SHIPPED
+
+
+def shipped_accuracy() -> float:
+    """The shipped model's test accuracy, as its checkpoint records it (read without loading the weights
+    into a model)."""
+    import torch
+
+    metrics = torch.load(shipped(), map_location="cpu", weights_only=True).get("metrics", {})
+    return float(metrics.get("test_acc") or 0.0)
+
+
+def finished_runs(root: Path) -> list[dict]:
+    """Finished MNIST-digit runs under `root` with a test score: path of best.pt, accuracy, finish time, and
+    whether the run was full (no limit_* setting, all test images scored). Damaged runs are left out."""
+    import json
+
+    import yaml
+
+    found = []
+    for summary_file in root.glob("**/summary.json") if root.is_dir() else []:
+        run_dir = summary_file.parent
+        try:
+            summary = json.loads(summary_file.read_text(encoding="utf-8"))
+            train = (yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("train", {})
+        except (OSError, ValueError, yaml.YAMLError, AttributeError):
+            continue
+        acc = summary.get("test_acc") if isinstance(summary, dict) else None
+        if not isinstance(acc, (int, float)) or summary.get("dataset") != "mnist" or not (run_dir / "best.pt").is_file():
+            continue
+        smoke = any(train.get(k) for k in ("limit_train_batches", "limit_eval_batches")) if isinstance(train, dict) \
+            else True
+        found.append({"path": run_dir / "best.pt", "test_acc": float(acc), "finished": summary_file.stat().st_mtime,
+                      "full": not smoke and summary.get("test_n") == 10_000})
+    return found
 
 
 def load_classifier(path: Path) -> Classifier:
@@ -130,6 +182,35 @@ def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, fram
     if save_dir:
         save_prepared(paths, prepared, Path(save_dir))
     return results
+
+
+def predict_images(items: list, classifier: Classifier, top_k: int = 1, frame: bool = True) -> list[dict]:
+    """predict_files for the Python API: each item a path, a PIL image or an array (grey H x W, or
+    H x W x 3/4; uint8, or floats in [0, 1]). An item that is not an image becomes a UserError."""
+    from PIL import Image
+
+    from .image import ImageError
+    from .preprocess import preprocess
+
+    digits, names = [], []
+    for n, item in enumerate(items):
+        if isinstance(item, (str, Path)):
+            digits.append(preprocess(item, frame=frame))
+            names.append(str(item))
+            continue
+        if isinstance(item, np.ndarray):
+            array = item if item.dtype == np.uint8 else (np.clip(item, 0, 1) * 255).round().astype(np.uint8)
+            item = Image.fromarray(array)
+        if not isinstance(item, Image.Image):
+            raise UserError(f"images[{n}]: got a {type(item).__name__}; give a path, a PIL image or a numpy array")
+        try:
+            digits.append(preprocess(item, frame=frame))
+        except ImageError as exc:
+            raise ImageError(f"images[{n}]: {exc}") from None
+        names.append(None)
+    probs = classify(classifier, np.stack(digits)) if digits else []
+    results = [describe(name, row, classifier.classes, top_k) for name, row in zip(names, probs)]
+    return [{k: v for k, v in r.items() if not (k == "path" and v is None)} for r in results]
 
 
 def save_prepared(paths: list[Path], prepared, out: Path) -> None:

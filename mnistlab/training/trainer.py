@@ -130,6 +130,8 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
                              "early_stopping": stopper}, world)
     params = sum(p.numel() for p in model.parameters())
     say(header_line(cfg, data, params, batch_size, device, dtype, world))
+    say(f"  (* marks a new best epoch by {cfg.train.checkpoint_monitor}, saved as best.pt; lr is the learning rate "
+        f"the epoch started with)")
     if cfg.train.checkpoint_monitor == "test_acc":
         say("note: the checkpoint is selected on TEST accuracy (allow_test_selection: true); "
             "the test number below is not an unbiased estimate")
@@ -262,6 +264,9 @@ def finish(t: Training, stopped_early: bool, train_time: float, score_test: bool
     barrier(t.world)  # rank 0 has written best.pt before anyone reads it
     best = t.saver.load_best()
     t.model.load_state_dict(best["state_dict"])
+    if score_test:
+        views = " with test-time augmentation (7 views each)" if t.cfg.train.tta else ""
+        t.say(f"scoring best.pt (epoch {t.saver.best_epoch}) once on the test set{views}…")
     scores = final_scores(t) if score_test else {"test_acc": None, "test_loss": None, "test_n": 0}
     summary = build_summary(t, scores, stopped_early, train_time, in_sync)
     if score_test:

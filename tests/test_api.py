@@ -1,0 +1,71 @@
+"""The Python API a notebook uses: train, evaluate, load_model, predict; and `import mnistlab` stays cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+import mnistlab
+from conftest import REPO
+from mnistlab.errors import UserError
+
+TINY = ["train.epochs=1", "train.limit_train_batches=20", "train.limit_eval_batches=2"]
+
+
+def test_importing_mnistlab_imports_no_torch():
+    code = "import sys, mnistlab\nassert 'torch' not in sys.modules\nprint(mnistlab.__version__, mnistlab.API)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_root):
+    out = tmp_path_factory.mktemp("api")
+    config = {"name": "notebook", "model": "iter5", "data": {"root": str(mnist_root)},
+              "train": {"optimizer": {"name": "adam", "lr": 0.003}}}
+    return mnistlab.train(config, TINY, out_dir=out)
+
+
+def test_train_takes_a_dict_and_returns_the_summary(trained):
+    assert trained["name"] == "notebook" and trained["model"] == "iter5" and trained["epochs_run"] == 1
+    assert 0.1 < trained["test_acc"] <= 1 and (Path(trained["run_dir"]) / "best.pt").exists()
+
+
+def test_train_by_packaged_name(tmp_path, mnist_root):
+    summary = mnistlab.train("iter5", TINY, out_dir=tmp_path, data_dir=str(mnist_root))
+    assert summary["name"] == "iter5" and (tmp_path / "iter5").is_dir()
+
+
+def test_evaluate_gives_the_summarys_numbers_with_the_limit_lifted(trained, mnist_root):
+    report = mnistlab.evaluate(f"{trained['run_dir']}/best.pt", data_dir=str(mnist_root), device="cpu")
+    assert report["n"] == 10_000 and 0 <= report["accuracy"] <= 1 and len(report["confusion_matrix"]) == 10
+    with pytest.raises(UserError, match="split"):
+        mnistlab.evaluate(f"{trained['run_dir']}/best.pt", split="holdout")
+
+
+def test_load_model_is_a_ready_torch_module(trained):
+    model = mnistlab.load_model(f"{trained['run_dir']}/best.pt")
+    assert isinstance(model, torch.nn.Module) and not model.training
+    assert model.classes == list("0123456789") and len(model.normalize) == 2
+    with torch.inference_mode():
+        assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_predict_takes_paths_pil_images_and_arrays(tmp_path):
+    image = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(image).line([(100, 30), (100, 170)], fill=0, width=16)
+    image.save(tmp_path / "one.png")
+    array = np.asarray(image)
+    results = mnistlab.predict([tmp_path / "one.png", image, array, array.astype(np.float32) / 255], ckpt="default",
+                               top_k=2)
+    assert [r["prediction"] for r in results] == ["1"] * 4
+    assert results[0]["path"] == str(tmp_path / "one.png") and "path" not in results[1]
+    assert len(results[2]["top_k"]) == 2
+    with pytest.raises(UserError, match="images\\[0\\]"):
+        mnistlab.predict([42], ckpt="default")
