@@ -11,8 +11,10 @@ What is written, and on which axis:
   with the session's end. No `experiment` summary is written: TensorBoard then builds the hparams
   table from all runs' sessions (one run's experiment summary would fix the columns for every run).
 
-A resumed run appends a new event file to the same directory; the epoch it repeats was interrupted, and
-it repeats it exactly (trainer.epoch_seed), so a point written twice has the same value both times.
+A resumed run appends a new event file to the same directory. The epoch it starts with may have left
+points before the kill (its step losses, or its row when the kill came before last.pt); the resumed run
+repeats that epoch exactly (trainer.epoch_seed; on a GPU up to nondeterministic kernels), so a point
+written twice has the same value both times and the curves read as one run.
 """
 
 from __future__ import annotations
