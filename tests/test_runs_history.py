@@ -274,8 +274,13 @@ def test_long_names_keep_their_ends_and_short_tables_are_whole():
     lines = format_history([record("iter5-lr-trial0003", "baseline_cnn_small", deep)]).splitlines()
     assert max(map(len, lines)) <= 120
     name, model, *_, directory = lines[2].split()
-    assert name.startswith("iter5-") and name.endswith("0003") and "…" in name  # which trial: its end
-    assert model.startswith("basel") and model.endswith("small")
     assert directory.startswith("…/") and directory.endswith("/20261123-100000") and deep.endswith(directory[1:])
+    assert name == "iter5-lr-trial0003"  # what the path cut at a folder left over went back to the name
+    study = "iter5-batch-size-and-rotation-search-trial0003"
+    lines = format_history([record(study, "baseline_cnn_small", deep)]).splitlines()
+    name, model, *_ = lines[2].split()
+    assert max(map(len, lines)) <= 120 and "…" in name and "…" in model
+    assert name.startswith("iter5-") and name.endswith("0003")  # which study, which trial: start and end
+    assert model.startswith("basel") and model.endswith("small")
     short = format_history([record("iter5", "iter5", "/srv/iter5/20261123-100000")]).splitlines()
     assert short[2].split()[0] == "iter5" and short[2].endswith("/srv/iter5/20261123-100000")  # nothing clipped

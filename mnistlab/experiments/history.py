@@ -278,7 +278,7 @@ SHRINKING = [("directory", 26), ("model", 12), ("name", 16), ("directory", 18), 
 def format_history(records: list[dict], width: int = WIDTH) -> str:
     """The table (at most `width` columns: the directory is shortened first) and notes on what it shows."""
     cells = [row_cells(r) for r in records]
-    widths = fit([max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADERS)], width)
+    widths = fit([max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADERS)], width, cells)
 
     def line(values):
         clipped = [clip(v, w, path=h == "directory") for v, w, h in zip(values, widths, HEADERS)]
@@ -298,15 +298,22 @@ def row_cells(r: dict) -> list[str]:
             shown_path(r["directory"])]
 
 
-def fit(widths: list[int], width: int) -> list[int]:
-    """Column widths within `width`, taken from the SHRINKING columns in turn."""
-    widths = list(widths)
+def fit(natural: list[int], width: int, cells: list[list[str]]) -> list[int]:
+    """Column widths within `width`, taken from the SHRINKING columns in turn. Paths are cut at a folder,
+    so they may need less than their column: what they leave goes back to the name and model."""
+    widths = list(natural)
     for name, least in SHRINKING:
         i = HEADERS.index(name)
         excess = sum(widths) + 2 * (len(widths) - 1) - width
         if excess <= 0:
             break
         widths[i] = max(min(least, widths[i]), widths[i] - excess)
+    d = HEADERS.index("directory")
+    used = max([len(HEADERS[d])] + [len(clip(c[d], widths[d], path=True)) for c in cells])
+    spare, widths[d] = widths[d] - used, used
+    for i in (HEADERS.index("name"), HEADERS.index("model")):
+        grow = min(spare, natural[i] - widths[i])
+        widths[i], spare = widths[i] + grow, spare - grow
     return widths
 
 
