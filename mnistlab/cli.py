@@ -12,6 +12,7 @@ import sys
 
 from ._version import __version__
 from .errors import UserError, one_line
+from .style import paint
 
 
 EXAMPLES = """examples:
@@ -29,7 +30,7 @@ EXAMPLES = """examples:
 
 class Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of argparse's usage block
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, paint(f"{self.prog}: error: {message} (see {self.prog} --help)", "error", sys.stderr) + "\n")
 
 
 def build_parser() -> Parser:
@@ -38,8 +39,8 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for add in (add_train, add_eval, add_compare, add_sweep, add_predict, add_draw, add_models, add_summary,
-                add_configs, add_init, add_export, add_serve):
+    for add in (add_train, add_eval, add_compare, add_sweep, add_runs, add_predict, add_draw, add_models,
+                add_summary, add_configs, add_init, add_export, add_serve):
         add(commands)
     return parser
 
@@ -115,6 +116,23 @@ def add_sweep(commands) -> None:
                    "on the test set: mean ± sd")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     p.set_defaults(handler=cmd_sweep)
+
+
+def add_runs(commands) -> None:
+    from .experiments.history import FILTER_KEYS, SORT_COLUMNS  # torch-free, like this module
+
+    p = commands.add_parser("runs", help="every run (finished or not) under ./checkpoints or the folders given: "
+                            "name, model, accuracy, time, state, directory")
+    p.add_argument("roots", nargs="*", metavar="ROOT", help="folders searched for run directories (default: "
+                   "checkpoints); compare and sweep output folders too")
+    p.add_argument("--sort", choices=list(SORT_COLUMNS), default="date", metavar="COLUMN",
+                   help=f"{', '.join(SORT_COLUMNS)} (best first: accuracy high, params and time low; "
+                   "default: date, newest first)")
+    p.add_argument("--filter", dest="filters", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"only runs whose KEY ({', '.join(FILTER_KEYS)}) matches VALUE (shell wildcards "
+                   "allowed, e.g. model='iter*'; repeatable: all must match)")
+    p.add_argument("--json", action="store_true", help="print a JSON list of objects (fractions, seconds, full paths)")
+    p.set_defaults(handler=cmd_runs)
 
 
 def add_predict(commands) -> None:
@@ -297,6 +315,22 @@ def cmd_sweep(args) -> int:
                      confirm_seeds=args.confirm_seeds, worker=args.worker)
 
 
+def cmd_runs(args) -> int:
+    from .experiments.history import format_history, run_history
+
+    records = run_history(args.roots, sort=args.sort, filters=args.filters)
+    if args.json:
+        import json
+
+        print(json.dumps(records, indent=2))
+    elif not records:
+        where = ", ".join(args.roots) or "checkpoints"
+        print(f"no runs under {where}" + (f" match {' '.join(args.filters)}" if args.filters else ""))
+    else:
+        print(format_history(records))
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .reading.predict import expand_inputs, find_checkpoint, format_result, load_classifier, predict_files
 
@@ -450,19 +484,23 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except UserError as exc:
-        print(f"mnistlab {args.command}: error: {one_line(exc)}", file=sys.stderr)
+        print_error(f"mnistlab {args.command}: error: {one_line(exc)}")
         return exc.exit_code
-    except BrokenPipeError:  # `mnistlab models | head`
+    except BrokenPipeError:  # `mnistlab runs --json | head` (an OSError: caught before the next clause)
         sys.stderr.close()
         return 0
     except OSError as exc:  # the environment (a full disk, a deleted folder, a permission): not our bug
         from .files import environment_error
 
-        print(f"mnistlab {args.command}: error: {one_line(environment_error(exc))}", file=sys.stderr)
+        print_error(f"mnistlab {args.command}: error: {one_line(environment_error(exc))}")
         return 1
     except KeyboardInterrupt:
         print(f"mnistlab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def print_error(line: str) -> None:
+    print(paint(line, "error", sys.stderr), file=sys.stderr)
 
 
 if __name__ == "__main__":

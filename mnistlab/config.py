@@ -281,6 +281,9 @@ class TrainConfig(Strict):
     limit_train_batches: Optional[Int] = Field(None, ge=1)
     limit_eval_batches: Optional[Int] = Field(None, ge=1)  # smoke tests only: the test score then is partial
     sync_batchnorm: bool = False  # under torchrun on GPUs: BatchNorm statistics over all ranks' batches
+    # TensorBoard event files in the run directory (the optional extra mnistlab[tensorboard]): per-epoch
+    # metrics, the step loss every 50 steps, the hyperparameters with the final scores
+    tensorboard: bool = False
 
     @field_validator("batch_size", mode="before")
     @classmethod

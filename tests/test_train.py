@@ -48,8 +48,9 @@ def test_one_real_epoch_of_iter5_reaches_97_5_percent(iter5_one_epoch):
     assert summary["train_size"] == 54_000 and summary["val_size"] == 6_000
     for key in ("test_loss", "train_time_s", "device", "versions", "selected_on"):
         assert key in summary
-    assert sorted(p.name for p in iter5_one_epoch.iterdir()) == ["best.pt", "config.yaml", "curves.png", "last.pt",
-                                                                 "metrics.csv", "summary.json"]
+    # .lock: what kept other processes off the run while it trained; no TensorBoard events unless asked for
+    assert sorted(p.name for p in iter5_one_epoch.iterdir()) == [".lock", "best.pt", "config.yaml", "curves.png",
+                                                                 "last.pt", "metrics.csv", "summary.json"]
     (row,) = read_metrics(iter5_one_epoch)
     # training images per second of the epoch: all 54,000 in less than the epoch's whole time (which adds val)
     assert float(row["train_images_per_s"]) > 54_000 / float(row["time_s"])

@@ -79,6 +79,19 @@ def well_formed(summary) -> bool:
         for key in SUMMARY_NUMBERS)
 
 
+def format_duration(seconds: float | None) -> str:
+    """A run's time as the tables show it (here, not in table.py, so `mnistlab runs` needs no torch)."""
+    if seconds is None:
+        return "—"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
 def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
     """The newest finished run of exactly this config on this kind of device, if any."""
     wanted = reuse_key(config)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import UserError, one_line
 from ..files import atomic_write_text, csv_value
-from .table import format_duration
+from .runs import format_duration
 
 SCORED = "mnistlab:test_scored"  # study user attribute: the trials scored on the test set, in order
 FIGURES = {"history": "optimization_history.png", "importance": "param_importances.png",

@@ -12,6 +12,7 @@ import statistics
 
 from ..files import csv_value
 from ..models._factory import LAYER_KINDS
+from .runs import format_duration
 
 METRICS = ("train_loss", "train_acc", "val_acc", "test_loss", "test_acc")
 # column -> True when larger is better (sorted first)
@@ -62,18 +63,6 @@ def sort_rows(rows: list, column: str) -> list:
     missing = [r for r in rows if row_values(r)[key] is None]
     done.sort(key=lambda r: row_values(r)[key], reverse=descending)
     return done + missing
-
-
-def format_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "—"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m"
 
 
 def _stat(mean: float | None, sd: float | None, percent: bool) -> str:

@@ -152,7 +152,8 @@ class ResumePoint:
         return self.ckpt["epoch"] if self.ckpt else 0
 
 
-RESUME_IGNORED = {"train.epochs", "device", "data.root", "data.download"}  # may change on resuming
+# may change on resuming (tensorboard: logging only, and absent from runs written before it existed)
+RESUME_IGNORED = {"train.epochs", "device", "data.root", "data.download", "train.tensorboard"}
 
 
 def run_dir_of(resume: str | Path) -> Path:

@@ -107,8 +107,11 @@ def progress(batches, desc: str, enabled: bool):
 
 
 def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, dtype=None, scaler=None,
-                    batch_scheduler=None, desc="train", show_progress=True) -> EpochStats:
-    """One pass over `batches`: mean training loss, training accuracy, first non-finite step."""
+                    batch_scheduler=None, desc="train", show_progress=True, on_step=None) -> EpochStats:
+    """One pass over `batches`: mean training loss, training accuracy, first non-finite step.
+
+    `on_step(step, loss)` is called after each step with the step's loss still on the device; reading it
+    waits for the device, so a callback reads it only now and then (tb_logger: every 50 steps)."""
     model.train()
     # Each step's loss and hit count go into a slot on the device (one small op each); the sums and
     # the first non-finite step are worked out once, after the epoch.
@@ -136,6 +139,8 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
         losses[step] = loss.detach()
         hits[step] = (logits.detach().argmax(1) == y).sum()
         sizes.append(len(y))
+        if on_step is not None:
+            on_step(step, losses[step])
         if not bar.disable and time.monotonic() >= next_refresh:  # reading the figures waits for the device
             next_refresh = time.monotonic() + REFRESH_S
             bar.set_postfix(loss=f"{losses[:step + 1].mean().item():.4f}",

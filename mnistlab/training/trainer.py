@@ -26,12 +26,14 @@ from ..files import atomic_write_text
 from ..models import create_model
 from ..models.layout import apply_layout
 from ..report import write_run_curves_safely
+from ..style import paint
 from .checkpoint import model_payload, versions
 from .checkpoint_saver import CheckpointSaver, ResumePoint, find_resume_point, lock_run_dir, open_run_dir
 from .distributed import World, barrier, init_world, ranks_agree, shutdown, sum_across, sync_buffers
 from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, keep_freed_host_memory, resolve_device, score,
                      train_one_epoch)
 from .optim import build_optimizer, build_scheduler, current_lr
+from .tb_logger import TensorBoardLogger, require_tensorboard
 
 
 def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "checkpoints", quiet: bool = False,
@@ -47,6 +49,7 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
     untouched (a sweep's trials: the test set must not take part in choosing).
     """
     world, device_setting = init_world(cfg.device)
+    t = None
     try:
         point = find_resume_point(resume, cfg, world) if resume else None
         if point is not None and point.summary is not None:
@@ -55,6 +58,8 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
         stopped_early, train_time = train_epochs(t, on_epoch)
         return finish(t, stopped_early, train_time, score_test)
     finally:
+        if t is not None and t.tb is not None:
+            t.tb.close()  # a failed or interrupted run keeps the events written so far
         shutdown(world)
 
 
@@ -91,12 +96,15 @@ class Training:
     say: Callable  # progress lines (silent with --quiet)
     log: Callable  # results and errors (rank 0 only)
     quiet: bool
+    tb: TensorBoardLogger | None  # train.tensorboard's event files (rank 0 only)
 
 
 def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool, log, point) -> Training:
     log = log if world.is_main else _silent
     say = _silent if quiet else log
     previous = point.ckpt if point is not None else None
+    if cfg.train.tensorboard:
+        require_tensorboard()  # a missing package is one line now, not after the data has loaded
     device = resolve_device(device_setting)
     dtype = amp_dtype(cfg.train.amp, device)
     keep_freed_host_memory()
@@ -134,9 +142,11 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
         say(f"resuming {run_dir} after epoch {point.epoch}"
             + ("; every epoch is done: scoring it" if stopped or first_epoch > cfg.train.epochs else ""))
     resume_hint = f"mnistlab train --resume {run_dir}" + (f" --data-dir {data_dir}" if data_dir else "")
+    tb = (TensorBoardLogger(run_dir, config_to_dict(cfg), params, len(batches["train"]))
+          if cfg.train.tensorboard and world.is_main else None)
     return Training(cfg, world, device, dtype, data, batch_size, model, net, params, batches, generators,
                     optimizer, scheduler, when, scaler, stopper, saver, first_epoch, run_dir, resume_hint, stopped,
-                    lock, say, log, quiet)
+                    lock, say, log, quiet, tb)
 
 
 def make_batches(cfg, data: DataBundle, batch_size: int, device, world: World, generators) -> dict[str, Any]:
@@ -209,7 +219,8 @@ def run_epoch(t: Training, epoch: int) -> dict:
     stats = train_one_epoch(t.net, t.batches["train"], t.optimizer, t.device,
                             label_smoothing=cfg.train.label_smoothing, dtype=t.dtype, scaler=t.scaler,
                             batch_scheduler=t.scheduler if t.when == "batch" else None,
-                            desc=f"epoch {epoch}/{cfg.train.epochs}", show_progress=not t.quiet and world.is_main)
+                            desc=f"epoch {epoch}/{cfg.train.epochs}", show_progress=not t.quiet and world.is_main,
+                            on_step=t.tb.step_hook(epoch) if t.tb else None)
     train_seconds = time.perf_counter() - train_start  # stats were read back: the device is done
     loss_sum, correct, seen, diverged = sum_across(
         world, [stats.loss * stats.n, stats.acc * stats.n, stats.n, float(stats.nonfinite_step >= 0)], t.device)
@@ -220,6 +231,8 @@ def run_epoch(t: Training, epoch: int) -> dict:
            "val_loss": val_loss, "val_acc": val_acc, "test_acc": test_acc, "lr": lr,
            "time_s": time.perf_counter() - epoch_start, "train_images_per_s": seen / train_seconds}
     t.saver.record(row)
+    if t.tb:
+        t.tb.log_epoch(row)
     if diverged or not math.isfinite(row["val_loss"] if has_val else row["train_loss"]):
         raise diverged_error(t, epoch, stats.nonfinite_step, lr)
     if t.scheduler is not None and t.when == "epoch":
@@ -261,7 +274,9 @@ def finish(t: Training, stopped_early: bool, train_time: float, score_test: bool
     if t.world.is_main:
         atomic_write_text(t.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         write_run_curves_safely(t.run_dir, t.log)
-    t.log(result_line(summary, len(t.data.test_y)))
+    if t.tb:
+        t.tb.finish(summary)
+    t.log(paint(result_line(summary, len(t.data.test_y)), "result"))
     t.log(f"run directory: {t.run_dir}")
     return summary
 
@@ -369,7 +384,7 @@ def epoch_line(row: dict, epochs: int, improved: bool) -> str:
     if row.get("train_images_per_s"):
         parts.append(f"{row['train_images_per_s']:,.0f} img/s")
     parts.append(f"{row['time_s']:.1f}s")
-    return "  ".join(parts) + ("  *" if improved else "")
+    return "  ".join(parts) + ("  " + paint("*", "best") if improved else "")
 
 
 def result_line(summary: dict, test_size: int) -> str:

@@ -1,0 +1,361 @@
+"""`mnistlab runs`: every run directory under some roots, finished or not, as a table or JSON.
+
+A run directory is any folder holding a config.yaml (trainer.open_run_dir writes it first), found
+recursively, so compare's and sweep's output folders list their runs too. What a row says comes
+from the files the run left: config.yaml (name, model, dataset, planned epochs, smoke settings),
+summary.json (a finished run's scores), metrics.csv (an unfinished run's epochs so far), trial.json
+(a sweep trial's outcome) and the run's lock (a run being trained now). Every file is read
+defensively: a damaged one makes its row `damaged` with the reason, never a traceback, because
+this is the command people run to find out what state their runs are in.
+
+Reading imports no torch: listing a hundred runs takes a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import csv
+import fnmatch
+import io
+import json
+import math
+import os
+import shlex
+import stat
+from datetime import datetime
+from pathlib import Path
+
+from ..errors import UserError, did_you_mean, one_line
+from ..yamlfile import read_yaml_file
+from .runs import SUMMARY_NUMBERS, format_duration, well_formed
+
+DEFAULT_ROOT = "checkpoints"
+STATES = ("finished", "unfinished", "running", "pruned", "failed", "damaged")
+# column -> True when larger is better (sorted first); `date` sorts newest first
+SORT_COLUMNS = {"date": True, "test_acc": True, "val_acc": True, "name": False, "model": False, "params": False,
+                "epochs": True, "time": False, "state": False}
+SORT_KEYS = {"epochs": "epochs_run", "time": "time_s"}
+FILTER_KEYS = ("name", "model", "dataset", "state", "smoke", "device", "study")
+MAX_JSON_BYTES = 1 << 20  # summary.json and trial.json are about a kilobyte
+MAX_CSV_BYTES = 16 << 20  # metrics.csv: a row per epoch
+SKIPPED_DIRS = {"__pycache__", "node_modules"}  # and every hidden folder (.venv, .git)
+
+
+def find_run_dirs(roots: list[str]) -> list[Path]:
+    """Every folder under the roots holding a config.yaml (a run directory is not searched further)."""
+    found: dict[str, Path] = {}
+    for root in map(Path, roots):
+        if not root.is_dir():
+            raise UserError(f"{root} is a file, not a folder of runs" if root.exists() else f"{root}: no such folder")
+        for folder, dirnames, filenames in os.walk(root):  # symbolic links are not followed: no loops
+            if "config.yaml" in filenames:
+                found.setdefault(os.path.realpath(folder), Path(folder))  # roots may overlap
+                dirnames.clear()
+            else:
+                dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in SKIPPED_DIRS)
+    return list(found.values())
+
+
+def read_run(run_dir: Path) -> dict:
+    """One row: what the run's files say, with `problem` naming every file that could not be read."""
+    problems: list[str] = []
+    config = read_part(run_dir / "config.yaml", read_config, problems) or {}
+    summary = read_part(run_dir / "summary.json", read_summary_file, problems)
+    trial = read_part(run_dir / "trial.json", read_json_object, problems) or {}
+    rows = read_part(run_dir / "metrics.csv", read_metrics, problems) if summary is None else None
+    state = state_of(run_dir, summary, trial, problems)
+    train = section(config, "train")
+    return {
+        "name": text(config.get("name")) or run_dir.parent.name,  # run directories are <name>/<timestamp>
+        "model": text(section(config, "model").get("name")),
+        "dataset": text(section(config, "data").get("dataset")),
+        "state": state,
+        "smoke": any(train.get(k) is not None for k in ("limit_train_batches", "limit_eval_batches")),
+        "epochs": whole(train.get("epochs")),
+        **scores(summary, rows, train.get("checkpoint_monitor")),
+        "date": run_date(run_dir, summary),
+        "seed": whole(config.get("seed")),
+        "study": text(trial.get("study")),
+        "trial": whole(trial.get("trial")),
+        "directory": os.path.abspath(run_dir),
+        "resume": f"mnistlab train --resume {shlex.quote(str(run_dir))}" if state == "unfinished" else None,
+        "problem": "; ".join(problems) or None,
+    }
+
+
+def read_part(path: Path, reader, problems: list[str]):
+    """reader(path), or None when the file is absent or damaged (then its problem is noted)."""
+    if not path.exists():
+        return None
+    try:
+        return reader(path)
+    except UserError as exc:
+        problems.append(one_line(exc, 160))
+    except OSError as exc:
+        problems.append(f"{path.name}: cannot read it: {exc.strerror or exc}")
+    except (ValueError, csv.Error, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError included
+        problems.append(f"{path.name} is damaged: {one_line(exc, 120)}")
+    return None
+
+
+def read_config(path: Path) -> dict:
+    raw = read_yaml_file(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path.name} is damaged: not a mapping of keys")
+    return raw
+
+
+def read_small_text(path: Path, limit: int) -> str:
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):  # a FIFO would keep the listing waiting forever
+        raise UserError(f"{path.name} is damaged: not a regular file")
+    if info.st_size > limit:
+        raise UserError(f"{path.name} is damaged: {info.st_size / 1e6:.1f} MB")
+    return path.read_text(encoding="utf-8")
+
+
+def read_json_object(path: Path) -> dict:
+    value = json.loads(read_small_text(path, MAX_JSON_BYTES))
+    if not isinstance(value, dict):
+        raise UserError(f"{path.name} is damaged: not a JSON object")
+    return value
+
+
+def read_summary_file(path: Path) -> dict:
+    summary = read_json_object(path)
+    if not well_formed(summary) or not all(math.isfinite(summary[k]) for k in SUMMARY_NUMBERS
+                                           if summary.get(k) is not None):
+        raise UserError(f"{path.name} is damaged: a figure in it is not a finite number")
+    return summary
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.csv's rows with numbers as floats (None where empty)."""
+    reader = csv.DictReader(io.StringIO(read_small_text(path, MAX_CSV_BYTES)))
+    if "epoch" not in (reader.fieldnames or []):  # the trainer writes the header with the first row
+        raise UserError(f"{path.name} is damaged: no epoch column")
+    # "nan" is a figure here: a diverged run's last row
+    return [{k: float(v) if v not in ("", None) else None for k, v in row.items() if k is not None} for row in reader]
+
+
+def section(config: dict | None, name: str) -> dict:
+    value = (config or {}).get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def text(value) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def whole(value) -> int | None:
+    """A whole number from a file, else None (YAML also gives true/false and dates)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def scores(summary: dict | None, rows: list[dict] | None, monitor) -> dict:
+    """The figures of the row: a finished run's summary, else the best epoch so far in metrics.csv."""
+    if summary is not None:
+        return {"params": summary.get("params"), "epochs_run": summary.get("epochs_run"),
+                "best_epoch": summary.get("best_epoch"), "val_acc": summary.get("val_acc"),
+                "test_acc": summary.get("test_acc"), "test_loss": summary.get("test_loss"),
+                "test_n": summary.get("test_n"), "time_s": summary.get("train_time_s"),
+                "device": text(summary.get("device"))}
+    rows = rows or []
+    best = best_row(rows, monitor if isinstance(monitor, str) else "val_loss")
+    return {"params": None, "epochs_run": len(rows), "best_epoch": int(best["epoch"]) if best else None,
+            "val_acc": best.get("val_acc") if best else None, "test_acc": None, "test_loss": None, "test_n": None,
+            "time_s": sum(r.get("time_s") or 0.0 for r in rows) if rows else None, "device": None}
+
+
+def best_row(rows: list[dict], monitor: str) -> dict | None:
+    """The epoch the run's checkpoint_monitor holds best so far (the one best.pt holds)."""
+    if monitor == "last" or not rows:
+        return rows[-1] if rows else None
+    scored = [r for r in rows if r.get(monitor) is not None and math.isfinite(r[monitor]) and r.get("epoch")]
+    if not scored:
+        return None
+    return (min if monitor.endswith("loss") else max)(scored, key=lambda r: r[monitor])
+
+
+def run_date(run_dir: Path, summary: dict | None) -> str | None:
+    """When the run finished (summary.json), else when it last wrote a file; local time, ISO 8601."""
+    finished = (summary or {}).get("finished_at")
+    try:
+        if isinstance(finished, str):
+            return datetime.fromisoformat(finished).astimezone().isoformat(timespec="seconds")
+    except ValueError:
+        pass
+    times = []
+    for path in (run_dir / "metrics.csv", run_dir / "config.yaml"):
+        try:
+            times.append(path.stat().st_mtime)
+        except OSError:  # absent, or deleted while we look
+            pass
+    return datetime.fromtimestamp(max(times)).astimezone().isoformat(timespec="seconds") if times else None
+
+
+def state_of(run_dir: Path, summary: dict | None, trial: dict, problems: list[str]) -> str:
+    if problems:
+        return "damaged"
+    if trial.get("state") in ("pruned", "failed"):
+        return trial["state"]
+    if summary is not None:
+        return "finished"
+    return "running" if being_trained(run_dir) else "unfinished"
+
+
+def being_trained(run_dir: Path) -> bool:
+    """Does a process hold the run's lock (checkpoint_saver.lock_run_dir) now? Probed with a shared lock
+    on the existing .lock file, opened read-only: listing runs creates and writes nothing."""
+    try:
+        import fcntl
+    except ImportError:  # no locks on this system: nothing can be known
+        return False
+    try:
+        with open(run_dir / ".lock", "rb") as handle:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the file closes
+    except BlockingIOError:
+        return True
+    except OSError:  # no .lock (a run of an older version, or never started)
+        return False
+    return False
+
+
+# ---------------------------------------------------------------- choosing and ordering rows
+
+def parse_filters(filters: list[str]) -> list[tuple[str, str]]:
+    """--filter KEY=VALUE (VALUE may hold shell wildcards: model='iter*'); every mistake one line."""
+    parsed = []
+    for item in filters:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise UserError(f"--filter {item!r}: expected KEY=VALUE, e.g. model=iter5 (keys: {', '.join(FILTER_KEYS)})")
+        if key not in FILTER_KEYS:
+            raise UserError(f"--filter: unknown key {key!r}; allowed: {', '.join(FILTER_KEYS)}"
+                            f"{did_you_mean(key, FILTER_KEYS)}")
+        if key == "state" and value not in STATES and not any(c in value for c in "*?["):
+            raise UserError(f"--filter state={value}: allowed: {', '.join(STATES)}{did_you_mean(value, STATES)}")
+        parsed.append((key, value))
+    return parsed
+
+
+def matches(record: dict, filters: list[tuple[str, str]]) -> bool:
+    def shown(value) -> str:
+        return str(value).lower() if isinstance(value, bool) else "" if value is None else str(value)
+
+    return all(fnmatch.fnmatchcase(shown(record.get(key)), value) for key, value in filters)
+
+
+def sort_records(records: list[dict], column: str) -> list[dict]:
+    """Best first in the column's own sense (accuracy high, size and time low, date newest); blanks last."""
+    key = SORT_KEYS.get(column, column)
+    value = (lambda r: datetime.fromisoformat(r[key])) if key == "date" else (lambda r: r[key])  # offsets differ
+    present = [r for r in records if r.get(key) is not None]
+    present.sort(key=value, reverse=SORT_COLUMNS[column])
+    return present + [r for r in records if r.get(key) is None]
+
+
+def run_history(roots: list[str], sort: str = "date", filters: list[str] = ()) -> list[dict]:
+    """The rows of every run under the roots (default: ./checkpoints) that passes the filters, sorted."""
+    chosen = parse_filters(list(filters))
+    if not roots and not Path(DEFAULT_ROOT).is_dir():
+        raise UserError(f"no ./{DEFAULT_ROOT} folder here: give the folder your runs are in "
+                        f"(mnistlab runs DIR ...; train, compare and sweep write under --out-dir)")
+    records = [read_run(run_dir) for run_dir in find_run_dirs(list(roots) or [DEFAULT_ROOT])]
+    records.sort(key=lambda r: r["directory"])  # a stable order beneath the sort
+    return sort_records([r for r in records if matches(r, chosen)], sort)
+
+
+# ---------------------------------------------------------------- the terminal table
+
+WIDTH = 120
+HEADERS = ["name", "model", "params", "epochs", "val acc", "test acc", "time", "date", "state", "directory"]
+NUMERIC = [False, False, True, True, True, True, True, False, False, False]
+# Who gives up characters when the table is too wide, in turn, down to these widths: the directory keeps
+# its last folders (the run's name and time), and a name its start and end (trial names differ at the end).
+SHRINKING = [("directory", 26), ("model", 12), ("name", 16), ("directory", 18), ("model", 8), ("name", 10)]
+
+
+def format_history(records: list[dict], width: int = WIDTH) -> str:
+    """The table (at most `width` columns: the directory is shortened first) and notes on what it shows."""
+    cells = [row_cells(r) for r in records]
+    widths = fit([max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(HEADERS)], width, cells)
+
+    def line(values):
+        clipped = [clip(v, w, path=h == "directory") for v, w, h in zip(values, widths, HEADERS)]
+        return "  ".join(v.rjust(w) if num else v.ljust(w) for v, w, num in zip(clipped, widths, NUMERIC)).rstrip()
+
+    return "\n".join([line(HEADERS), "  ".join("-" * w for w in widths), *map(line, cells), *notes(records)])
+
+
+def row_cells(r: dict) -> list[str]:
+    def pct(value):
+        return "—" if value is None else f"{value:.2%}"
+
+    epochs = "—" if r["epochs_run"] is None else f"{r['epochs_run']}/{r['epochs'] or '?'}"
+    state = r["state"] + (", smoke" if r["smoke"] else "")
+    return [r["name"], r["model"] or "—", "—" if r["params"] is None else f"{r['params']:,}", epochs,
+            pct(r["val_acc"]), pct(r["test_acc"]), format_duration(r["time_s"]), short_date(r["date"]), state,
+            shown_path(r["directory"])]
+
+
+def fit(natural: list[int], width: int, cells: list[list[str]]) -> list[int]:
+    """Column widths within `width`, taken from the SHRINKING columns in turn. Paths are cut at a folder,
+    so they may need less than their column: what they leave goes back to the name and model."""
+    widths = list(natural)
+    for name, least in SHRINKING:
+        i = HEADERS.index(name)
+        excess = sum(widths) + 2 * (len(widths) - 1) - width
+        if excess <= 0:
+            break
+        widths[i] = max(min(least, widths[i]), widths[i] - excess)
+    d = HEADERS.index("directory")
+    used = max([len(HEADERS[d])] + [len(clip(c[d], widths[d], path=True)) for c in cells])
+    spare, widths[d] = widths[d] - used, used
+    for i in (HEADERS.index("name"), HEADERS.index("model")):
+        grow = min(spare, natural[i] - widths[i])
+        widths[i], spare = widths[i] + grow, spare - grow
+    return widths
+
+
+def clip(value: str, width: int, path: bool = False) -> str:
+    """`value` in `width` characters: a path keeps its last whole folders, a name its start and end."""
+    if len(value) <= width:
+        return value
+    if path:
+        tail = value[len(value) - width + 1:]
+        return "…" + (tail[tail.index("/"):] if "/" in tail[:-1] else tail)
+    head = (width - 1) // 2
+    return value[:head] + "…" + value[len(value) - (width - 1 - head):]
+
+
+def short_date(iso: str | None) -> str:
+    """The day (the directory's name has the start time): month and day within half a year, as `ls -l`
+    shows dates, else with the year."""
+    if iso is None:
+        return "—"
+    when = datetime.fromisoformat(iso)
+    recent = abs((datetime.now(when.tzinfo) - when).days) < 180
+    return when.strftime("%b %d" if recent else "%Y-%m-%d")
+
+
+def shown_path(directory: str) -> str:
+    """The directory relative to the working folder when it lies inside it (as the user typed roots)."""
+    relative = os.path.relpath(directory)
+    return directory if relative.startswith("..") else relative
+
+
+def notes(records: list[dict]) -> list[str]:
+    out = []
+    commands = [r["resume"] for r in records if r["state"] == "unfinished"]
+    if commands and len(commands) <= 3 and all(len(c) + 2 <= WIDTH for c in commands):  # a few: ready to paste
+        out += ["unfinished: stopped before the end; to finish:", *(f"  {c}" for c in commands)]
+    elif commands:
+        out.append("unfinished: stopped before the end; `mnistlab train --resume DIRECTORY` finishes one "
+                   "(each one's command: --filter state=unfinished --json)")
+    if any(r["smoke"] for r in records):
+        out.append("smoke: train.limit_* set, so trained or scored on part of the data; not comparable")
+    if any(r["state"] in ("pruned", "failed") for r in records):
+        out.append("pruned / failed: sweep trials that ended early (their trial.json says why)")
+    out += [clip(f"damaged: {clip(shown_path(r['directory']), 40, path=True)}: {r['problem']}", WIDTH)
+            for r in records if r["problem"]]  # the whole reason is in --json's `problem`
+    return [""] + out if out else []
