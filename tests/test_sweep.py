@@ -195,6 +195,26 @@ def test_compare_folds_reports_mean_over_folds(cli, tmp_path, mnist_root):
     assert folds == [0, 1]
 
 
+def instant_sweep(tmp_path, monkeypatch, n_trials: int, out: Path) -> list[tuple]:
+    """The real worker loop with an objective that returns at once; the params of every trial so far."""
+    import mnistlab.experiments.sweep as sweep_module
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    monkeypatch.setattr(sweep_module, "objective", lambda trial, *rest: trial.number / 100)
+    sweep, base = load_sweep(sweep_file(tmp_path, "seeds"))
+    out.mkdir(exist_ok=True)
+    sweep_module.run_worker(sweep.model_copy(update={"n_trials": n_trials}), base, out, None, None,
+                            log=lambda line: None)
+    return [tuple(t.params.values()) for t in load_study(out / "study.journal", "seeds").trials]
+
+
+def test_a_continued_study_draws_new_parameters_and_a_fresh_one_repeats_itself(tmp_path, monkeypatch):
+    first = instant_sweep(tmp_path, monkeypatch, 4, tmp_path / "a")
+    assert instant_sweep(tmp_path, monkeypatch, 4, tmp_path / "b") == first  # the sweep's seed, both times
+    continued = instant_sweep(tmp_path, monkeypatch, 8, tmp_path / "a")
+    assert continued[:4] == first and len(set(continued)) == 8  # the worker that continues does not redraw them
+
+
 # ---------------------------------------------------------------- many machines: PostgreSQL, a worker killed, one joining
 
 def free_port() -> int:

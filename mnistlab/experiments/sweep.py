@@ -58,14 +58,14 @@ def make_storage(url: str | None, sweep_dir: Path):
         raise UserError(f"--storage: cannot open {url}: {one_line(exc, 160)}") from None
 
 
-def open_study(sweep: SweepConfig, storage, worker: int = 0):
-    """Create or load the study; a loaded one must be the same search (objective and space)."""
+def open_study(sweep: SweepConfig, storage):
+    """Create or load the study; a loaded one must be the same search (objective and space). Workers open
+    it under the study lock, so exactly one of them is the study's first (see make_sampler)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
-                                sampler=make_sampler(sweep, worker), pruner=make_pruner(sweep),
-                                load_if_exists=True)
+                                pruner=make_pruner(sweep), load_if_exists=True)
     definition = {"objective": sweep.objective, "space": json.loads(sweep.model_dump_json())["space"]}
     stored = study.user_attrs.get("mnistlab:definition")
     if stored is None:
@@ -73,15 +73,17 @@ def open_study(sweep: SweepConfig, storage, worker: int = 0):
     elif stored != definition:
         raise UserError(f"study {sweep.study!r} already exists with another objective or space; give the sweep "
                         f"another `study:` name (or --study), or restore the file it was started with")
+    study.sampler = make_sampler(sweep, first=stored is None)
     return study
 
 
-def make_sampler(sweep: SweepConfig, worker: int):
-    """Worker 0 samples with the sweep's seed (a one-worker sweep repeats itself); other workers mix
-    their own in, or they would all propose the same first trials."""
+def make_sampler(sweep: SweepConfig, first: bool):
+    """The process that starts the study samples with the sweep's seed (a one-worker sweep repeats
+    itself); every other one mixes its own in. A seed per worker number would not do: the worker 0 of
+    each machine, or of a continued study, would draw again the parameters of the study's first trials."""
     import optuna
 
-    seed = sweep.seed if worker == 0 else zlib.crc32(f"{sweep.seed}:{socket.gethostname()}:{os.getpid()}".encode())
+    seed = sweep.seed if first else zlib.crc32(f"{sweep.seed}:{socket.gethostname()}:{os.getpid()}".encode())
     if sweep.sampler == "grid":
         grid = {k: v if isinstance(v, list) else v.grid() for k, v in sweep.space.items()}
         return optuna.samplers.GridSampler(grid, seed=seed)
@@ -136,6 +138,13 @@ def study_lock(storage, sweep_dir: Path, study_name: str):
 
 
 # ---------------------------------------------------------------- one worker
+
+def take_trial(study, storage, sweep_dir: Path, study_name: str, n_trials: int, log):
+    """A worker's turn, under the study lock: fail silent workers' trials, then take the next one (or None)."""
+    with study_lock(storage, sweep_dir, study_name):
+        fail_stale_trials(study, log)
+        return next_trial(study, n_trials)
+
 
 def next_trial(study, n_trials: int):
     """A trial to run, or None when n_trials are taken (complete, pruned, running or waiting)."""
@@ -201,13 +210,12 @@ def run_worker(sweep: SweepConfig, base: Path, sweep_dir: Path, storage_url: str
                worker: int = 0, log=print) -> int:
     """Take trials until n_trials are taken and none of them is still running; the trials this one ran."""
     storage = make_storage(storage_url, sweep_dir)
-    study = open_study(sweep, storage, worker)
+    with study_lock(storage, sweep_dir, sweep.study):
+        study = open_study(sweep, storage)
     n_trials = min(sweep.n_trials, grid_size(sweep) or sweep.n_trials)
     ran = 0
     while True:
-        with study_lock(storage, sweep_dir, sweep.study):
-            fail_stale_trials(study, log)
-            trial = next_trial(study, n_trials)
+        trial = take_trial(study, storage, sweep_dir, sweep.study, n_trials, log)
         if trial is None:
             if not others_running(study):
                 return ran
