@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, write_config
+from postgres_server import Unavailable, throwaway_postgres
 
 import optuna  # noqa: E402  (a dependency of mnistlab)
 
@@ -217,40 +215,40 @@ def test_a_continued_study_draws_new_parameters_and_a_fresh_one_repeats_itself(t
 
 # ---------------------------------------------------------------- many machines: PostgreSQL, a worker killed, one joining
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def postgres():
     """A real PostgreSQL server on a free localhost port, for this module's tests only."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not bins:
-        pytest.skip("PostgreSQL's server is not installed here (Debian package postgresql; .ci/run installs it)")
-    pytest.importorskip("psycopg", reason="psycopg missing: pip install 'mnistlab[postgres]'")
-    bindir = bins[-1].parent
-    root = Path(tempfile.mkdtemp(prefix="mnistlab-pg-"))
-    as_user = []
-    if os.geteuid() == 0:  # initdb refuses root: the server runs as the postgres user
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    run = lambda *cmd: subprocess.run([*as_user, *map(str, cmd)], capture_output=True, text=True, timeout=120)  # noqa: E731
-    init = run(bindir / "initdb", "-D", root / "data", "-A", "trust", "-U", "postgres", "--no-sync")
-    if init.returncode != 0:
-        pytest.skip(f"initdb could not make a cluster here: {init.stderr.strip()[-300:]}")
-    started = run(bindir / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w", "start", "-o",
-                  f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
-    if started.returncode != 0:
-        pytest.skip(f"the PostgreSQL server did not start: {started.stderr.strip()[-300:]}")
     try:
-        run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "mnistlab")
-        yield f"postgresql://postgres@127.0.0.1:{port}/mnistlab"
-    finally:
-        run(bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+
+
+OPEN_AT_ONCE = """import sys, time
+from pathlib import Path
+from mnistlab.experiments.sweep import make_storage
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+make_storage(sys.argv[1], Path("."))
+"""
+
+
+def test_workers_starting_together_on_a_fresh_database_all_open_it(postgres, tmp_path):
+    """Optuna creates its tables when a storage first opens a database; several workers starting at the same
+    moment (a Slurm array) must not collide there."""
+    from sqlalchemy import create_engine, text
+
+    base, _, _ = postgres.rpartition("/")
+    engine = create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE DATABASE fresh"))
+    engine.dispose()
+    at = time.time() + 4  # after every interpreter has imported mnistlab
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, f"{base}/fresh", str(at)], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 6, [e.strip().splitlines()[-1] for e in errors if e.strip()]
 
 
 def start_worker(path, index, url, out, mnist_root, env) -> subprocess.Popen:

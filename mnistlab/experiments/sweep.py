@@ -51,11 +51,41 @@ def make_storage(url: str | None, sweep_dir: Path):
         raise UserError(f"--storage: got {url!r}; give postgresql://user@host/db (or leave it out: a journal file "
                         f"in the sweep folder)")
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return rdb_storage(url)
     except ImportError as exc:
         raise UserError(f"--storage: {one_line(exc, 80)}; for PostgreSQL: pip install 'mnistlab[postgres]'") from None
     except Exception as exc:  # noqa: BLE001  (SQLAlchemy's errors: a server that cannot be reached is the user's)
         raise UserError(f"--storage: cannot open {url}: {one_line(exc, 160)}") from None
+
+
+def rdb_storage(url: str):
+    """Optuna's storage on a database. The first to open a fresh PostgreSQL database creates Optuna's
+    tables; workers that start together (an array job) would collide there, so they open it one at a time."""
+    import optuna
+    from sqlalchemy import create_engine
+
+    if not url.startswith("postgresql"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    engine = create_engine(url)
+    try:
+        with advisory_lock(engine, "mnistlab:schema"):
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def advisory_lock(engine, name: str):
+    """PostgreSQL's advisory lock `name`, held by one connection for every client of the database."""
+    from sqlalchemy import text
+
+    key = zlib.crc32(name.encode())
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
 
 
 def open_study(sweep: SweepConfig, storage):
@@ -117,15 +147,8 @@ def study_lock(storage, sweep_dir: Path, study_name: str):
     among the workers of this machine otherwise."""
     engine = getattr(storage, "engine", None)
     if engine is not None and engine.dialect.name == "postgresql":
-        from sqlalchemy import text
-
-        key = zlib.crc32(f"mnistlab:{study_name}".encode())
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        with advisory_lock(engine, f"mnistlab:{study_name}"):
+            yield
         return
     import fcntl
 
