@@ -169,6 +169,35 @@ def test_pruning_stops_a_hopeless_trial(tmp_path, mnist_root):
     assert not (run / "summary.json").exists()
 
 
+def test_the_median_pruner_spares_the_first_and_the_last_epoch(tmp_path, monkeypatch):
+    """Two good finished trials, then a hopeless one: pruned at epoch 2 of 4; with 2 epochs, never."""
+    import mnistlab.training.trainer as trainer
+    from mnistlab.experiments.sweep import make_storage, objective, open_study
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    def training(cfg, *, on_epoch, **kwargs):  # epochs that score what the trial's learning rate says
+        score = (lambda epoch: 0.9 + 0.01 * epoch) if cfg.train.optimizer.lr > 0.003 else (lambda epoch: 0.1)
+        for epoch in range(1, cfg.train.epochs + 1):
+            on_epoch({"epoch": epoch, "val_acc": score(epoch)})
+        return {"val_acc": score(cfg.train.epochs)}
+
+    monkeypatch.setattr(trainer, "run_training", training)
+    sweep, base = load_sweep(sweep_file(tmp_path, "spare", SWEEP.replace("pruner: none", "pruner: median")))
+    study = open_study(sweep, make_storage(None, tmp_path))
+    for epochs, expected in ((4, "at epoch 2 "), (2, None)):
+        sweep.set["train.epochs"] = epochs
+        for lr in (0.005, 0.006, 0.002):
+            trial = study.ask()
+            try:
+                value = objective(trial, sweep, base, tmp_path, None, {"train.optimizer.lr": lr})
+            except optuna.TrialPruned as exc:
+                assert lr == 0.002 and str(exc).startswith(expected or "never")
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                assert lr > 0.003 or expected is None
+                study.tell(trial, value)
+
+
 def test_a_cross_validated_sweep_averages_its_folds(tmp_path, mnist_root):
     text = SWEEP.replace("n_trials: 4", "n_trials: 1") + "folds: 3\n"
     result = mnistlab("sweep", sweep_file(tmp_path, "cv", text), "--set", "train.epochs=1",

@@ -125,8 +125,8 @@ def make_sampler(sweep: SweepConfig, first: bool):
 def make_pruner(sweep: SweepConfig):
     import optuna
 
-    if sweep.pruner == "median":  # never on the first epoch, and only once two trials have finished
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if sweep.pruner == "median":  # never on the first epoch (steps are epochs, from 1), and only once two
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)  # trials have finished
     if sweep.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     return optuna.pruners.NopPruner()
@@ -317,11 +317,12 @@ def objective(trial, sweep: SweepConfig, base: Path, sweep_dir: Path, data_dir, 
     for position, fold in enumerate(folds):
         extra = [f"data.folds={sweep.folds}", f"data.fold={fold}"] if fold is not None else []
         cfg = load_config(base, [*overrides, *extra])
-        first_step = position * cfg.train.epochs
+        first_step, last_step = position * cfg.train.epochs, len(folds) * cfg.train.epochs
 
-        def report(row: dict, fold=fold) -> None:
-            trial.report(row[sweep.objective], first_step + row["epoch"])
-            if trial.should_prune():
+        def report(row: dict, fold=fold, first_step=first_step, last_step=last_step) -> None:
+            step = first_step + row["epoch"]
+            trial.report(row[sweep.objective], step)
+            if step < last_step and trial.should_prune():  # after the last epoch, pruning would save nothing
                 where = f" of fold {fold}" if fold is not None else ""
                 raise optuna.TrialPruned(f"at epoch {row['epoch']}{where} ({sweep.objective} "
                                          f"{row[sweep.objective]:.4g})")
