@@ -242,6 +242,23 @@ def test_a_continued_study_draws_new_parameters_and_a_fresh_one_repeats_itself(t
     assert continued[:4] == first and len(set(continued)) == 8  # the worker that continues does not redraw them
 
 
+def test_a_study_is_joined_only_by_the_same_search(tmp_path):
+    from mnistlab.errors import UserError
+    from mnistlab.experiments.sweep import make_storage, open_study
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    path = sweep_file(tmp_path, "same", SWEEP + "set: {{train.epochs: 3}}\n")
+    storage = make_storage(None, tmp_path)
+    open_study(load_sweep(path)[0], storage)
+    open_study(load_sweep(path, ["train.epochs=3"])[0], storage)  # the same value, written on the command line
+    for other in ("train.epochs=4", "train.label_smoothing=0.1"):  # a machine that trains its trials another way
+        with pytest.raises(UserError, match="another `set`"):
+            open_study(load_sweep(path, [other])[0], storage)
+    path.write_text(path.read_text().replace("[64, 128]", "[64, 256]"))
+    with pytest.raises(UserError, match="another `space`"):
+        open_study(load_sweep(path)[0], storage)
+
+
 # ---------------------------------------------------------------- many machines: PostgreSQL, a worker killed, one joining
 
 @pytest.fixture(scope="module")

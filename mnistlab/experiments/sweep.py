@@ -96,13 +96,15 @@ def open_study(sweep: SweepConfig, storage):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
                                 pruner=make_pruner(sweep), load_if_exists=True)
-    definition = {"objective": sweep.objective, "space": json.loads(sweep.model_dump_json())["space"]}
+    definition = {"base": sweep.base, "objective": sweep.objective, "folds": sweep.folds,
+                  "set": sorted(fixed_overrides(sweep)), "space": json.loads(sweep.model_dump_json())["space"]}
     stored = study.user_attrs.get("mnistlab:definition")
     if stored is None:
         study.set_user_attr("mnistlab:definition", definition)
-    elif stored != definition:
-        raise UserError(f"study {sweep.study!r} already exists with another objective or space; give the sweep "
-                        f"another `study:` name (or --study), or restore the file it was started with")
+    elif stored != definition:  # trials trained another way (a machine without the others' --set) are no rivals
+        changed = ", ".join(f"`{key}`" for key in definition if stored.get(key) != definition[key])
+        raise UserError(f"study {sweep.study!r} already exists with another {changed}; give the sweep another "
+                        f"`study:` name (or --study), or run it with the file and --set it was started with")
     study.sampler = make_sampler(sweep, first=stored is None)
     return study
 
