@@ -81,3 +81,20 @@ def test_launches_counts_fewer_operations_when_batches_are_grouped_and_adam_fuse
     one, grouped, fused, bf16 = (float(counts[k]) for k in ("batch by batch", "grouped", "grouped + fused",
                                                              "grouped + fused + bf16"))
     assert 30 < fused < grouped < one and bf16 > fused  # casts are operations too
+
+
+def test_sweep_scale_prints_both_tables(mnist_root):
+    result = run_bench("sweep_scale.py", "--trials", "5", "--workers", "2", "--repeats", "1", "--batches", "3",
+                       data_dir=mnist_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.startswith("command: python bench/sweep_scale.py --trials 5") and "\nmachine: " in out
+    stores = ["journal file"] + (["PostgreSQL"] if "PostgreSQL: skipped: " not in out else [])
+    for store in stores:  # every study ends with exactly its trials, all complete
+        assert re.search(rf"^  {store}\s+5\s+[\d.]+\s+[\d.]+ ms\s+[\d.]+ ms\s+[\d.]+ ms\s+\d+ ms   5 complete$", out,
+                         re.M), (store, out)
+        assert re.search(rf"^  {store}: a trial's extra time \(its total less the trainer inside it\) [\d.]+ ms = "
+                         rf"[\d.]+% of the trainer alone \(goal < 5%: (met|MISSED)\); difference of the medians "
+                         rf"[-+]\d+ ms \([-+][\d.]+%\); trials complete$", out, re.M), (store, out)
+    assert re.search(r"^  trainer alone\s+[\d.]+   [\d.]+$", out, re.M)
+    assert "every trial and every training alone reached the same val_acc: yes" in out
