@@ -1,7 +1,7 @@
 """What `mnistlab sweep`'s own machinery costs per trial, and what it adds to a real trial.
 
     MNISTLAB_DATA_DIR=../shared/data python bench/sweep_scale.py [--trials 10,100,1000] [--workers 8]
-        [--storage postgresql://user@host/db] [--repeats 5] [--batches 100]
+        [--storage postgresql://user@host/db] [--repeats 5] [--batches 100] [--threads 1]
 
 (a) The study's overhead per trial: `--workers` processes each run mnistlab's worker loop (run_worker:
 the study lock, stale trials failed, the next trial asked, its heartbeat thread, trial.json, tell) on
@@ -9,13 +9,16 @@ one study of sweeps/iter5_lr.yaml's search (TPE, median pruner), with an objecti
 once, so all the time is the sampler's and the storage's. On the journal file, then on PostgreSQL: a
 throwaway server started as tests/test_sweep.py starts it, or --storage (its studies are deleted
 afterwards); without either, the PostgreSQL rows are skipped with the reason. The clock starts once
-every worker has imported and is waiting, and stops at the last trial told; printed are the study's
-wall clock per trial and each worker's time per trial (between its trials, lock waits included).
+every worker has imported mnistlab and opened the study once (tables and study made, as when a
+worker joins a study under way) and stops at the last trial told. Printed: the study's wall clock per
+trial; each worker's time per trial (from run_worker's own opening of the study, then between its
+trials, waits for the lock included); that opening, which a worker pays once.
 
 (b) A real tiny trial: iter5 for one epoch of --batches batches (validation on all 6,000 images),
 taken and run by a worker's turn (take_trial, run_trial), against the trainer alone on the same config
 (run_training without the test set, which trials never score), alternating in this process, one
-untimed round first. The trial's extra time is its total less the trainer inside it; medians.
+untimed round first, in --threads torch threads. The trial's extra time is its total less the
+trainer inside it; medians.
 """
 
 from __future__ import annotations
@@ -122,7 +125,7 @@ def study_states(sweep: SweepConfig, url: str | None, sweep_dir: Path) -> str:
     if url is not None:
         optuna.delete_study(study_name=sweep.study, storage=storage)
     states = [t.state.name.lower() for t in trials]
-    return ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    return ", ".join(f"{states.count(s):,} {s}" for s in sorted(set(states)))
 
 
 def print_overheads(stores: dict, counts: list[int], workers: int) -> None:
@@ -151,7 +154,9 @@ def tiny_sweep(batches: int) -> tuple[SweepConfig, Path]:
     return sweep, resolve_config("iter5")
 
 
-def trial_overhead(stores: dict, repeats: int, batches: int, data_dir: str | None) -> None:
+def trial_overhead(stores: dict, repeats: int, batches: int, threads: int, data_dir: str | None) -> None:
+    import torch
+
     import mnistlab.training.trainer as trainer
     from mnistlab.config import load_config
     from mnistlab.experiments.sweep_file import fixed_overrides
@@ -167,6 +172,7 @@ def trial_overhead(stores: dict, repeats: int, batches: int, data_dir: str | Non
             inside.append(time.perf_counter() - start)
 
     trainer.run_training = timed_training  # the objective imports it when called: the trial's trainer is timed too
+    torch.set_num_threads(threads)  # on cores that other work shares, fewer threads than cores wait less on each other
     sweep, base = tiny_sweep(batches)
     cfg = load_config(base, fixed_overrides(sweep))
     with tempfile.TemporaryDirectory(prefix="mnistlab-sweep-trial-") as tmp:
@@ -186,7 +192,7 @@ def trial_overhead(stores: dict, repeats: int, batches: int, data_dir: str | Non
                 if rep:
                     times[side].append((total, inside[-1]))
                     values[side].add(value)
-        print_trial_overhead(times, values, sweep, repeats, batches, studies)
+        print_trial_overhead(times, values, repeats, batches, threads, studies)
 
 
 def open_tiny_study(sweep: SweepConfig, url: str | None, sweep_dir: Path):
@@ -206,11 +212,11 @@ def one_trial(study, storage, sweep_dir: Path, url, sweep: SweepConfig, base: Pa
     return seconds, study.get_trials(deepcopy=False)[trial.number].value
 
 
-def print_trial_overhead(times: dict, values: dict, sweep: SweepConfig, repeats: int, batches: int,
-                         studies: dict) -> None:
+def print_trial_overhead(times: dict, values: dict, repeats: int, batches: int, threads: int, studies: dict) -> None:
     alone = statistics.median(t for t, _ in times["trainer alone"])
     print(f"\n(b) a real tiny trial against the trainer alone: iter5, 1 epoch of {batches} batches of 64, validation "
-          f"on all 6,000 images, {repeats} round(s) alternating (after an untimed one), medians\n")
+          f"on all 6,000 images, {threads} torch thread(s), {repeats} round(s) alternating (after an untimed one), "
+          f"medians\n")
     print(f"  {'':<26}{'median s':>9}   each round (s)")
     for side, runs in times.items():
         print(f"  {side:<26}{statistics.median(t for t, _ in runs):>9.3f}   "
@@ -248,6 +254,8 @@ def main() -> None:
     parser.add_argument("--storage", metavar="URL", help="a PostgreSQL database to use instead of a throwaway server")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds of part (b)")
     parser.add_argument("--batches", type=int, default=100, help="training batches of part (b)'s tiny trial")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of part (b) (a worker of "
+                        "`--jobs N` gets cores / N)")
     parser.add_argument("--data-dir", help="dataset root (default: $MNISTLAB_DATA_DIR, then ./data)")
     parser.add_argument("--as-worker", help=argparse.SUPPRESS)  # a worker process of part (a)
     args = parser.parse_args()
@@ -274,7 +282,7 @@ def measure(args, counts: list[int], url: str | None) -> None:
     if url:
         stores["PostgreSQL" if url.startswith("postgresql") else url.split(":")[0]] = url
     print_overheads(stores, counts, args.workers)
-    trial_overhead(stores, args.repeats, args.batches, args.data_dir)
+    trial_overhead(stores, args.repeats, args.batches, args.threads, args.data_dir)
 
 
 if __name__ == "__main__":
