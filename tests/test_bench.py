@@ -115,3 +115,20 @@ def test_gpu_script_says_what_it_needs_and_measures_nothing_without_a_gpu(tmp_pa
     assert "| no-gpu | FAILED | 2 |" in (out / "summary.md").read_text()
     with tarfile.open(out / "logs.tar.gz") as logs:
         assert logs.getnames() == ["logs/env.log"]
+
+
+def test_sweep_scale_prints_both_tables(mnist_root):
+    result = run_bench("sweep_scale.py", "--trials", "5", "--workers", "2", "--repeats", "1", "--batches", "3",
+                       data_dir=mnist_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.startswith("command: python bench/sweep_scale.py --trials 5") and "\nmachine: " in out
+    stores = ["journal file"] + (["PostgreSQL"] if "PostgreSQL: skipped: " not in out else [])
+    for store in stores:  # every study ends with exactly its trials, all complete
+        assert re.search(rf"^  {store}\s+5\s+[\d.]+\s+[\d.]+ ms\s+[\d.]+ ms\s+[\d.]+ ms\s+\d+ ms   5 complete$", out,
+                         re.M), (store, out)
+        assert re.search(rf"^  {store}: a trial's extra time \(its total less the trainer inside it\) [\d.]+ ms = "
+                         rf"[\d.]+% of the trainer alone \(goal < 5%: (met|MISSED)\); difference of the medians "
+                         rf"[-+]\d+ ms \([-+][\d.]+%\); trials complete$", out, re.M), (store, out)
+    assert re.search(r"^  trainer alone\s+[\d.]+   [\d.]+$", out, re.M)
+    assert "every trial and every training alone reached the same val_acc: yes" in out

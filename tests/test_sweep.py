@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
 from conftest import REPO, write_config
+from postgres_server import Unavailable, throwaway_postgres
 
 import optuna  # noqa: E402  (a dependency of mnistlab)
 
@@ -171,6 +169,35 @@ def test_pruning_stops_a_hopeless_trial(tmp_path, mnist_root):
     assert not (run / "summary.json").exists()
 
 
+def test_the_median_pruner_spares_the_first_and_the_last_epoch(tmp_path, monkeypatch):
+    """Two good finished trials, then a hopeless one: pruned at epoch 2 of 4; with 2 epochs, never."""
+    import mnistlab.training.trainer as trainer
+    from mnistlab.experiments.sweep import make_storage, objective, open_study
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    def training(cfg, *, on_epoch, **kwargs):  # epochs that score what the trial's learning rate says
+        score = (lambda epoch: 0.9 + 0.01 * epoch) if cfg.train.optimizer.lr > 0.003 else (lambda epoch: 0.1)
+        for epoch in range(1, cfg.train.epochs + 1):
+            on_epoch({"epoch": epoch, "val_acc": score(epoch)})
+        return {"val_acc": score(cfg.train.epochs)}
+
+    monkeypatch.setattr(trainer, "run_training", training)
+    sweep, base = load_sweep(sweep_file(tmp_path, "spare", SWEEP.replace("pruner: none", "pruner: median")))
+    study = open_study(sweep, make_storage(None, tmp_path))
+    for epochs, expected in ((4, "at epoch 2 "), (2, None)):
+        sweep.set["train.epochs"] = epochs
+        for lr in (0.005, 0.006, 0.002):
+            trial = study.ask()
+            try:
+                value = objective(trial, sweep, base, tmp_path, None, {"train.optimizer.lr": lr})
+            except optuna.TrialPruned as exc:
+                assert lr == 0.002 and str(exc).startswith(expected or "never")
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                assert lr > 0.003 or expected is None
+                study.tell(trial, value)
+
+
 def test_a_cross_validated_sweep_averages_its_folds(tmp_path, mnist_root):
     text = SWEEP.replace("n_trials: 4", "n_trials: 1") + "folds: 3\n"
     result = mnistlab("sweep", sweep_file(tmp_path, "cv", text), "--set", "train.epochs=1",
@@ -195,42 +222,79 @@ def test_compare_folds_reports_mean_over_folds(cli, tmp_path, mnist_root):
     assert folds == [0, 1]
 
 
+def instant_sweep(tmp_path, monkeypatch, n_trials: int, out: Path) -> list[tuple]:
+    """The real worker loop with an objective that returns at once; the params of every trial so far."""
+    import mnistlab.experiments.sweep as sweep_module
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    monkeypatch.setattr(sweep_module, "objective", lambda trial, *rest: trial.number / 100)
+    sweep, base = load_sweep(sweep_file(tmp_path, "seeds"))
+    out.mkdir(exist_ok=True)
+    sweep_module.run_worker(sweep.model_copy(update={"n_trials": n_trials}), base, out, None, None,
+                            log=lambda line: None)
+    return [tuple(t.params.values()) for t in load_study(out / "study.journal", "seeds").trials]
+
+
+def test_a_continued_study_draws_new_parameters_and_a_fresh_one_repeats_itself(tmp_path, monkeypatch):
+    first = instant_sweep(tmp_path, monkeypatch, 4, tmp_path / "a")
+    assert instant_sweep(tmp_path, monkeypatch, 4, tmp_path / "b") == first  # the sweep's seed, both times
+    continued = instant_sweep(tmp_path, monkeypatch, 8, tmp_path / "a")
+    assert continued[:4] == first and len(set(continued)) == 8  # the worker that continues does not redraw them
+
+
+def test_a_study_is_joined_only_by_the_same_search(tmp_path):
+    from mnistlab.errors import UserError
+    from mnistlab.experiments.sweep import make_storage, open_study
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    path = sweep_file(tmp_path, "same", SWEEP + "set: {{train.epochs: 3}}\n")
+    storage = make_storage(None, tmp_path)
+    open_study(load_sweep(path)[0], storage)
+    open_study(load_sweep(path, ["train.epochs=3"])[0], storage)  # the same value, written on the command line
+    for other in ("train.epochs=4", "train.label_smoothing=0.1"):  # a machine that trains its trials another way
+        with pytest.raises(UserError, match="another `set`"):
+            open_study(load_sweep(path, [other])[0], storage)
+    path.write_text(path.read_text().replace("[64, 128]", "[64, 256]"))
+    with pytest.raises(UserError, match="another `space`"):
+        open_study(load_sweep(path)[0], storage)
+
+
 # ---------------------------------------------------------------- many machines: PostgreSQL, a worker killed, one joining
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.fixture(scope="module")
 def postgres():
     """A real PostgreSQL server on a free localhost port, for this module's tests only."""
-    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not bins:
-        pytest.skip("PostgreSQL's server is not installed here (Debian package postgresql; .ci/run installs it)")
-    pytest.importorskip("psycopg", reason="psycopg missing: pip install 'mnistlab[postgres]'")
-    bindir = bins[-1].parent
-    root = Path(tempfile.mkdtemp(prefix="mnistlab-pg-"))
-    as_user = []
-    if os.geteuid() == 0:  # initdb refuses root: the server runs as the postgres user
-        shutil.chown(root, "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    run = lambda *cmd: subprocess.run([*as_user, *map(str, cmd)], capture_output=True, text=True, timeout=120)  # noqa: E731
-    init = run(bindir / "initdb", "-D", root / "data", "-A", "trust", "-U", "postgres", "--no-sync")
-    if init.returncode != 0:
-        pytest.skip(f"initdb could not make a cluster here: {init.stderr.strip()[-300:]}")
-    started = run(bindir / "pg_ctl", "-D", root / "data", "-l", root / "log", "-w", "start", "-o",
-                  f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off")
-    if started.returncode != 0:
-        pytest.skip(f"the PostgreSQL server did not start: {started.stderr.strip()[-300:]}")
     try:
-        run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "mnistlab")
-        yield f"postgresql://postgres@127.0.0.1:{port}/mnistlab"
-    finally:
-        run(bindir / "pg_ctl", "-D", root / "data", "-m", "immediate", "stop")
-        shutil.rmtree(root, ignore_errors=True)
+        with throwaway_postgres() as url:
+            yield url
+    except Unavailable as exc:
+        pytest.skip(str(exc))
+
+
+OPEN_AT_ONCE = """import sys, time
+from pathlib import Path
+from mnistlab.experiments.sweep import make_storage
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))
+make_storage(sys.argv[1], Path("."))
+"""
+
+
+def test_workers_starting_together_on_a_fresh_database_all_open_it(postgres, tmp_path):
+    """Optuna creates its tables when a storage first opens a database; several workers starting at the same
+    moment (a Slurm array) must not collide there."""
+    from sqlalchemy import create_engine, text
+
+    base, _, _ = postgres.rpartition("/")
+    engine = create_engine(postgres, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE DATABASE fresh"))
+    engine.dispose()
+    at = time.time() + 4  # after every interpreter has imported mnistlab
+    procs = [subprocess.Popen([sys.executable, "-c", OPEN_AT_ONCE, f"{base}/fresh", str(at)], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 6, [e.strip().splitlines()[-1] for e in errors if e.strip()]
 
 
 def start_worker(path, index, url, out, mnist_root, env) -> subprocess.Popen:

@@ -51,37 +51,71 @@ def make_storage(url: str | None, sweep_dir: Path):
         raise UserError(f"--storage: got {url!r}; give postgresql://user@host/db (or leave it out: a journal file "
                         f"in the sweep folder)")
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return rdb_storage(url)
     except ImportError as exc:
         raise UserError(f"--storage: {one_line(exc, 80)}; for PostgreSQL: pip install 'mnistlab[postgres]'") from None
     except Exception as exc:  # noqa: BLE001  (SQLAlchemy's errors: a server that cannot be reached is the user's)
         raise UserError(f"--storage: cannot open {url}: {one_line(exc, 160)}") from None
 
 
-def open_study(sweep: SweepConfig, storage, worker: int = 0):
-    """Create or load the study; a loaded one must be the same search (objective and space)."""
+def rdb_storage(url: str):
+    """Optuna's storage on a database. The first to open a fresh PostgreSQL database creates Optuna's
+    tables; workers that start together (an array job) would collide there, so they open it one at a time."""
+    import optuna
+    from sqlalchemy import create_engine
+
+    if not url.startswith("postgresql"):
+        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    engine = create_engine(url)
+    try:
+        with advisory_lock(engine, "mnistlab:schema"):
+            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+    finally:
+        engine.dispose()
+
+
+@contextlib.contextmanager
+def advisory_lock(engine, name: str):
+    """PostgreSQL's advisory lock `name`, held by one connection for every client of the database."""
+    from sqlalchemy import text
+
+    key = zlib.crc32(name.encode())
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+
+
+def open_study(sweep: SweepConfig, storage):
+    """Create or load the study; a loaded one must be the same search (objective and space). Workers open
+    it under the study lock, so exactly one of them is the study's first (see make_sampler)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
-                                sampler=make_sampler(sweep, worker), pruner=make_pruner(sweep),
-                                load_if_exists=True)
-    definition = {"objective": sweep.objective, "space": json.loads(sweep.model_dump_json())["space"]}
+                                pruner=make_pruner(sweep), load_if_exists=True)
+    definition = {"base": sweep.base, "objective": sweep.objective, "folds": sweep.folds,
+                  "set": sorted(fixed_overrides(sweep)), "space": json.loads(sweep.model_dump_json())["space"]}
     stored = study.user_attrs.get("mnistlab:definition")
     if stored is None:
         study.set_user_attr("mnistlab:definition", definition)
-    elif stored != definition:
-        raise UserError(f"study {sweep.study!r} already exists with another objective or space; give the sweep "
-                        f"another `study:` name (or --study), or restore the file it was started with")
+    elif stored != definition:  # trials trained another way (a machine without the others' --set) are no rivals
+        changed = ", ".join(f"`{key}`" for key in definition if stored.get(key) != definition[key])
+        raise UserError(f"study {sweep.study!r} already exists with another {changed}; give the sweep another "
+                        f"`study:` name (or --study), or run it with the file and --set it was started with")
+    study.sampler = make_sampler(sweep, first=stored is None)
     return study
 
 
-def make_sampler(sweep: SweepConfig, worker: int):
-    """Worker 0 samples with the sweep's seed (a one-worker sweep repeats itself); other workers mix
-    their own in, or they would all propose the same first trials."""
+def make_sampler(sweep: SweepConfig, first: bool):
+    """The process that starts the study samples with the sweep's seed (a one-worker sweep repeats
+    itself); every other one mixes its own in. A seed per worker number would not do: the worker 0 of
+    each machine, or of a continued study, would draw again the parameters of the study's first trials."""
     import optuna
 
-    seed = sweep.seed if worker == 0 else zlib.crc32(f"{sweep.seed}:{socket.gethostname()}:{os.getpid()}".encode())
+    seed = sweep.seed if first else zlib.crc32(f"{sweep.seed}:{socket.gethostname()}:{os.getpid()}".encode())
     if sweep.sampler == "grid":
         grid = {k: v if isinstance(v, list) else v.grid() for k, v in sweep.space.items()}
         return optuna.samplers.GridSampler(grid, seed=seed)
@@ -93,8 +127,8 @@ def make_sampler(sweep: SweepConfig, worker: int):
 def make_pruner(sweep: SweepConfig):
     import optuna
 
-    if sweep.pruner == "median":  # never on the first epoch, and only once two trials have finished
-        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if sweep.pruner == "median":  # never on the first epoch (steps are epochs, from 1), and only once two
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2)  # trials have finished
     if sweep.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1)
     return optuna.pruners.NopPruner()
@@ -115,15 +149,8 @@ def study_lock(storage, sweep_dir: Path, study_name: str):
     among the workers of this machine otherwise."""
     engine = getattr(storage, "engine", None)
     if engine is not None and engine.dialect.name == "postgresql":
-        from sqlalchemy import text
-
-        key = zlib.crc32(f"mnistlab:{study_name}".encode())
-        with engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-            try:
-                yield
-            finally:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        with advisory_lock(engine, f"mnistlab:{study_name}"):
+            yield
         return
     import fcntl
 
@@ -136,6 +163,13 @@ def study_lock(storage, sweep_dir: Path, study_name: str):
 
 
 # ---------------------------------------------------------------- one worker
+
+def take_trial(study, storage, sweep_dir: Path, study_name: str, n_trials: int, log):
+    """A worker's turn, under the study lock: fail silent workers' trials, then take the next one (or None)."""
+    with study_lock(storage, sweep_dir, study_name):
+        fail_stale_trials(study, log)
+        return next_trial(study, n_trials)
+
 
 def next_trial(study, n_trials: int):
     """A trial to run, or None when n_trials are taken (complete, pruned, running or waiting)."""
@@ -201,13 +235,12 @@ def run_worker(sweep: SweepConfig, base: Path, sweep_dir: Path, storage_url: str
                worker: int = 0, log=print) -> int:
     """Take trials until n_trials are taken and none of them is still running; the trials this one ran."""
     storage = make_storage(storage_url, sweep_dir)
-    study = open_study(sweep, storage, worker)
+    with study_lock(storage, sweep_dir, sweep.study):
+        study = open_study(sweep, storage)
     n_trials = min(sweep.n_trials, grid_size(sweep) or sweep.n_trials)
     ran = 0
     while True:
-        with study_lock(storage, sweep_dir, sweep.study):
-            fail_stale_trials(study, log)
-            trial = next_trial(study, n_trials)
+        trial = take_trial(study, storage, sweep_dir, sweep.study, n_trials, log)
         if trial is None:
             if not others_running(study):
                 return ran
@@ -286,11 +319,12 @@ def objective(trial, sweep: SweepConfig, base: Path, sweep_dir: Path, data_dir, 
     for position, fold in enumerate(folds):
         extra = [f"data.folds={sweep.folds}", f"data.fold={fold}"] if fold is not None else []
         cfg = load_config(base, [*overrides, *extra])
-        first_step = position * cfg.train.epochs
+        first_step, last_step = position * cfg.train.epochs, len(folds) * cfg.train.epochs
 
-        def report(row: dict, fold=fold) -> None:
-            trial.report(row[sweep.objective], first_step + row["epoch"])
-            if trial.should_prune():
+        def report(row: dict, fold=fold, first_step=first_step, last_step=last_step) -> None:
+            step = first_step + row["epoch"]
+            trial.report(row[sweep.objective], step)
+            if step < last_step and trial.should_prune():  # after the last epoch, pruning would save nothing
                 where = f" of fold {fold}" if fold is not None else ""
                 raise optuna.TrialPruned(f"at epoch {row['epoch']}{where} ({sweep.objective} "
                                          f"{row[sweep.objective]:.4g})")
