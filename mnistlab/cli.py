@@ -50,7 +50,7 @@ def add_train(commands) -> None:
     p.add_argument("config", nargs="?", help="YAML config file (see configs/); with --resume, the run's own")
     add_config_options(p)
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N (overrides the config's device)")
-    p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
+    add_data_dir_option(p)
     p.add_argument("--out-dir", default="checkpoints", help="root of run directories (default: checkpoints)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -90,7 +90,7 @@ def add_compare(commands) -> None:
                    "loss, time per epoch), as comparison.md has them")
     p.add_argument("--sort", metavar="COLUMN", help="config, model, params, test_acc, val_acc, train_acc, test_loss, "
                    "train_loss, train_time or time_per_epoch (best first); default: the order given")
-    p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
+    add_data_dir_option(p)
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="train up to N runs at once, each in "
                    "its own process: one GPU each where there are GPUs, else the CPU cores shared out (default: 1, "
                    "one after another in this process)")
@@ -111,7 +111,7 @@ def add_sweep(commands) -> None:
     p.add_argument("--out-dir", metavar="DIR", help="the sweep folder: trials' runs, tables, plots, best.yaml "
                    "(default: checkpoints/sweeps/STUDY)")
     add_config_options(p)
-    p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
+    add_data_dir_option(p)
     p.add_argument("--confirm-seeds", metavar="S1,S2,..", help="retrain the best config with these seeds, scored "
                    "on the test set: mean ± sd")
     p.add_argument("--worker", type=int, help=argparse.SUPPRESS)
@@ -222,6 +222,10 @@ def add_init(commands) -> None:
     p.add_argument("--from", dest="source", metavar="CONFIG", help="start from this config (a path or packaged "
                    "name, comments kept) instead of the commented template")
     p.set_defaults(handler=cmd_init)
+
+
+def add_data_dir_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", help="dataset root (default: data.root, then $MNISTLAB_DATA_DIR, then ./data)")
 
 
 def add_ckpt_option(p: argparse.ArgumentParser) -> None:
@@ -381,12 +385,13 @@ def cmd_init(args) -> int:
     import re
     from pathlib import Path
 
-    from .config import load_config, resolve_config
+    from .config import folder_name_problem, load_config, resolve_config
 
     path = Path(args.name if args.name.endswith((".yaml", ".yml")) else f"{args.name}.yaml")
     name = path.stem
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", name):
-        raise UserError(f"{name!r} becomes the run folder's name: use letters, digits, '.', '_' and '-'")
+    problem = folder_name_problem(name, f"{name!r}, the run name,")
+    if problem:
+        raise UserError(problem)
     if path.exists() or path.is_symlink():
         raise UserError(f"{path} exists; mnistlab never writes over it (give another name)")
     if args.source:

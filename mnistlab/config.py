@@ -336,8 +336,9 @@ class ExperimentConfig(Strict):
     @field_validator("name")
     @classmethod
     def _usable_as_folder(cls, value):
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
-            raise ValueError("the run name becomes a folder: use letters, digits, '.', '_' and '-' only")
+        problem = folder_name_problem(value, "the run name")
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("device")
@@ -377,6 +378,13 @@ class ExperimentConfig(Strict):
                 "(or checkpoint_monitor: last and early_stopping: null)"
             )
         return self
+
+
+def folder_name_problem(value: str | None, what: str) -> str | None:
+    """Names that become folders (runs, studies, `init`'s configs): what is wrong with one, or None."""
+    if value is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
+        return None
+    return f"{what} becomes a folder: use letters, digits, '.', '_' and '-' only"
 
 
 def device_problem(value) -> str | None:

@@ -27,7 +27,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..config import Float, Int, Strict, load_config, resolve_config
+from ..config import Float, Int, Strict, folder_name_problem, load_config, resolve_config
 from ..errors import UserError, one_line
 from ..yamlfile import read_yaml_file
 
@@ -82,8 +82,9 @@ class SweepConfig(Strict):
     @field_validator("study")
     @classmethod
     def _usable_name(cls, value):
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
-            raise ValueError("the study name becomes a folder: use letters, digits, '.', '_' and '-' only")
+        problem = folder_name_problem(value, "the study name")
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("set", "space")
