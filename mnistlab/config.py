@@ -40,6 +40,18 @@ class CenterCropConfig(Strict):
     p: Float = Field(1.0, ge=0.0, le=1.0)
 
 
+class ElasticConfig(Strict):
+    """torchvision's ElasticTransform: a displacement field of uniform noise in [-1, 1] blurred by a
+    Gaussian of `sigma` pixels, times alpha / side in [-1, 1] coordinates (alpha / 2 pixels per unit
+    of blurred noise); applied to each image with probability p, after the affine augmentation."""
+
+    alpha: Float = Field(50.0, gt=0.0, le=1000.0)  # the defaults are torchvision's
+    # the blur's kernel, int(8 sigma + 1) pixels wide, is reflected at the border: half of it must
+    # stay under the 28-pixel side
+    sigma: Float = Field(5.0, gt=0.0, le=6.0)
+    p: Float = Field(1.0, ge=0.0, le=1.0)
+
+
 class AugmentConfig(Strict):
     """Everything off unless given. Geometry is applied to the [0, 1] image, before normalization."""
 
@@ -47,6 +59,7 @@ class AugmentConfig(Strict):
     center_crop: Optional[CenterCropConfig] = None
     translate: Optional[Float] = Field(None, ge=0.0, le=0.5)  # fraction of the side
     scale: Optional[tuple[Float, Float]] = None
+    elastic: Optional[ElasticConfig] = None
 
     @field_validator("rotate", mode="before")
     @classmethod
@@ -73,7 +86,7 @@ class AugmentConfig(Strict):
 
     @property
     def active(self) -> bool:
-        return any(v is not None for v in (self.rotate, self.center_crop, self.translate, self.scale))
+        return any(v is not None for v in (self.rotate, self.center_crop, self.translate, self.scale, self.elastic))
 
 
 class NormalizeConfig(Strict):
@@ -254,6 +267,12 @@ class EarlyStoppingConfig(Strict):
 SHORTHAND_SECTIONS = ("model", "optimizer", "scheduler")
 
 
+class EmaConfig(Strict):
+    """An exponential moving average of the weights, scored and checkpointed as the model (training/ema.py)."""
+
+    decay: Float = Field(0.999, ge=0.0, lt=1.0)  # per optimizer step
+
+
 def expand_shorthand(value):
     """The string shorthand of a named section: `optimizer: sgd` stands for `optimizer: {name: sgd}`."""
     return {"name": value} if isinstance(value, str) else value
@@ -284,6 +303,12 @@ class TrainConfig(Strict):
     # TensorBoard event files in the run directory (the optional extra mnistlab[tensorboard]): per-epoch
     # metrics, the step loss every 50 steps, the hyperparameters with the final scores
     tensorboard: bool = False
+    ema: Optional[EmaConfig] = None  # `ema: true` is {decay: 0.999}
+
+    @field_validator("ema", mode="before")
+    @classmethod
+    def _ema_switch(cls, value):
+        return {} if value is True else None if value is False else value
 
     @field_validator("batch_size", mode="before")
     @classmethod

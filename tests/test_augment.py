@@ -133,10 +133,12 @@ def test_device_batches_shuffle_every_epoch_and_respect_limit(limit):
 
 GROUPING_AUGS = [AugmentConfig(center_crop={"size": 22, "p": 0.1}, rotate=15),  # the seven-iteration 1x1-conv study's
                   AugmentConfig(center_crop={"size": 22, "p": 0.3}, rotate=12, translate=0.08, scale=[0.9, 1.1]),
-                  AugmentConfig(translate=0.1)]
+                  AugmentConfig(translate=0.1),
+                  AugmentConfig(rotate=8, elastic={"alpha": 34, "sigma": 4, "p": 0.7}),
+                  AugmentConfig(elastic={"alpha": 34, "sigma": 4})]
 
 
-@pytest.mark.parametrize("aug", GROUPING_AUGS, ids=["study", "all", "shift"])
+@pytest.mark.parametrize("aug", GROUPING_AUGS, ids=["study", "all", "shift", "turn+elastic", "elastic"])
 @pytest.mark.parametrize("sizes", [[64, 64, 64], [128, 128], [32] * 5 + [16], [100] * 3, [7] * 5, [64]])
 def test_several_batches_at_once_are_batch_after_batch_bit_for_bit(aug, sizes):
     # On the CPU, grouping batches (pipeline.CHUNK_IMAGES) must not move a pixel: the trained figures in
@@ -204,3 +206,61 @@ def test_evaluate_with_identical_views_equals_a_single_view():
     assert doubled.acc == plain.acc and doubled.n == 150
     assert doubled.loss == pytest.approx(plain.loss, rel=1e-5)
     assert torch.equal(doubled.predictions, plain.predictions)
+
+
+def ring_digit() -> torch.Tensor:
+    yy, xx = torch.meshgrid(torch.arange(28.0), torch.arange(28.0), indexing="ij")
+    return ((((yy - 13) ** 2 / 64 + (xx - 15) ** 2 / 25 - 1).abs() < 0.35).to(torch.uint8) * 255)
+
+
+def field_statistics(d: torch.Tensor) -> torch.Tensor:
+    """N x 2 x H x W displacement fields -> [std of x, std of y, correlation of x 3 pixels apart]."""
+    x = d[:, 0]
+    near = torch.corrcoef(torch.stack([x[:, :, :-3].flatten(), x[:, :, 3:].flatten()]))[0, 1]
+    return torch.stack([d[:, 0].std(), d[:, 1].std(), near])
+
+
+@pytest.mark.parametrize("alpha,sigma", [(34.0, 4.0), (50.0, 5.0), (20.0, 2.5)])
+def test_elastic_fields_are_torchvisions_in_distribution(alpha, sigma):
+    from torchvision.transforms.v2 import ElasticTransform
+    from mnistlab.data.augment import elastic_displacement
+
+    n = 400
+    torch.manual_seed(0)
+    theirs = torch.cat([ElasticTransform(alpha, sigma).make_params([torch.zeros(1, 28, 28)])["displacement"]
+                        for _ in range(n)]).permute(0, 3, 1, 2)  # N x 2 x H x W
+    noise = torch.rand(n, 2, 28, 28, generator=torch.Generator().manual_seed(1))
+    ours = elastic_displacement(noise, torch.ones(n, dtype=torch.bool), alpha, sigma)
+    a, b = field_statistics(theirs), field_statistics(ours)
+    assert torch.allclose(a, b, rtol=0.08), (a, b)
+    # the check can tell a wrong strength or smoothness apart
+    assert not torch.allclose(a, field_statistics(elastic_displacement(noise, noise[:, 0, 0, 0] < 2, alpha * 1.3,
+                                                                       sigma)), rtol=0.08)
+    assert not torch.allclose(a, field_statistics(elastic_displacement(noise, noise[:, 0, 0, 0] < 2, alpha,
+                                                                       sigma * 0.6)), rtol=0.08)
+    assert elastic_displacement(noise, torch.zeros(n, dtype=torch.bool), alpha, sigma).abs().max() == 0
+
+
+@pytest.mark.parametrize("aug", [AugmentConfig(elastic={"alpha": 34, "sigma": 4}),
+                                 AugmentConfig(rotate=10, translate=0.06, elastic={"alpha": 50, "sigma": 5, "p": 0.5})],
+                         ids=["elastic", "affine+elastic"])
+def test_elastic_device_and_classic_pipelines_agree_in_distribution(aug):
+    # The same digit distorted 500 times each way: the mean image and the per-pixel spread agree (the
+    # classic pipeline samples twice, in 8 bits between the steps, so close, not equal), and a
+    # distortion twice as strong would not.
+    digit, n = ring_digit(), 500
+    torch.manual_seed(0)
+    classic = classic_transform(aug, mean=0.0, std=1.0)
+    theirs = torch.stack([classic(Image.fromarray(digit.numpy(), mode="L")) for _ in range(n)])
+    batch = digit[None, None].float().expand(n, 1, 28, 28) / 255
+
+    def stats(out):
+        return out.mean(0), out.std(0)
+
+    (m1, s1), (m2, s2) = stats(theirs), stats(augment_batch(batch.clone(), aug, torch.Generator().manual_seed(0)))
+    stronger = aug.model_copy(update={"elastic": aug.elastic.model_copy(update={"alpha": aug.elastic.alpha * 2})})
+    m3, s3 = stats(augment_batch(batch.clone(), stronger, torch.Generator().manual_seed(0)))
+    assert (m1 - m2).abs().mean() < 0.012 and (s1 - s2).abs().mean() < 0.02, ((m1 - m2).abs().mean(), (s1 - s2).abs().mean())
+    assert (m1 - m3).abs().mean() > 2 * (m1 - m2).abs().mean()
+    assert abs(theirs.sum((1, 2, 3)).mean() - augment_batch(batch.clone(), aug, torch.Generator().manual_seed(0))
+               .sum((1, 2, 3)).mean()) < 0.05 * theirs.sum((1, 2, 3)).mean()  # the ink is kept

@@ -12,9 +12,9 @@ EXPECTED = {
     "baseline_cnn": 26_698, "baseline_cnn_small": 15_106, "bn_dropout_cnn": 26_746,
     "iter1": 26_714, "iter2": 24_210, "iter3": 18_374, "iter4": 20_514, "iter5": 18_422, "iter6": 18_422,
     "iter7": 18_422, "mlp": 669_706, "cnn_large": 3_797_962, "vgg16": 134_301_514, "cnn3_bn": 241_994,
-    "compact8k": 7_646, "speedrun": 23_194, "cnn5_bn": 87_346,
+    "compact8k": 7_646, "speedrun": 23_194, "cnn5_bn": 87_346, "resnet_mnist": 77_754,
 }
-MNISTLAB_OWN = ("compact8k", "speedrun", "cnn5_bn")  # ours, so not in MODELS.md
+MNISTLAB_OWN = ("compact8k", "speedrun", "cnn5_bn", "resnet_mnist")  # ours, so not in MODELS.md
 MODELS_MD = Path(__file__).resolve().parents[2] / "shared" / "MODELS.md"
 
 
@@ -55,6 +55,41 @@ def test_vgg16_takes_mnist_input():
     model.eval()
     with torch.no_grad():
         assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("width,blocks", [(16, 1), (8, 2), (24, 1)])
+def test_resnet_family_counts_and_shapes(width, blocks):
+    # counted by hand: stem conv + BN; per stage, `blocks` BasicBlocks (two 3x3 convs and two BNs,
+    # the first of stages 2 and 3 with a 1x1 conv + BN shortcut); the linear head
+    w, total = width, 9 * width + 2 * width
+    for stage, cout in enumerate((w, 2 * w, 4 * w)):
+        cin = w if stage == 0 else cout // 2
+        for i in range(blocks):
+            first_in = cin if i == 0 else cout
+            total += 9 * first_in * cout + 9 * cout * cout + 4 * cout
+            if stage > 0 and i == 0:
+                total += cin * cout + 2 * cout
+    total += 4 * w * 10 + 10
+    assert count_params("resnet_mnist", width=width, blocks=blocks) == total
+    model = create_model("resnet_mnist", width=width, blocks=blocks)
+    residual = [m for m in model.modules() if type(m).__name__ == "BasicBlock"]
+    assert len(residual) == 3 * blocks
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_resnet_blocks_add_their_input():
+    # a residual block whose convolutions output zero passes its input through (after the ReLU)
+    block = [m for m in create_model("resnet_mnist").modules() if type(m).__name__ == "BasicBlock"][0].eval()
+    torch.nn.init.zeros_(block.bn2.weight)
+    torch.nn.init.zeros_(block.bn2.bias)
+    x = torch.rand(1, 16, 28, 28)
+    assert torch.equal(block(x), x.relu())
+
+
+@pytest.mark.parametrize("options", [{"width": 0}, {"blocks": 9}, {"width": 1.5}])
+def test_resnet_options_out_of_range_are_one_line(options):
+    with pytest.raises(UserError, match="width|blocks"):
+        create_model("resnet_mnist", **options)
 
 
 def test_list_models_pattern():

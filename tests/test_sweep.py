@@ -242,6 +242,36 @@ def test_a_continued_study_draws_new_parameters_and_a_fresh_one_repeats_itself(t
     assert continued[:4] == first and len(set(continued)) == 8  # the worker that continues does not redraw them
 
 
+GRID = """base: iter5
+study: {study}
+objective: val_acc
+sampler: grid
+pruner: none
+n_trials: 6
+space:
+  train.optimizer.lr: [0.001, 0.002, 0.004]
+  train.batch_size: [64, 128]
+"""
+
+
+def test_every_worker_of_a_grid_takes_another_point(tmp_path, monkeypatch):
+    # GridSampler hands out grid ids and shuffles its grid with its seed: a worker that joined (its own
+    # seed for TPE and random) must still read grid id k as the same point, or two trials train one point
+    import mnistlab.experiments.sweep as sweep_module
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    sweep, base = load_sweep(sweep_file(tmp_path, "grid", GRID))
+    first, joined = sweep_module.make_sampler(sweep, first=True), sweep_module.make_sampler(sweep, first=False)
+    assert first._all_grids == joined._all_grids
+    monkeypatch.setattr(sweep_module, "objective", lambda trial, *rest: trial.number / 100)
+    out = tmp_path / "out"
+    out.mkdir()
+    for n in (1, 3, 6):  # the study's first worker, then workers that join it
+        sweep_module.run_worker(sweep.model_copy(update={"n_trials": n}), base, out, None, None, log=lambda line: None)
+    points = [tuple(t.params.values()) for t in load_study(out / "study.journal", "grid").trials]
+    assert len(points) == 6 and len(set(points)) == 6
+
+
 def test_a_study_is_joined_only_by_the_same_search(tmp_path):
     from mnistlab.errors import UserError
     from mnistlab.experiments.sweep import make_storage, open_study

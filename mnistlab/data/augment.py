@@ -4,8 +4,11 @@
 whole batch (or several at once) with one sampling grid + grid_sample, on
 whatever device the batch is on. `classic_transform` is the per-image
 torchvision pipeline of the reference projects, with the same semantics: optional centre crop resized back
-to full size (a zoom), then rotation, translation and scale about the centre,
-background filled with 0 (the unnormalized black of MNIST), bilinear sampling.
+to full size (a zoom), then rotation, translation and scale about the centre, then an elastic
+distortion (torchvision's ElasticTransform), background filled with 0 (the unnormalized black of
+MNIST), bilinear sampling. The device path folds the elastic displacement into the affine grid, so
+it samples the image once where the classic pipeline samples it twice: the same distortions, a
+little less blur (tests/test_augment.py compares the two in distribution).
 """
 
 from __future__ import annotations
@@ -17,23 +20,37 @@ import torch
 import torch.nn.functional as F
 
 
-def affine_params(sizes: list[int], aug, size: int, generator: torch.Generator, device) -> dict[str, torch.Tensor]:
-    """Per-image angle (degrees), zoom, translation (pixels) and scale for consecutive batches of `sizes`.
+def augment_params(sizes: list[int], aug, height: int, width: int, generator: torch.Generator,
+                   device) -> dict[str, torch.Tensor]:
+    """Per-image angle (degrees), zoom, translation (pixels), scale and, with elastic, the noise of the
+    displacement field (N x 2 x H x W in [0, 1)) and whether to apply it, for consecutive batches of `sizes`.
 
     One draw from the generator, ordered as batch-by-batch draws would be (for each batch: angles,
-    crop coin flips, x and y shifts, scales). A CPU generator draws sequentially, so there the numbers
-    do not depend on how batches are grouped (tests/test_augment.py); on a GPU, grouping saves launches.
+    crop coin flips, x and y shifts, scales, then elastic coin flips and noise). A CPU generator draws
+    sequentially, so there the numbers do not depend on how batches are grouped (tests/test_augment.py);
+    on a GPU, grouping saves launches. Without elastic the draws are those of earlier versions.
     """
     kinds = ((["angle"] if aug.rotate else []) + (["crop"] if aug.center_crop is not None else [])
              + (["tx", "ty"] if aug.translate else []) + (["scale"] if aug.scale else []))
-    total = sum(sizes)
-    ones = torch.ones(total, device=device)
-    draws = {}
-    if kinds:
-        flat = torch.rand(len(kinds) * total, generator=generator, device=device)
-        per_batch = flat.split([len(kinds) * n for n in sizes])
-        draws = dict(zip(kinds, torch.cat([chunk.view(len(kinds), -1) for chunk in per_batch], dim=1)))
+    field = 2 * height * width if aug.elastic is not None else 0  # per image: a coin, then the x and y noise
+    per_image = len(kinds) + (1 + field if field else 0)
+    draws, extra = {}, []
+    if per_image:
+        flat = torch.rand(per_image * sum(sizes), generator=generator, device=device)
+        chunks = [(chunk[:len(kinds) * n], chunk[len(kinds) * n:])
+                  for chunk, n in zip(flat.split([per_image * n for n in sizes]), sizes)]
+        if kinds:
+            draws = dict(zip(kinds, torch.cat([a.view(len(kinds), -1) for a, _ in chunks], dim=1)))
+        extra = [b for _, b in chunks]
+    params = affine_values(draws, aug, width, torch.ones(sum(sizes), device=device))
+    if field:
+        params["elastic_on"] = torch.cat([b[:n] for b, n in zip(extra, sizes)]) < aug.elastic.p
+        params["elastic_noise"] = torch.cat([b[n:].view(n, 2, height, width) for b, n in zip(extra, sizes)])
+    return params
 
+
+def affine_values(draws: dict[str, torch.Tensor], aug, size: int, ones: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The affine parameters from their uniform draws in [0, 1)."""
     def uniform(kind: str, lo: float, hi: float) -> torch.Tensor:
         return draws[kind] * (hi - lo) + lo
 
@@ -48,6 +65,28 @@ def affine_params(sizes: list[int], aug, size: int, generator: torch.Generator, 
         tx = ty = ones * 0
     scale = uniform("scale", *aug.scale) if aug.scale else ones
     return {"angle": angle, "zoom": zoom, "tx": tx, "ty": ty, "scale": scale}
+
+
+def gaussian_kernel(sigma: float, device, dtype) -> torch.Tensor:
+    """torchvision's gaussian_blur kernel for ElasticTransform: odd size int(8 sigma + 1), normalized."""
+    size = int(8 * sigma + 1) | 1
+    x = torch.linspace(-(size // 2), size // 2, size, device=device, dtype=dtype)
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    return kernel / kernel.sum()
+
+
+def elastic_displacement(noise: torch.Tensor, on: torch.Tensor, alpha: float, sigma: float) -> torch.Tensor:
+    """N x 2 x H x W displacements in normalized coordinates from uniform noise in [0, 1), as
+    torchvision's ElasticTransform makes them: noise in [-1, 1] blurred by a Gaussian of `sigma`
+    pixels (reflected at the border), times alpha / width for x and alpha / height for y; zero where
+    `on` is False. The blur is separable: a row pass and a column pass, one conv2d each."""
+    n, _, h, w = noise.shape
+    k = gaussian_kernel(sigma, noise.device, noise.dtype)
+    pad = len(k) // 2  # below the side: config.ElasticConfig bounds sigma
+    d = F.pad((noise * 2 - 1).view(n * 2, 1, h, w), [pad, pad, pad, pad], mode="reflect")
+    d = F.conv2d(F.conv2d(d, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1)).view(n, 2, h, w)
+    scale = torch.tensor([alpha / w, alpha / h], device=d.device, dtype=d.dtype).view(1, 2, 1, 1)
+    return d * scale * on.view(n, 1, 1, 1)
 
 
 def affine_theta(angle, zoom, tx, ty, scale, size: int) -> torch.Tensor:
@@ -87,8 +126,19 @@ def sampling_grid(theta: torch.Tensor, height: int, width: int) -> tuple[torch.T
     return t[:, 0] * xs + t[:, 1] * ys + t[:, 2], t[:, 3] * xs + t[:, 4] * ys + t[:, 5]
 
 
-def apply_affine(x: torch.Tensor, theta: torch.Tensor, zoom: torch.Tensor | None = None) -> torch.Tensor:
-    gx, gy = sampling_grid(theta.to(x.dtype), x.shape[-2], x.shape[-1])
+def apply_affine(x: torch.Tensor, theta: torch.Tensor, zoom: torch.Tensor | None = None,
+                 displacement: torch.Tensor | None = None) -> torch.Tensor:
+    """Sample x through the affine map theta, then (optionally) an N x 2 x H x W elastic displacement.
+
+    The affine map sends an output point p to A p; the elastic distortion applied after it looks up
+    p + d(p) instead, and A(p + d) = A p + L d with L the linear part of theta: one grid, one sampling.
+    """
+    theta = theta.to(x.dtype)
+    gx, gy = sampling_grid(theta, x.shape[-2], x.shape[-1])
+    if displacement is not None:
+        dx, dy = displacement[:, 0], displacement[:, 1]
+        t = theta.reshape(-1, 6, 1, 1)
+        gx, gy = gx + t[:, 0] * dx + t[:, 1] * dy, gy + t[:, 3] * dx + t[:, 4] * dy
     out = F.grid_sample(x, torch.stack([gx, gy], dim=-1), mode="bilinear", padding_mode="zeros",
                         align_corners=False)
     if zoom is not None:
@@ -101,10 +151,14 @@ def apply_affine(x: torch.Tensor, theta: torch.Tensor, zoom: torch.Tensor | None
 
 def augment_batch(x: torch.Tensor, aug, generator: torch.Generator, sizes: list[int] | None = None) -> torch.Tensor:
     """x: N x C x H x W floats in [0, 1] (background 0), one batch or consecutive batches of `sizes`
-    (whose random parameters are drawn as for batch after batch; see affine_params)."""
-    params = affine_params(sizes or [x.shape[0]], aug, x.shape[-1], generator, x.device)
+    (whose random parameters are drawn as for batch after batch; see augment_params)."""
+    params = augment_params(sizes or [x.shape[0]], aug, x.shape[-2], x.shape[-1], generator, x.device)
+    displacement = None
+    if aug.elastic is not None:
+        displacement = elastic_displacement(params.pop("elastic_noise").to(x.dtype), params.pop("elastic_on"),
+                                            aug.elastic.alpha, aug.elastic.sigma)
     theta = affine_theta(**params, size=x.shape[-1])
-    return apply_affine(x, theta, params["zoom"] if aug.center_crop is not None else None)
+    return apply_affine(x, theta, params["zoom"] if aug.center_crop is not None else None, displacement)
 
 
 # (degrees, x pixels, y pixels): the image itself, its four one-pixel shifts and two small turns
@@ -149,5 +203,9 @@ def classic_transform(aug, mean: float, std: float, size: int = 28):
             interpolation=T.InterpolationMode.BILINEAR,
             fill=0,
         ))
+    if aug is not None and aug.elastic is not None:
+        elastic = T.ElasticTransform(alpha=aug.elastic.alpha, sigma=aug.elastic.sigma,
+                                     interpolation=T.InterpolationMode.BILINEAR, fill=0)
+        steps.append(T.RandomApply([elastic], p=aug.elastic.p))
     steps += [T.ToTensor(), T.Normalize((mean,), (std,))]
     return T.Compose(steps)

@@ -111,17 +111,31 @@ def open_study(sweep: SweepConfig, storage):
 
 def make_sampler(sweep: SweepConfig, first: bool):
     """The process that starts the study samples with the sweep's seed (a one-worker sweep repeats
-    itself); every other one mixes its own in. A seed per worker number would not do: the worker 0 of
-    each machine, or of a continued study, would draw again the parameters of the study's first trials."""
+    itself); every other one mixes its own in (except for a grid, which the storage shares out). A
+    seed per worker number would not do: the worker 0 of each machine, or of a continued study, would
+    draw again the parameters of the study's first trials."""
     import optuna
 
-    seed = sweep.seed if first else zlib.crc32(f"{sweep.seed}:{socket.gethostname()}:{os.getpid()}".encode())
     if sweep.sampler == "grid":
-        grid = {k: v if isinstance(v, list) else v.grid() for k, v in sweep.space.items()}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        # GridSampler shuffles its grid with its seed and hands out grid ids: every worker must shuffle
+        # alike, or grid id 1 of one worker is grid id 0 of another, and both train the same point
+        return grid_sampler({k: v if isinstance(v, list) else v.grid() for k, v in sweep.space.items()}, sweep.seed)
+    seed = sweep.seed if first else zlib.crc32(f"{sweep.seed}:{socket.gethostname()}:{os.getpid()}".encode())
     if sweep.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
+
+
+def grid_sampler(grid: dict, seed: int):
+    """Optuna's GridSampler without its stop: after the grid's last point it calls study.stop(), which
+    Optuna allows only inside study.optimize. Workers here ask and tell, and stop by counting trials."""
+    import optuna
+
+    class AskTellGridSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return AskTellGridSampler(grid, seed=seed)
 
 
 def make_pruner(sweep: SweepConfig):

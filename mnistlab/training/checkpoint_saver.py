@@ -126,14 +126,19 @@ def lock_run_dir(run_dir: Path):
     return handle
 
 
+def unlock(handle) -> None:
+    """Give up a lock_run_dir lock (closing the file drops it); None is no lock."""
+    if handle is not None:
+        handle.close()
+
+
 def is_locked(run_dir: Path) -> bool:
     """Is another process training this run directory now?"""
     try:
         handle = lock_run_dir(run_dir)
     except (UserError, OSError):
         return True
-    if handle is not None:
-        handle.close()
+    unlock(handle)
     return False
 
 

@@ -28,7 +28,9 @@ from ..models.layout import apply_layout
 from ..report import write_run_curves_safely
 from ..style import paint
 from .checkpoint import model_payload, versions
-from .checkpoint_saver import CheckpointSaver, ResumePoint, find_resume_point, lock_run_dir, open_run_dir
+from .checkpoint_saver import (CheckpointSaver, ResumePoint, find_resume_point, lock_run_dir, open_run_dir,
+                               unlock)
+from .ema import build_ema
 from .distributed import World, barrier, init_world, ranks_agree, shutdown, sum_across, sync_buffers
 from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, keep_freed_host_memory, resolve_device, score,
                      train_one_epoch)
@@ -49,7 +51,7 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
     untouched (a sweep's trials: the test set must not take part in choosing).
     """
     world, device_setting = init_world(cfg.device)
-    t = None
+    t = point = None
     try:
         point = find_resume_point(resume, cfg, world) if resume else None
         if point is not None and point.summary is not None:
@@ -60,6 +62,8 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
     finally:
         if t is not None and t.tb is not None:
             t.tb.close()  # a failed or interrupted run keeps the events written so far
+        # the run directory is free again for this process too (the Python API may resume it next)
+        unlock(t.lock if t is not None else point.lock if point is not None else None)
         shutdown(world)
 
 
@@ -77,8 +81,10 @@ class Training:
     dtype: torch.dtype | None
     data: DataBundle
     batch_size: int
-    model: torch.nn.Module  # the plain model: checkpoints and scoring
-    net: torch.nn.Module  # what trains: the model, maybe wrapped for torchrun and compiled
+    model: torch.nn.Module  # what is scored and checkpointed: the trained model, or its average (train.ema)
+    net: torch.nn.Module  # what trains: the trained model, maybe wrapped for torchrun and compiled
+    trained: torch.nn.Module  # the plain model the optimizer steps (`model` itself unless train.ema)
+    ema: Any  # train.ema's AveragedModel (its .module is `model`), or None
     params: int
     batches: dict[str, Any]  # train, val, test
     generators: dict[str, torch.Generator]  # shuffle, augment
@@ -92,7 +98,7 @@ class Training:
     run_dir: Path
     resume_hint: str
     stopped: bool  # a resumed run whose early stopping had already fired: only the scoring is left
-    lock: Any  # the run directory's lock, held until the process ends
+    lock: Any  # the run directory's lock, held until run_training returns
     say: Callable  # progress lines (silent with --quiet)
     log: Callable  # results and errors (rank 0 only)
     quiet: bool
@@ -112,13 +118,17 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
 
     data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))
     batch_size = resolve_batch_size(cfg.train.batch_size, len(data.train_y))
-    model = create_training_model(cfg, data.num_classes, device)
-    net = compile_if_asked(wrap_distributed(model, world, device, cfg.train.sync_batchnorm), cfg.train.compile)
+    trained = create_training_model(cfg, data.num_classes, device)
+    ema = build_ema(cfg.train.ema, trained)  # before wrapping: the average copies the plain model
+    model = ema.module if ema is not None else trained
+    net = compile_if_asked(wrap_distributed(trained, world, device, cfg.train.sync_batchnorm), cfg.train.compile)
     generators = {"shuffle": torch.Generator(device=device if cfg.data.pipeline == "device" else "cpu"),
                   "augment": torch.Generator(device=device)}
     batches = make_batches(cfg, data, batch_size, device, world, generators)
 
     optimizer = build_optimizer(cfg.train.optimizer, net.parameters())
+    # last.pt's state_dict is `model`'s; with an average it also keeps the trained weights and the average
+    averaging = {"ema": ema, "trained_weights": trained} if ema is not None else {}
     scheduler, when = build_scheduler(cfg.train.scheduler, optimizer, cfg.train.epochs, len(batches["train"]))
     scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
     es = cfg.train.early_stopping
@@ -127,8 +137,8 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     lock = point.lock if point is not None else lock_run_dir(run_dir) if world.is_main else None
     saver = CheckpointSaver(run_dir, cfg.train.checkpoint_monitor, payload_builder(cfg, model, data),
                             {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
-                             "early_stopping": stopper}, world)
-    params = sum(p.numel() for p in model.parameters())
+                             "early_stopping": stopper, **averaging}, world)
+    params = sum(p.numel() for p in trained.parameters())
     say(header_line(cfg, data, params, batch_size, device, dtype, world))
     say(f"  (* marks a new best epoch by {cfg.train.checkpoint_monitor}, saved as best.pt; lr is the learning rate "
         f"the epoch started with)")
@@ -144,7 +154,7 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     resume_hint = f"mnistlab train --resume {run_dir}" + (f" --data-dir {data_dir}" if data_dir else "")
     tb = (TensorBoardLogger(run_dir, config_to_dict(cfg), params, len(batches["train"]))
           if cfg.train.tensorboard and world.is_main else None)
-    return Training(cfg, world, device, dtype, data, batch_size, model, net, params, batches, generators,
+    return Training(cfg, world, device, dtype, data, batch_size, model, net, trained, ema, params, batches, generators,
                     optimizer, scheduler, when, scaler, stopper, saver, first_epoch, run_dir, resume_hint, stopped,
                     lock, say, log, quiet, tb)
 
@@ -220,7 +230,7 @@ def run_epoch(t: Training, epoch: int) -> dict:
                             label_smoothing=cfg.train.label_smoothing, dtype=t.dtype, scaler=t.scaler,
                             batch_scheduler=t.scheduler if t.when == "batch" else None,
                             desc=f"epoch {epoch}/{cfg.train.epochs}", show_progress=not t.quiet and world.is_main,
-                            on_step=t.tb.step_hook(epoch) if t.tb else None)
+                            on_step=step_hook(t, epoch))
     train_seconds = time.perf_counter() - train_start  # stats were read back: the device is done
     loss_sum, correct, seen, diverged = sum_across(
         world, [stats.loss * stats.n, stats.acc * stats.n, stats.n, float(stats.nonfinite_step >= 0)], t.device)
@@ -240,6 +250,19 @@ def run_epoch(t: Training, epoch: int) -> dict:
     elif t.scheduler is not None and t.when == "metric":
         t.scheduler.step(row[cfg.train.scheduler.monitor])
     return row
+
+
+def step_hook(t: Training, epoch: int):
+    """What runs after every optimizer step: the weight average's update, TensorBoard's step loss."""
+    log_step = t.tb.step_hook(epoch) if t.tb else None
+    if t.ema is None:
+        return log_step
+    def after_step(step: int, loss: torch.Tensor) -> None:
+        t.ema.update_parameters(t.trained)
+        if log_step is not None:
+            log_step(step, loss)
+
+    return after_step
 
 
 def diverged_error(t: Training, epoch: int, nonfinite_step: int, lr: float) -> NonFiniteLoss:
