@@ -220,6 +220,22 @@ def field_statistics(d: torch.Tensor) -> torch.Tensor:
     return torch.stack([d[:, 0].std(), d[:, 1].std(), near])
 
 
+@pytest.mark.parametrize("sigma,shape", [(4.0, (28, 28)), (6.0, (28, 28)), (1.5, (20, 28))])
+def test_the_blur_is_torchvisions_gaussian_blur(sigma, shape):
+    # the same Gaussian kernel and reflected border as torchvision's ElasticTransform, as matrix products
+    from torchvision.transforms.v2.functional import gaussian_blur
+    from mnistlab.data.augment import elastic_displacement
+
+    h, w = shape
+    noise = torch.rand(5, 2, h, w, generator=torch.Generator().manual_seed(0))
+    size = int(8 * sigma + 1) | 1
+    theirs = gaussian_blur((noise * 2 - 1).view(10, 1, h, w), [size, size], [sigma, sigma]).view(5, 2, h, w)
+    theirs = theirs * torch.tensor([20.0 / w, 20.0 / h]).view(1, 2, 1, 1)
+    on = torch.tensor([True, True, False, True, True])
+    ours = elastic_displacement(noise, on, 20.0, sigma)
+    assert torch.allclose(ours[on], theirs[on], atol=1e-5) and ours[~on].abs().max() == 0
+
+
 @pytest.mark.parametrize("alpha,sigma", [(34.0, 4.0), (50.0, 5.0), (20.0, 2.5)])
 def test_elastic_fields_are_torchvisions_in_distribution(alpha, sigma):
     from torchvision.transforms.v2 import ElasticTransform

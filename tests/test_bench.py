@@ -132,3 +132,14 @@ def test_sweep_scale_prints_both_tables(mnist_root):
                          rf"[-+]\d+ ms \([-+][\d.]+%\); trials complete$", out, re.M), (store, out)
     assert re.search(r"^  trainer alone\s+[\d.]+   [\d.]+$", out, re.M)
     assert "every trial and every training alone reached the same val_acc: yes" in out
+
+
+def test_frontier_cost_prices_elastic_and_the_weight_average(mnist_root):
+    result = run_bench("frontier_cost.py", "--images", "256", "--classic-images", "20", "--steps", "2",
+                       "--model", "compact8k", "--batch-size", "64", data_dir=mnist_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for name in ("affine", "affine \\+ elastic p 0.5", "affine \\+ elastic p 1"):
+        assert re.search(rf"^  {name}\s+[\d,]+ images/s   [\d.]+x the time of affine alone$", out, re.M), (name, out)
+    assert re.search(r"^  with ema\s+[\d.]+ ms/step$", out, re.M)
+    assert re.search(r"^  the average's update adds [-+][\d.]+% to a step$", out, re.M)
