@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import struct
 import warnings
 
@@ -35,19 +36,16 @@ def open_image(path, grey: bool = False) -> Image.Image:
     size: the decoder then skips the colour conversion and most of the pixels.
     """
     name = os.fspath(path)
-    if not os.path.exists(name):
-        raise ImageError(f"{name}: no such file")
-    if os.path.isdir(name):
-        raise ImageError(f"{name}: is a directory, not an image file")
-    if not os.path.isfile(name):  # reading a FIFO would wait for a writer forever
-        raise ImageError(f"{name}: not a regular file (a pipe or a device?)")
     try:
-        if os.path.getsize(name) == 0:
-            raise ImageError(f"{name}: file is empty")
-    except PermissionError:
-        raise ImageError(f"{name}: permission denied") from None
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot be read ({one_line(exc.strerror or exc)})") from None
+        info = os.stat(name)  # once, for all the checks below (as os.path.exists, a failure is "no such file")
+    except (OSError, ValueError):
+        raise ImageError(f"{name}: no such file") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise ImageError(f"{name}: is a directory, not an image file")
+    if not stat.S_ISREG(info.st_mode):  # reading a FIFO would wait for a writer forever
+        raise ImageError(f"{name}: not a regular file (a pipe or a device?)")
+    if info.st_size == 0:
+        raise ImageError(f"{name}: file is empty")
     return _decode(name, name, grey)
 
 

@@ -23,6 +23,8 @@ THUMB_SIDE = 160  # about the thumbnail's longer side: the sheet's outline needs
 MIN_SURROUNDINGS = 0.03  # of the picture outside the sheet: less is a crop of the paper, not a sheet on a table
 MIN_STEP = 40  # grey levels between the sheet and its surroundings
 MARGIN = 0.03  # of the sheet's size, left out along its edge
+_OPENING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))  # see _find_sheet
+_SQUARE = np.ones((5, 5), np.uint8)  # see _sharp_edge
 
 
 def inside_page(gray: np.ndarray) -> np.ndarray:
@@ -48,32 +50,43 @@ def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     thumbnail: the ink on it included, a pen or a strip of table that the hull spans left out), or None when
     the picture shows no sheet on a darker surface."""
     _, bright = cv2.threshold(thumb, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-    edge = np.concatenate([bright[0], bright[-1], bright[:, 0], bright[:, -1]])
-    if np.count_nonzero(edge) >= 0.95 * edge.size:  # bright all round the frame: no table in the picture
+    height, width = thumb.shape
+    edge = cv2.countNonZero(bright[[0, -1]]) + cv2.countNonZero(bright[:, [0, -1]])
+    if edge >= 0.95 * 2 * (height + width):  # bright all round the frame: no table in the picture
         return None
     # Opening cuts the sheet loose from a light pen or a bright patch of table touching it: a pen is about a
     # twentieth of a sheet's width, so at most a few thumbnail pixels wide when the whole sheet is in the photo.
     # Its sides stay where they are; only the corners come out rounded, by less than the margin left out.
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.morphologyEx(bright, cv2.MORPH_OPEN, disc),
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.morphologyEx(bright, cv2.MORPH_OPEN, _OPENING),
                                                                connectivity=4)
     if count < 2:
         return None
-    largest = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+    largest = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).view(np.uint8)
     contours, _ = cv2.findContours(largest, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     outline = max(contours, key=cv2.contourArea)
     hull = cv2.convexHull(outline)
     within = np.zeros_like(thumb)
     cv2.fillConvexPoly(within, hull, 255)
-    inside, outside = within > 0, within == 0
-    if outside.mean() < MIN_SURROUNDINGS or inside.mean() < 0.1 or (bright[inside] > 0).mean() < 0.75:
+    inside = cv2.countNonZero(within)
+    if (within.size - inside < MIN_SURROUNDINGS * within.size or inside < 0.1 * within.size
+            or cv2.countNonZero(cv2.bitwise_and(bright, within)) < 0.75 * inside):
         return None
-    paper, surroundings = float(np.median(thumb[inside])), float(np.median(thumb[outside]))
+    levels = cv2.calcHist([thumb], [0], None, [256], [0, 256]).ravel()
+    inner = cv2.calcHist([thumb], [0], within, [256], [0, 256]).ravel()
+    paper, surroundings = _median_level(inner), _median_level(levels - inner)
     if paper - surroundings < max(MIN_STEP, 0.25 * paper) or not _sharp_edge(thumb, hull, paper - surroundings):
         return None
     sheet = np.zeros_like(thumb)
     cv2.drawContours(sheet, [outline], 0, 255, thickness=cv2.FILLED)
     return hull, sheet
+
+
+def _median_level(histogram: np.ndarray) -> float:
+    """The median grey level of the pixels a histogram of 8-bit levels counts (as np.median of them); not empty."""
+    count = np.cumsum(histogram)
+    n = int(count[-1])
+    lower, upper = np.searchsorted(count, [(n - 1) // 2 + 1, n // 2 + 1])
+    return (int(lower) + int(upper)) / 2
 
 
 def _sharp_edge(thumb: np.ndarray, hull: np.ndarray, step: float) -> bool:
@@ -86,9 +99,9 @@ def _sharp_edge(thumb: np.ndarray, hull: np.ndarray, step: float) -> bool:
     cv2.polylines(outline, [hull], isClosed=True, color=255, thickness=1)
     outline[:3], outline[-3:], outline[:, :3], outline[:, -3:] = 0, 0, 0, 0
     on_edge = outline > 0
-    if on_edge.sum() < 0.1 * (height + width):  # the sheet runs off the picture nearly all round
+    if np.count_nonzero(on_edge) < 0.1 * (height + width):  # the sheet runs off the picture nearly all round
         return False
-    gradient = cv2.morphologyEx(thumb, cv2.MORPH_GRADIENT, np.ones((5, 5), np.uint8))
+    gradient = cv2.morphologyEx(thumb, cv2.MORPH_GRADIENT, _SQUARE)
     return float(np.mean(gradient[on_edge] >= 0.4 * step)) >= 0.8
 
 
@@ -106,7 +119,7 @@ def _four_corners(hull: np.ndarray) -> np.ndarray | None:
         return None
     # Photos are taken roughly upright: the corner nearest the picture's top left is the sheet's.
     start = int(np.argmin(quad.sum(axis=1)))
-    quad = np.roll(quad, -start, axis=0)
+    quad = quad[(np.arange(4) + start) % 4]
     (ax, ay), (bx, by) = quad[1] - quad[0], quad[3] - quad[0]
     if ax * by - ay * bx < 0:  # anticlockwise on screen (y points down): turn it round
         quad = quad[[0, 3, 2, 1]]
@@ -115,7 +128,7 @@ def _four_corners(hull: np.ndarray) -> np.ndarray | None:
 
 def _flatten(gray: np.ndarray, corners: np.ndarray) -> np.ndarray:
     """The sheet warped to a rectangle (its sides' mean lengths), less a margin along the edge."""
-    top, right, bottom, left = (np.linalg.norm(corners[(i + 1) % 4] - corners[i]) for i in range(4))
+    top, right, bottom, left = np.linalg.norm(corners[[1, 2, 3, 0]] - corners, axis=1)
     width, height = max(2, round((top + bottom) / 2)), max(2, round((left + right) / 2))
     inset_x, inset_y = MARGIN * width, MARGIN * height
     target = np.float32([[-inset_x, -inset_y], [width + inset_x, -inset_y], [width + inset_x, height + inset_y],
@@ -134,7 +147,8 @@ def _cut_out(gray: np.ndarray, sheet: np.ndarray, step: int) -> np.ndarray:
     sheet = cv2.erode(sheet, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * margin + 1, 2 * margin + 1)))
     if not sheet.any():
         return gray
-    paper = int(np.median(gray[::step, ::step][: sheet.shape[0], : sheet.shape[1]][sheet > 0]))
+    sample = np.ascontiguousarray(gray[::step, ::step][: sheet.shape[0], : sheet.shape[1]])
+    paper = int(_median_level(cv2.calcHist([sample], [0], sheet, [256], [0, 256]).ravel()))
     left, top, width, height = cv2.boundingRect(sheet)
     box = (slice(top * step, (top + height) * step), slice(left * step, (left + width) * step))
     crop = gray[box]

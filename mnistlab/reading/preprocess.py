@@ -35,6 +35,8 @@ CENTRE = 14.0  # measured: MNIST's mean centre of mass is (13.99, 14.01) in pixe
 STROKE_WIDTH = 2.4
 SHAPE_SIDE = 4 * BOX  # the digit is binarised at 4x the final size, then shrunk with area averaging
 WORK_SIDE = 2048  # longer inputs are first shrunk to this; finer detail cannot survive 20 px anyway
+HALF_FROM = 640  # pictures this long (the longer side) that show a sheet are read at half size first (_locate)
+MIN_HALF_DIGIT = 2 * BOX  # a digit read at half size must span this many pixels, twice what it is shrunk to
 STATS_SIDE = 128  # polarity, noise and stroke width are measured on a sample this size: they are statistics
 MIN_CONTRAST = 0.06 * 255  # ink must differ from the paper by more than ~15 grey levels
 MIN_DIGIT_FRACTION = 0.02  # a "digit" spanning less of the image than this is a speck
@@ -104,20 +106,41 @@ def mnist_frame(gray: np.ndarray) -> np.ndarray:
     Returns float32 28x28 in [0, 1], white ink on black. Raises ImageError when
     there is no ink to be found.
     """
-    ink, threshold = _ink_strength(_work_image(gray))
-    found = _digit_region(_ink_mask(ink, threshold))
-    if found is None:
+    ink, threshold, found = _locate(gray, lambda mask: [where] if (where := _digit_region(mask)) else [])
+    if not found:
         raise ImageError(NO_INK)
-    return _frame(ink, threshold, *found)
+    return _frame(ink, threshold, *found[0])
 
 
 def mnist_frames(gray: np.ndarray) -> list[np.ndarray]:
     """Each digit of a picture holding one or more, in reading order (rows top to bottom, left to right)."""
-    ink, threshold = _ink_strength(_work_image(gray))
-    found = _digit_groups(_ink_mask(ink, threshold))
+    ink, threshold, found = _locate(gray, _digit_groups)
     if not found:
         raise ImageError(NO_INK)
     return [_frame(ink, threshold, *where) for where in found]
+
+
+def _locate(gray: np.ndarray, find) -> tuple[np.ndarray, float, list]:
+    """The ink, the level that counts as ink, and where `find` (a function of the ink mask) puts the digits.
+
+    A large photo of a sheet is read at half size first: finding the sheet, its
+    paper and its ink needs no more, and flattening the sheet and every pass over
+    it then cost a quarter of the pixels. That is the answer only when each digit
+    found there still spans MIN_HALF_DIGIT pixels, enough for the box it is fitted to;
+    otherwise (a small or faint digit, or no sheet) the picture is read at full
+    size, as every other picture is.
+    """
+    gray = _work_grey(gray)
+    if max(gray.shape) >= HALF_FROM:
+        half = _shrink_by(gray, 2)
+        sheet = inside_page(half)
+        if sheet is not half:
+            ink, threshold = _ink_strength(sheet)
+            found = find(_ink_mask(ink, threshold))
+            if found and min(max(keep.shape) for _, keep in found) >= MIN_HALF_DIGIT:
+                return ink, threshold, found
+    ink, threshold = _ink_strength(inside_page(gray))
+    return ink, threshold, find(_ink_mask(ink, threshold))
 
 
 def _ink_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
@@ -125,20 +148,20 @@ def _ink_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
     return cv2.threshold(ink, threshold, 255, cv2.THRESH_BINARY)[1]
 
 
-def _work_image(gray: np.ndarray) -> np.ndarray:
-    """8-bit grey, at most WORK_SIDE a side, cut down to the sheet when it is a photo of one on a table."""
+def _work_grey(gray: np.ndarray) -> np.ndarray:
+    """8-bit grey, at most WORK_SIDE a side."""
     gray = np.asarray(gray)
     if gray.ndim != 2 or gray.size == 0:
         raise ValueError(f"mnist_frame wants a non-empty 2-D grey image, got shape {gray.shape}")
     if gray.dtype != np.uint8:
         gray = np.nan_to_num(gray.astype(np.float32, copy=False), nan=0.0)
         gray = (np.clip(gray, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
-    return inside_page(_shrink_to(gray, WORK_SIDE))
+    return _shrink_to(gray, WORK_SIDE)
 
 
 def _frame(ink: np.ndarray, threshold: float, region: tuple[slice, slice], keep: np.ndarray) -> np.ndarray:
-    rows, cols = np.flatnonzero(keep.any(axis=1)), np.flatnonzero(keep.any(axis=0))
-    crop = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    left, top, width, height = cv2.boundingRect(keep.view(np.uint8))  # of the ink that is kept
+    crop = (slice(top, top + height), slice(left, left + width))
     shape = _binary_shape(ink[region][crop], keep[crop], threshold)
     shape = _widen_strokes(shape, STROKE_WIDTH * max(shape.shape) / BOX)
     return _centre_by_mass(_fit(shape, BOX))
@@ -202,8 +225,9 @@ def _ink_statistics(gray: np.ndarray) -> tuple[bool, float, float, int] | None:
         coarse = gray[::step, ::step].astype(np.float32)
         residual = coarse - _paper_through_border(coarse)
         floor = max(4.0 * _border_noise(residual), MIN_CONTRAST)
-        # The ink is on the side whose outliers carry more contrast beyond the floor.
-        dark_ink = np.maximum(-residual - floor, 0).sum() >= np.maximum(residual - floor, 0).sum()
+        # The ink is on the side whose outliers carry more contrast beyond the floor: dark when the excess beyond
+        # it, counted negative below the paper, sums to no more than nothing.
+        dark_ink = float(np.sum(residual - np.clip(residual, -floor, floor))) <= 0
         if dark_ink:
             residual = -residual
         full = _typical_ink(residual, floor)
@@ -227,19 +251,23 @@ def _typical_ink(ink: np.ndarray, floor: float, step: int = 1) -> float | None:
         strong = ink[ink > floor]
     if strong.size == 0:
         return None
-    levels = np.clip(strong, 0, 255).astype(np.uint8).reshape(-1, 1)
+    levels = (strong if strong.dtype == np.uint8 else np.clip(strong, 0, 255).astype(np.uint8)).reshape(-1, 1)
     split, _ = cv2.threshold(levels, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     upper = strong[levels[:, 0] > split]
-    full = float(np.median(upper if upper.size else strong))
+    full = float(_median(upper if upper.size else strong))
     return full if full >= 2 * MIN_CONTRAST else None
 
 
+@functools.lru_cache(maxsize=64)
 def _border_band(shape: tuple[int, int]) -> np.ndarray:
+    """True along the picture's border (read-only: one array serves every picture of this shape)."""
     height, width = shape
     band = max(1, round(0.04 * max(height, width)))
     inner = np.zeros(shape, dtype=bool)
     inner[band: height - band, band: width - band] = True
-    return ~inner
+    border = ~inner
+    border.flags.writeable = False
+    return border
 
 
 def _paper_through_border(gray: np.ndarray) -> np.ndarray:
@@ -251,20 +279,16 @@ def _paper_through_border(gray: np.ndarray) -> np.ndarray:
     along one side do not count), then refits to the points near that surface.
     """
     thumb = _shrink_to(gray, 32)
-    terms, ring = _quadratic_terms(thumb.shape)
-    design, target = terms[ring], thumb[ring]
-    trials = (_TRIALS * len(target)).astype(np.intp)
-    # Each plane through three points; the small ridge settles three points in a line (one side of the border).
-    points, values = design[trials][..., :3], target[trials][..., None]
-    normal = np.swapaxes(points, 1, 2)
-    planes = np.linalg.solve(normal @ points + 1e-4 * np.eye(3, dtype=np.float32), normal @ values)
+    terms, ring, design, solvers = _border_fit(thumb.shape)
+    target = thumb[ring]
+    planes = solvers @ target[(_TRIALS * len(target)).astype(np.intp)][..., None]
     errors = np.abs(target - (design[:, :3] @ planes).squeeze(-1))
-    best = int(np.argmin(np.median(errors, axis=1)))
+    best = int(np.argmin(_median(errors)))
     coef, error = np.zeros(terms.shape[-1], dtype=np.float32), errors[best]
     coef[:3] = planes[best, :, 0]
     for _ in range(2):
-        use = error <= max(3.0 * 1.4826 * float(np.median(error)), 5.0)
-        if use.sum() < 2 * len(coef):
+        use = error <= max(3.0 * 1.4826 * float(_median(error)), 5.0)
+        if np.count_nonzero(use) < 2 * len(coef):
             break
         coef = np.linalg.lstsq(design[use], target[use], rcond=None)[0].astype(np.float32)
         error = np.abs(target - design @ coef)
@@ -273,17 +297,38 @@ def _paper_through_border(gray: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=64)
-def _quadratic_terms(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Per pixel of a picture of `shape`: 1, x, y, x*x, y*y, x*y (x, y in [-0.5, 0.5]), and its border band."""
+def _border_fit(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the paper fit needs of a picture of `shape` and not of its pixels: per pixel 1, x, y, x*x, y*y, x*y
+    (x, y in [-0.5, 0.5]), the border band, those terms along it, and for each trial the matrix that takes its
+    three points' grey levels to the plane through them (least squares, with a small ridge that settles three
+    points in a line, one side of the border)."""
     ys, xs = np.indices(shape, dtype=np.float32)
     ys, xs = ys / max(1, shape[0] - 1) - 0.5, xs / max(1, shape[1] - 1) - 0.5
-    return np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1), _border_band(shape)
+    terms = np.stack([np.ones_like(xs), xs, ys, xs * xs, ys * ys, xs * ys], axis=-1)
+    ring = _border_band(shape)
+    design = terms[ring]
+    points = design[(_TRIALS * len(design)).astype(np.intp)][..., :3].astype(np.float64)
+    normal = np.swapaxes(points, 1, 2)
+    solvers = (np.linalg.inv(normal @ points + 1e-4 * np.eye(3)) @ normal).astype(np.float32)
+    for array in (terms, ring, design, solvers):
+        array.flags.writeable = False  # shared by every call for this shape
+    return terms, ring, design, solvers
+
+
+def _median(values: np.ndarray):
+    """np.median along the last axis, by a partial sort (np.median's own checks cost more than the sort on
+    arrays this small). Not empty."""
+    half = values.shape[-1] // 2
+    if values.shape[-1] % 2:
+        return np.partition(values, half, axis=-1)[..., half]
+    middle = np.partition(values, (half - 1, half), axis=-1)
+    return middle[..., half - 1] / 2 + middle[..., half] / 2
 
 
 def _border_noise(residual: np.ndarray) -> float:
     """Pixel noise of the paper (grain, sensor, JPEG), from the picture's border where paper dominates."""
     sample = residual[_border_band(residual.shape)]
-    return 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
+    return 1.4826 * float(_median(np.abs(sample - _median(sample))))
 
 
 def _stroke_width(mask: np.ndarray, wide: float) -> float:
@@ -295,15 +340,23 @@ def _stroke_width(mask: np.ndarray, wide: float) -> float:
     caller; when no disc that wide fits in the ink, the widest that fits is
     answer enough, and cheaper.
     """
-    widest = 2 * float(cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 3).max())
+    ink = cv2.copyMakeBorder(mask.view(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    widest = 2 * cv2.minMaxLoc(cv2.distanceTransform(ink, cv2.DIST_L2, 3))[1]
     if widest <= wide:
         return widest
-    runs = []
-    for lines in (mask, mask.T):
-        edges = np.diff(np.pad(lines, ((0, 0), (1, 1))).astype(np.int8), axis=1)
-        runs.append(np.nonzero(edges == -1)[1] - np.nonzero(edges == 1)[1])
-    runs = np.concatenate(runs)
-    return float(np.percentile(runs, 33)) if runs.size else 1.0
+    # Rows and columns end to end, each closed by a 0 so that no run carries over into the next line.
+    height, width = mask.shape
+    lines = np.zeros(height * (width + 1) + width * (height + 1) + 1, np.int8)
+    lines[1: 1 + height * (width + 1)].reshape(height, width + 1)[:, :width] = mask
+    lines[1 + height * (width + 1):].reshape(width, height + 1)[:, :height] = mask.T
+    edges = np.diff(lines)
+    runs = np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)
+    if not runs.size:
+        return 1.0
+    runs.sort()
+    at = 0.33 * (runs.size - 1)  # np.percentile's linear interpolation, on a sort of a few hundred runs
+    low = int(at)
+    return float(runs[low] + (at - low) * (runs[min(low + 1, runs.size - 1)] - runs[low]))
 
 
 def _paper_level(gray: np.ndarray, dark_ink: bool, stroke: float) -> np.ndarray:
@@ -339,19 +392,29 @@ class _Blobs:
         self.labels, self.count = labels, count - 1
         left, top, width, height = (stats[1:, i] for i in range(4))
         self.boxes = np.stack([top, left, top + height - 1, left + width - 1], axis=1)
-        self.mass = np.bincount(labels.ravel(), weights=self.counts.ravel(), minlength=count)[1:]
+        # One blob (the usual case) holds all the ink; only several need the count per label.
+        self.mass = (np.bincount(labels.ravel(), weights=self.counts.ravel(), minlength=count)[1:] if count > 2
+                     else np.array([self.counts.sum()] if count == 2 else [], dtype=np.float64))
         self.smallest = max(3, MIN_DIGIT_FRACTION * max(mask.shape)) / self.cell
 
     def ink(self, chosen: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray]:
         """The pixel region holding the chosen blobs, and their ink there."""
         top, left = self.boxes[chosen, :2].min(axis=0)
         bottom, right = self.boxes[chosen, 2:].max(axis=0)
-        cells = np.isin(self.labels[top: bottom + 1, left: right + 1], np.flatnonzero(chosen) + 1)
+        cells = self.table(chosen)[self.labels[top: bottom + 1, left: right + 1]]
         cell = self.cell
         region = (slice(top * cell, (bottom + 1) * cell), slice(left * cell, (right + 1) * cell))
         inside = self.mask[region] > 0
+        if chosen.all():  # every cell with ink is a chosen blob's
+            return region, inside
         keep = np.repeat(np.repeat(cells, cell, axis=0), cell, axis=1)[: inside.shape[0], : inside.shape[1]]
         return region, inside & keep
+
+    def table(self, chosen: np.ndarray) -> np.ndarray:
+        """Per label (0 is no blob), whether it is a chosen blob: indexed by labels, the chosen blobs' cells."""
+        table = np.zeros(self.count + 1, dtype=bool)
+        table[1:] = chosen
+        return table
 
 
 def _digit_region(mask: np.ndarray) -> tuple[tuple[slice, slice], np.ndarray] | None:
@@ -402,7 +465,7 @@ def _cluster(blobs: _Blobs, alive: np.ndarray) -> np.ndarray | None:
 
 def _touching(blobs: _Blobs, chosen: np.ndarray, radius: int) -> np.ndarray:
     """The blobs within `radius` cells of the chosen ones."""
-    near = cv2.dilate(np.isin(blobs.labels, np.flatnonzero(chosen) + 1).astype(np.uint8), _disc(radius)) > 0
+    near = cv2.dilate(blobs.table(chosen)[blobs.labels].view(np.uint8), _disc(radius)) > 0
     touching = np.zeros(blobs.count + 1, dtype=bool)
     touching[blobs.labels[near]] = True
     return touching[1:]
@@ -466,7 +529,8 @@ def _pool_sum(mask: np.ndarray, cell: int) -> np.ndarray:
         return (mask > 0).astype(np.int32)
     height, width = mask.shape
     rows, cols = -(-height // cell), -(-width // cell)
-    padded = cv2.copyMakeBorder(mask, 0, rows * cell - height, 0, cols * cell - width, cv2.BORDER_CONSTANT, value=0)
+    padded = mask if (rows * cell, cols * cell) == mask.shape else cv2.copyMakeBorder(
+        mask, 0, rows * cell - height, 0, cols * cell - width, cv2.BORDER_CONSTANT, value=0)
     # Whole blocks: exact block means, rounded to 8 bits, which still tell up to 15x15 blocks' counts apart.
     mean = cv2.resize(padded, (cols, rows), interpolation=cv2.INTER_AREA)
     return np.rint(mean * np.float32(cell * cell / 255)).astype(np.int32)
