@@ -61,6 +61,13 @@ class AugmentConfig(Strict):
     scale: Optional[tuple[Float, Float]] = None
     elastic: Optional[ElasticConfig] = None
 
+    @field_validator("elastic", mode="before")
+    @classmethod
+    def _elastic_section(cls, value):
+        if value is None or isinstance(value, dict):
+            return value
+        raise ValueError("must be null or a section such as {alpha: 34, sigma: 4, p: 0.5}")
+
     @field_validator("rotate", mode="before")
     @classmethod
     def _symmetric_rotation(cls, value):
@@ -308,7 +315,9 @@ class TrainConfig(Strict):
     @field_validator("ema", mode="before")
     @classmethod
     def _ema_switch(cls, value):
-        return {} if value is True else None if value is False else value
+        if value is None or isinstance(value, (bool, dict)):
+            return {} if value is True else None if value is False else value
+        raise ValueError("must be true, false, null or a section such as {decay: 0.999}")
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -117,6 +117,10 @@ BAD_VALUES = [
     ("seed=true", "seed"), ("model.dropout_p=.nan", "model.dropout_p"), ("model.dropout_p=true", "dropout_p"),
     ("model.dropout_p='0.3'", "dropout_p"), ("data.augment.translate=.inf", "translate"),
     ("train.label_smoothing=.nan", "label_smoothing"), ("train.scheduler={name: step, step_size: true}", "step_size"),
+    ("train.ema=0.5", "train.ema: got 0.5; must be true, false, null or a section"), ("train.ema.decay=1", "decay"),
+    ("train.ema.decay=.nan", "decay"), ("data.augment.elastic=5", "data.augment.elastic: got 5; must be null or"),
+    ("data.augment.elastic.sigma=7", "sigma"), ("data.augment.elastic.alpha=.inf", "alpha"),
+    ("data.augment.elastic.p=1.5", "elastic.p"), ("data.augment.elastic.alpha=true", "alpha"),
 ]
 
 
@@ -129,7 +133,8 @@ def test_values_that_must_not_validate(cli, override, key):
 
 NUMERIC_KEYS = ["data.val_split", "train.epochs", "train.optimizer.lr", "train.optimizer.weight_decay",
                 "train.label_smoothing", "train.optimizer.betas", "seed", "model.dropout_p", "train.batch_size",
-                "data.augment.rotate", "data.augment.scale", "train.early_stopping.patience"]
+                "data.augment.rotate", "data.augment.scale", "train.early_stopping.patience",
+                "data.augment.elastic.alpha", "data.augment.elastic.sigma", "train.ema.decay"]
 odd_numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.booleans(), st.none(),
                         st.integers(-2**70, 2**70), st.sampled_from(["1e400", "-1e400", "nan", "inf", "0x10", ""]),
                         st.lists(st.floats(allow_nan=True, allow_infinity=True), max_size=3))
