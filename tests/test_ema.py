@@ -69,7 +69,7 @@ def test_the_checkpoint_is_the_average_and_scores_as_validation_said(cli, tmp_pa
 
 
 def test_decay_zero_is_training_without_an_average(cli, tmp_path, mnist_root):
-    plain = ema_run(cli, tmp_path / "plain", mnist_root)
+    plain = ema_run(cli, tmp_path / "plain", mnist_root, "--set", "train.ema=null")
     zero = ema_run(cli, tmp_path / "zero", mnist_root, "--set", "train.ema.decay=0.0")
     smooth = ema_run(cli, tmp_path / "smooth", mnist_root, "--set", "train.ema.decay=0.99")
     rows = lambda d: [{k: r[k] for k in KEEP} for r in read_metrics(d)]  # noqa: E731
