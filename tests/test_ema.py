@@ -63,7 +63,7 @@ def test_the_checkpoint_is_the_average_and_scores_as_validation_said(cli, tmp_pa
     # best.pt (the last epoch here) holds the average, and the validation figure was the average's
     code, out, _ = cli("eval", run / "best.pt", "--json", "--split", "val", "--data-dir", mnist_root)
     rows = read_metrics(run)
-    assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(float(rows[-1]["val_acc"]), abs=1e-12)
+    assert code == 0 and json.loads(out)["accuracy"] == pytest.approx(float(rows[-1]["val_acc"]), abs=1e-6)  # csv: 6 digits
     summary = json.loads((run / "summary.json").read_text())
     assert summary["params"] == 7_646  # the model's, not twice
 
