@@ -483,3 +483,13 @@ def test_a_broken_local_best_pt_is_named(cli, mnist_test, tmp_path, monkeypatch)
     (tmp_path / "checkpoints" / "run" / "run" / "best.pt").write_bytes(b"interrupted")
     code, _, err = cli("predict", image)
     assert code == 2 and err.count("\n") == 1 and "checkpoints/run/run/best.pt" in err
+
+
+def test_the_model_runs_on_the_idle_cores(monkeypatch):
+    """No more threads than idle cores, never fewer than one, never more than the caller's setting."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
+    for load, threads, expected in ((0.2, 8, 4), (0.2, 2, 2), (1.4, 8, 3), (3.9, 8, 1), (12.0, 8, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert predict_module.idle_threads(threads) == expected
+    monkeypatch.setattr(os, "getloadavg", lambda: (_ for _ in ()).throw(OSError()))
+    assert predict_module.idle_threads(5) == 5

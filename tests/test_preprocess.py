@@ -343,3 +343,17 @@ def test_errors_are_user_errors():
 def test_importing_preprocess_does_not_import_torch():
     code = "import sys, mnistlab.reading.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 40), st.floats(0.3, 0.98), st.integers(0, 2**32 - 1))
+def test_blob_boxes_are_opencvs(height, width, empty, seed):
+    """The blobs' boxes from labels and bincount are what connectedComponentsWithStats gives."""
+    import cv2
+
+    from mnistlab.reading.preprocess import _label_boxes
+
+    mask = (np.random.default_rng(seed).random((height, width)) > empty).astype(np.uint8)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    left, top, w, h = (stats[1:, i] for i in range(4))
+    assert np.array_equal(_label_boxes(labels, count), np.stack([top, left, top + h - 1, left + w - 1], axis=1))

@@ -57,11 +57,11 @@ def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     # Opening cuts the sheet loose from a light pen or a bright patch of table touching it: a pen is about a
     # twentieth of a sheet's width, so at most a few thumbnail pixels wide when the whole sheet is in the photo.
     # Its sides stay where they are; only the corners come out rounded, by less than the margin left out.
-    count, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.morphologyEx(bright, cv2.MORPH_OPEN, _OPENING),
-                                                               connectivity=4)
+    # Labels alone, their areas by bincount: OpenCV's connectedComponentsWithStats costs many times more.
+    count, labels = cv2.connectedComponents(cv2.morphologyEx(bright, cv2.MORPH_OPEN, _OPENING), connectivity=4)
     if count < 2:
         return None
-    largest = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).view(np.uint8)
+    largest = (labels == 1 + int(np.argmax(np.bincount(labels.ravel(), minlength=count)[1:]))).view(np.uint8)
     contours, _ = cv2.findContours(largest, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     outline = max(contours, key=cv2.contourArea)
     hull = cv2.convexHull(outline)

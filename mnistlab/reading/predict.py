@@ -8,6 +8,7 @@ A file that cannot be read becomes an error line of its own; the others are stil
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -129,11 +130,33 @@ def classify(classifier: Classifier, digits: np.ndarray, batch_size: int = 128) 
     x = (torch.from_numpy(images) - classifier.mean) / classifier.std
     model = classifier.model.to(memory_format=torch.channels_last)
     out = []
-    with torch.inference_mode():
-        for i in range(0, len(x), batch_size):
-            batch = x[i:i + batch_size].contiguous(memory_format=torch.channels_last)
-            out.append(torch.softmax(model(batch).float(), dim=1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(idle_threads(threads))
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                batch = x[i:i + batch_size].contiguous(memory_format=torch.channels_last)
+                out.append(torch.softmax(model(batch).float(), dim=1))
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting, as it was
     return torch.cat(out).numpy() if out else np.zeros((0, len(classifier.classes)), np.float32)
+
+
+def idle_threads(threads: int) -> int:
+    """At most `threads`, and no more than the cores that are idle now (by the last minute's load average).
+
+    Every convolution ends in a barrier that waits for its slowest thread: on a
+    busy machine a thread the scheduler has put aside holds up the others, and a
+    small model then runs several times slower on all cores than on one
+    (bench/predict_speed.py shows it on a loaded 2-core VM). On an idle machine
+    all of them still serve.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        idle = cores - os.getloadavg()[0]
+    except OSError:  # no load average on this system
+        return threads
+    return max(1, min(threads, math.floor(idle + 0.5)))
 
 
 def describe(name: str | None, probs: np.ndarray, classes: list[str], top_k: int = 1) -> dict:
