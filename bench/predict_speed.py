@@ -20,13 +20,13 @@ minutes), and both accuracies, which must be equal: the two read the same 28x28 
 
 Then phone photos (--photos N, default 200; 0 skips them): N 600x800 JPEGs of a sheet of paper lying on a
 darker, textured table, turned and in perspective, one MNIST test digit written on it, and prints
-  bare decode        Pillow's Image.open(path).load() of each photo, in this process (the best of 3 rounds)
+  bare decode        Pillow's Image.open(path).load() of each photo, in this process
   mnistlab predict   `python -m mnistlab predict DIR --json` on all N photos in a fresh process, less its
-                     run on one photo (start-up, imports, checkpoint), divided by N - 1 (each the fastest
-                     of 3 runs, alternating): the marginal cost
+                     run on one photo (start-up, imports, checkpoint), divided by N - 1: the marginal cost
                      of a photo, decoding, finding the sheet and the digit, and the model included
-the ratio of the two (the goal: at most 3x), and the accuracy on the photos. Below 256 files (predict's
-PARALLEL_FROM) everything runs in one process, so the default N prices one core's work.
+each the fastest of 5 rounds in which the three alternate, the ratio of the two (the goal: at most 3x), and
+the accuracy on the photos. Below 256 files (predict's PARALLEL_FROM) everything runs in one process, so the
+default N prices one core's work.
 """
 
 from __future__ import annotations
@@ -134,36 +134,35 @@ def sheet_photo(digit: np.ndarray, rng) -> np.ndarray:
 
 
 def bare_decode(folder: Path) -> float:
-    """Seconds per file for Pillow to decode each photo, the best of 3 rounds."""
+    """Seconds per file for Pillow to decode each photo, one pass over the folder."""
     paths = sorted(folder.iterdir())
-    rounds = []
-    for _ in range(3):
-        start = time.perf_counter()
-        for path in paths:
-            with Image.open(path) as img:
-                img.load()
-        rounds.append((time.perf_counter() - start) / len(paths))
-    return min(rounds)
+    start = time.perf_counter()
+    for path in paths:
+        with Image.open(path) as img:
+            img.load()
+    return (time.perf_counter() - start) / len(paths)
 
 
-def photo_cost(root: Path, tmp: Path, n: int, ckpt: Path) -> None:
+def photo_cost(root: Path, tmp: Path, n: int, ckpt: Path, rounds: int = 5) -> None:
     folder, one = tmp / "photos", tmp / "one_photo"
     folder.mkdir()
     one.mkdir()
     truth = write_photos(root, folder, n)
     (one / "photo_0000.jpg").write_bytes((folder / "photo_0000.jpg").read_bytes())
-    decode = bare_decode(folder)
-    # The start-up (imports, checkpoint) varies by a second from run to run on a busy machine, which would
-    # swing the per-photo figure by milliseconds: each run three times, alternating, and the fastest of each.
-    startups, runs = [], []
-    for _ in range(3):
+    # The start-up (imports, checkpoint) varies by a few tenths of a second from run to run, which would swing
+    # the per-photo figure by a millisecond, and a shared machine's speed drifts: the three measurements
+    # alternate, round after round, and each figure is the fastest of its rounds.
+    decodes, startups, runs = [], [], []
+    for _ in range(rounds):
+        decodes.append(bare_decode(folder))
         startups.append(mnistlab_predict(one, ckpt)[0])
         seconds, predictions = mnistlab_predict(folder, ckpt)
         runs.append(seconds)
-    startup, seconds = min(startups), min(runs)
+    decode, startup, seconds = min(decodes), min(startups), min(runs)
     marginal = (seconds - startup) / max(1, n - 1)
     correct = sum(predictions[k] == v for k, v in truth.items())
-    print(f"{n} 600x800 JPEG photos of a sheet on a table: bare decode {1000 * decode:.2f} ms/photo; "
+    print(f"{n} 600x800 JPEG photos of a sheet on a table, {rounds} rounds: "
+          f"bare decode {1000 * decode:.2f} ms/photo; "
           f"mnistlab predict {seconds:.1f} s, start-up {startup:.1f} s, marginal {1000 * marginal:.2f} ms/photo; "
           f"ratio {marginal / decode:.2f}x the decode; accuracy {correct / n:.1%}")
 

@@ -20,9 +20,9 @@ from digit_styles import draw
 A4 = 297 / 210
 
 
-def table(rng, width: int, height: int) -> np.ndarray:
+def table(rng, width: int, height: int, levels=(25, 125)) -> np.ndarray:
     """A darker surface than paper, RGB float: wood grain, woven cloth or speckled carpet."""
-    base = rng.uniform(25, 125) * np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.5, 1.0)])[rng.permutation(3)]
+    base = rng.uniform(*levels) * np.array([1.0, rng.uniform(0.75, 1.0), rng.uniform(0.5, 1.0)])[rng.permutation(3)]
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     kind = rng.integers(3)
     if kind == 0:  # wood: wavy stripes along a direction
@@ -90,7 +90,7 @@ def pen_on_table(photo: np.ndarray, rng, avoid: np.ndarray) -> None:
         return
 
 
-def sheet_photo(digits, rng, path, *, width=600, height=800):
+def sheet_photo(digits, rng, path, *, width=600, height=800, table_levels=(25, 125)):
     """The digits on a sheet on a table, photographed: returns the JPEG's path."""
     if rng.random() < 0.25:
         width, height = height, width
@@ -113,7 +113,7 @@ def sheet_photo(digits, rng, path, *, width=600, height=800):
     inside = cv2.warpPerspective(np.ones_like(ink), warp, (width, height), flags=cv2.INTER_AREA)
     written = cv2.warpPerspective(ink, warp, (width, height), flags=cv2.INTER_AREA)
 
-    photo = table(rng, width, height)
+    photo = table(rng, width, height, table_levels)
     pen_on_table(photo, rng, inside > 0)
     paper = rng.uniform(215, 250) * np.array([1.0, rng.uniform(0.96, 1.0), rng.uniform(0.9, 1.0)])
     pen_ink = np.array([[25, 35, 110], [20, 20, 25], [30, 60, 150]][int(rng.integers(3))]) + rng.normal(0, 8, 3)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from pages import row_on_sheet, sheet_on_table
+from pages import row_on_sheet, sheet_on_table, sheet_photo
 from digit_styles import canvas_digit, toy_digit
 from mnist_cnn import classify, mnist, plain_accuracy, sample  # noqa: F401  (fixtures)
 from mnistlab.reading import page, preprocess as preprocess_module
@@ -31,6 +31,7 @@ from mnistlab.reading.predict import SHIPPED
 from mnistlab.reading.preprocess import mnist_frame, mnist_frames, preprocess
 
 N_ROWS = 60  # rows of 2-5 digits: about 200 digits
+N_LIGHT = 120  # sheets on light surfaces
 
 
 # ---------------------------------------------------------------- one digit on a sheet, through preprocess
@@ -52,16 +53,45 @@ def test_whole_sheet_photos_read_like_mnist(sheet_photos, sample, classify, plai
 
 def test_without_finding_the_sheet_they_read_poorly(sheet_photos, sample, classify, monkeypatch):
     """The style has teeth: with the sheet left in its surroundings, the sheet is taken for the ink."""
-    monkeypatch.setattr(preprocess_module, "inside_page", lambda gray: gray)
+    monkeypatch.setattr(preprocess_module, "find_sheet", lambda gray: None)
+    score = float((classify(_read_or_blank(sheet_photos)) == sample[1]).mean())
+    print(f"sheet_on_table without finding the sheet: {score:.3f}")
+    assert score < 0.5
+
+
+@pytest.fixture(scope="module")
+def light_table_photos(sample, tmp_path_factory) -> list[Path]:
+    """The same style on a light surface (a pale desk, grey carpet, light wood): the sheet about as bright as
+    its surroundings or a little brighter, told apart by its smoothness and its edge."""
+    folder = tmp_path_factory.mktemp("light_sheets")
+    rng = np.random.default_rng(zlib.crc32(b"light_table"))
+    return [sheet_photo([digit], rng, folder / f"{i:03d}", table_levels=(150, 215))
+            for i, digit in enumerate(sample[0][:N_LIGHT])]
+
+
+def _read_or_blank(paths: list[Path]) -> np.ndarray:
+    """Each picture's 28x28, or a blank one (read as wrong) where no digit was found."""
     framed = []
-    for path in sheet_photos:
+    for path in paths:
         try:
             framed.append(preprocess(path))
         except ImageError:
             framed.append(np.zeros((28, 28), np.float32))
-    score = float((classify(np.stack(framed)) == sample[1]).mean())
-    print(f"sheet_on_table without finding the sheet: {score:.3f}")
-    assert score < 0.5
+    return np.stack(framed)
+
+
+def test_sheets_on_light_surfaces_read_like_mnist(light_table_photos, sample, classify, plain_accuracy):
+    score = float((classify(_read_or_blank(light_table_photos)) == sample[1][:N_LIGHT]).mean())
+    print(f"sheet_on_light_table: {score:.3f} (plain MNIST digits: {plain_accuracy:.3f})")
+    assert score >= 0.90
+
+
+def test_on_light_surfaces_brightness_alone_misses_the_sheet(light_table_photos, sample, classify, monkeypatch):
+    """The style has teeth: finding the sheet by brightness only (Otsu's split), many of them read poorly."""
+    monkeypatch.setattr(page, "_find_smooth_sheet", lambda thumb: None)
+    score = float((classify(_read_or_blank(light_table_photos)) == sample[1][:N_LIGHT]).mean())
+    print(f"sheet_on_light_table by brightness alone: {score:.3f}")
+    assert score < 0.85
 
 
 # ---------------------------------------------------------------- through the CLI with the shipped model
@@ -87,6 +117,15 @@ def test_whole_sheet_photos_through_the_cli(cli, sheet_photos, sample):
     assert [r["path"] for r in results] == [str(p) for p in sheet_photos]
     score = float(np.mean([r["prediction"] == str(label) for r, label in zip(results, sample[1])]))
     print(f"sheet_on_table through the CLI: {score:.3f} on {len(results)} photos")
+    assert score >= 0.90
+
+
+def test_sheets_on_light_surfaces_through_the_cli(cli, light_table_photos, sample):
+    code, out, err = cli("predict", light_table_photos[0].parent, "--json", "--ckpt", SHIPPED)
+    results = json.loads(out)
+    assert code in (0, 1) and len(results) == N_LIGHT, err  # 1: a photo with no digit found (counted wrong)
+    score = float(np.mean([r.get("prediction") == str(label) for r, label in zip(results, sample[1])]))
+    print(f"sheet_on_light_table through the CLI: {score:.3f} on {len(results)} photos")
     assert score >= 0.90
 
 
@@ -167,6 +206,36 @@ def test_no_sheet_is_found_where_there_is_none():
     board[200:400, 300:320] = 220  # a chalk stroke
     for picture in (paper, shadow, board):
         assert page.inside_page(picture) is picture
+
+
+def test_a_white_card_on_a_plain_grey_surface_is_the_sheet():
+    """Paper only 50 grey levels brighter than a smooth surface: too little for brightness alone, and the card's
+    edges would be taken for ink; its smoothness, four corners and sharp edge find it."""
+    photo = np.full((600, 800), 190, np.uint8)
+    photo[100:500, 200:600] = 240
+    photo[200:400, 380:420] = 30  # a 1
+    photo = np.clip(photo + np.random.default_rng(0).normal(0, 3, photo.shape), 0, 255).astype(np.uint8)
+    sheet = page.inside_page(photo)
+    assert 360 <= sheet.shape[0] <= 400 and 360 <= sheet.shape[1] <= 400  # the card less its margin
+    assert np.median(sheet) >= 230 and (sheet < 100).mean() < 0.08
+    framed = mnist_frame(photo)
+    rows, cols = np.nonzero(framed > 0.5)
+    assert np.ptp(rows) >= 15 and np.ptp(cols) <= 8  # the 1, upright, not the card's outline
+
+
+def test_a_smooth_region_is_no_sheet_without_contrast():
+    """A box drawn round a digit on paper (smooth inside, as bright as outside), a card running off the picture,
+    a grey card on white: no sheet."""
+    boxed = np.full((600, 800), 235, np.uint8)
+    boxed[100:500, 200:600] = 20
+    boxed[106:494, 206:594] = 235
+    boxed[200:400, 380:420] = 30
+    off = np.full((600, 800), 200, np.uint8)
+    off[100:600, 200:600] = 240
+    grey_card = np.full((600, 800), 240, np.uint8)
+    grey_card[100:500, 200:600] = 200
+    for picture in (boxed, off, grey_card):
+        assert page.find_sheet(picture) is None
 
 
 def test_a_sheet_on_a_table_reads_as_the_digit_on_it():

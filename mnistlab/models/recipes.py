@@ -8,7 +8,6 @@ configs/resnet_mnist.yaml.
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from ._layers import conv_block, dropout
 from ._registry import register_model
@@ -56,6 +55,10 @@ def resnet_mnist(num_classes: int = 10, in_channels: int = 1, width: int = 16, b
     # and one linear layer: the 7x7 map's position is averaged out, as in ResNet.
     if not (1 <= width <= 256 and 1 <= blocks <= 8):
         raise ValueError("width must be in [1, 256] and blocks in [1, 8]")
+    # Here, not at the top: importing torchvision costs every command about a second and a half of start-up
+    # (it pulls in torch._dynamo), and only this model needs it.
+    from torchvision.models.resnet import BasicBlock
+
     layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
                                nn.ReLU(inplace=True)]
     cin = width

@@ -15,6 +15,8 @@ Either way a margin along the sheet's edge is left out.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -23,32 +25,63 @@ THUMB_SIDE = 160  # about the thumbnail's longer side: the sheet's outline needs
 MIN_SURROUNDINGS = 0.03  # of the picture outside the sheet: less is a crop of the paper, not a sheet on a table
 MIN_STEP = 40  # grey levels between the sheet and its surroundings
 MARGIN = 0.03  # of the sheet's size, left out along its edge
+SMOOTH_LEVELS = 6  # grey levels a 3x3 neighbourhood of the thumbnail may span and still count as smooth paper
+MIN_SMOOTH_STEP = 8  # grey levels a smooth sheet must be brighter than its surroundings (see _find_smooth_sheet)
 _OPENING = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))  # see _find_sheet
 _SQUARE = np.ones((5, 5), np.uint8)  # see _sharp_edge
+_SQUARE3 = np.ones((3, 3), np.uint8)
+
+
+@dataclass(frozen=True)
+class Sheet:
+    """Where a sheet lies in a picture: its corners (top-left, top-right, bottom-right, bottom-left, in picture
+    pixels) when it has four clear ones, else the thumbnail's mask of it, one pixel for step x step of the
+    picture."""
+
+    corners: np.ndarray | None
+    mask: np.ndarray
+    step: int
+
+    def scaled(self, factor: int) -> Sheet:
+        """The same sheet in the picture `factor` times as large (found at half size, cut at full size)."""
+        corners = None if self.corners is None else self.corners * factor
+        return Sheet(corners, self.mask, self.step * factor)
 
 
 def inside_page(gray: np.ndarray) -> np.ndarray:
     """The sheet of paper in a photo of one on a darker surface (uint8 grey), or the picture as it is."""
+    sheet = find_sheet(gray)
+    return gray if sheet is None else cut_to_sheet(gray, sheet)
+
+
+def find_sheet(gray: np.ndarray) -> Sheet | None:
+    """The sheet of paper in a photo of one lying on a surface (uint8 grey), or None when there is none."""
     step = max(gray.shape) // THUMB_SIDE
     if step < 1:
-        return gray
+        return None
     # Every step-th pixel, then a median: cheaper than averaging the whole picture down, and as good for an
     # outline this coarse.
     thumb = cv2.medianBlur(np.ascontiguousarray(gray[::step, ::step]), 5)
     found = _find_sheet(thumb)
+    if found is None or found[0] is None:  # no sheet, or none with four clear corners (a pen lying against it)
+        found = _find_smooth_sheet(thumb) or found
     if found is None:
-        return gray
-    hull, sheet = found
-    corners = _four_corners(hull)
-    if corners is not None:
-        return _flatten(gray, corners * step)
-    return _cut_out(gray, sheet, step)
+        return None
+    corners, mask = found
+    return Sheet(None if corners is None else corners * step, mask, step)
 
 
-def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """The sheet's convex hull (N x 1 x 2, x/y in thumbnail pixels) and the sheet itself (a filled mask of the
-    thumbnail: the ink on it included, a pen or a strip of table that the hull spans left out), or None when
-    the picture shows no sheet on a darker surface."""
+def cut_to_sheet(gray: np.ndarray, sheet: Sheet) -> np.ndarray:
+    """The sheet warped flat when it has four corners, else the picture cut to it; less a margin either way."""
+    if sheet.corners is not None:
+        return _flatten(gray, sheet.corners)
+    return _cut_out(gray, sheet.mask, sheet.step)
+
+
+def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray] | None:
+    """The sheet's four corners (4 x 2, x/y in thumbnail pixels; None when it has no four clear ones) and the
+    sheet itself (a filled mask of the thumbnail: the ink on it included, a pen or a strip of table that its
+    convex hull spans left out), or None when the picture shows no sheet on a darker surface."""
     _, bright = cv2.threshold(thumb, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
     height, width = thumb.shape
     edge = cv2.countNonZero(bright[[0, -1]]) + cv2.countNonZero(bright[:, [0, -1]])
@@ -78,7 +111,54 @@ def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     sheet = np.zeros_like(thumb)
     cv2.drawContours(sheet, [outline], 0, 255, thickness=cv2.FILLED)
-    return hull, sheet
+    return _four_corners(hull), sheet
+
+
+def _find_smooth_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """As _find_sheet, for a sheet on a light or textured surface (a pale desk, a grey carpet, light wood),
+    where brightness alone does not split the two: the sheet is then a large smooth region (within a 3x3
+    neighbourhood the grey levels span at most SMOOTH_LEVELS) with four corners, all of them inside the
+    picture, bounded by a sharp edge, and told from what surrounds it by its texture (the surroundings mostly
+    not smooth) or else by its brightness (MIN_SMOOTH_STEP brighter).
+
+    Stricter in shape than _find_sheet (four corners, the whole sheet in the picture) because it asks less of
+    the brightness: a plain desk is smooth too, but runs off the picture, and a box drawn round a digit holds
+    smooth paper no brighter than the smooth paper outside it.
+    """
+    height, width = thumb.shape
+    spread = cv2.morphologyEx(thumb, cv2.MORPH_GRADIENT, _SQUARE3)
+    smooth = cv2.compare(spread, SMOOTH_LEVELS, cv2.CMP_LE)
+    # Opening by 5x5 parts the sheet from smooth patches of the surface that touch it along a thin neck.
+    count, labels = cv2.connectedComponents(cv2.morphologyEx(smooth, cv2.MORPH_OPEN, _SQUARE), connectivity=4)
+    areas = np.bincount(labels.ravel(), minlength=count)
+    areas[0] = 0
+    for label in np.argsort(-areas)[:3]:  # the largest few: the surface around the sheet may be one of them
+        if areas[label] < 0.1 * thumb.size:
+            break
+        contours, _ = cv2.findContours((labels == label).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+        # The smooth region's corners come out rounded (the 3x3 spread, the opening, the thumbnail's median):
+        # a few pixels more of the hull are left out at each; the sheet must lie whole in the picture instead.
+        corners = _four_corners(hull, slack=3.0)
+        if corners is None or not (np.all(corners >= 2) and np.all(corners < [width - 2, height - 2])):
+            continue
+        within = np.zeros_like(thumb)
+        cv2.fillConvexPoly(within, hull, 255)
+        inside = cv2.countNonZero(within)
+        outside = within.size - inside
+        if areas[label] < 0.6 * inside or outside < MIN_SURROUNDINGS * within.size:
+            continue  # mostly not smooth inside (a patch of surface that a digit's strokes enclose), or no room
+        levels = cv2.calcHist([thumb], [0], None, [256], [0, 256]).ravel()
+        inner = cv2.calcHist([thumb], [0], within, [256], [0, 256]).ravel()
+        step = _median_level(inner) - _median_level(levels - inner)
+        textured = cv2.countNonZero(cv2.bitwise_and(smooth, cv2.bitwise_not(within))) < 0.5 * outside
+        # The outline lies a pixel or two inside the sheet's edge (the 3x3 spread, the opening), where the edge
+        # test's 5x5 window sees part of the step only: it is asked for 60 % of it. (A soft shadow parts no
+        # smooth regions: a sheet half in shadow is one region, its shadow no outline.)
+        contrast = 0.6 * max(abs(step), 2 * MIN_SMOOTH_STEP)
+        if (textured or step >= MIN_SMOOTH_STEP) and _sharp_edge(thumb, hull, contrast):
+            return corners, within
+    return None
 
 
 def _median_level(histogram: np.ndarray) -> float:
@@ -105,17 +185,18 @@ def _sharp_edge(thumb: np.ndarray, hull: np.ndarray, step: float) -> bool:
     return float(np.mean(gradient[on_edge] >= 0.4 * step)) >= 0.8
 
 
-def _four_corners(hull: np.ndarray) -> np.ndarray | None:
-    """The sheet's corners (top-left, top-right, bottom-right, bottom-left) when the hull is a quadrilateral."""
+def _four_corners(hull: np.ndarray, slack: float = 1.5) -> np.ndarray | None:
+    """The sheet's corners (top-left, top-right, bottom-right, bottom-left) when the hull is a quadrilateral:
+    one that leaves out of the hull no more than `slack` pixels along its outline."""
     perimeter = cv2.arcLength(hull, closed=True)
     for tolerance in (0.01, 0.02, 0.03, 0.05):  # the finest outline that has four corners
         quad = cv2.approxPolyDP(hull, tolerance * perimeter, closed=True).reshape(-1, 2).astype(np.float32)
         if len(quad) <= 4:
             break
-    # Four corners of the sheet, not of a sheet running off the picture: the quadrilateral leaves out of the
-    # hull no more than a pixel and a half along its outline (rounding).
+    # Four corners of the sheet, not of a sheet running off the picture: by default the quadrilateral leaves
+    # out of the hull no more than a pixel and a half along its outline (rounding).
     missed = cv2.contourArea(hull) - cv2.contourArea(quad)
-    if len(quad) != 4 or not cv2.isContourConvex(quad) or missed > 1.5 * perimeter:
+    if len(quad) != 4 or not cv2.isContourConvex(quad) or missed > slack * perimeter:
         return None
     # Photos are taken roughly upright: the corner nearest the picture's top left is the sheet's.
     start = int(np.argmin(quad.sum(axis=1)))

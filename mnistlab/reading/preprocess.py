@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .image import ImageError, open_image, to_grayscale
-from .page import inside_page
+from .page import cut_to_sheet, find_sheet
 
 FRAME = 28
 BOX = 20  # MNIST fits the longer side of the digit into 20x20
@@ -127,19 +127,24 @@ def _locate(gray: np.ndarray, find) -> tuple[np.ndarray, float, list]:
     paper and its ink needs no more, and flattening the sheet and every pass over
     it then cost a quarter of the pixels. That is the answer only when each digit
     found there still spans MIN_HALF_DIGIT pixels, enough for the box it is fitted to;
-    otherwise (a small or faint digit, or no sheet) the picture is read at full
-    size, as every other picture is.
+    otherwise (a small or faint digit) the same sheet is read at full size. A large
+    picture with no sheet found at half size is read at full size, as every other
+    picture is.
     """
     gray = _work_grey(gray)
+    sheet = None
     if max(gray.shape) >= HALF_FROM:
         half = _shrink_by(gray, 2)
-        sheet = inside_page(half)
-        if sheet is not half:
-            ink, threshold = _ink_strength(sheet)
+        sheet = find_sheet(half)
+        if sheet is not None:
+            ink, threshold = _ink_strength(cut_to_sheet(half, sheet))
             found = find(_ink_mask(ink, threshold))
             if found and min(max(keep.shape) for _, keep in found) >= MIN_HALF_DIGIT:
                 return ink, threshold, found
-    ink, threshold = _ink_strength(inside_page(gray))
+            sheet = sheet.scaled(2)  # where it lies at full size: found once, the same sheet either way
+    else:
+        sheet = find_sheet(gray)
+    ink, threshold = _ink_strength(gray if sheet is None else cut_to_sheet(gray, sheet))
     return ink, threshold, find(_ink_mask(ink, threshold))
 
 
