@@ -23,10 +23,11 @@ darker, textured table, turned and in perspective, one MNIST test digit written 
   bare decode        Pillow's Image.open(path).load() of each photo, in this process
   mnistlab predict   `python -m mnistlab predict DIR --json` on all N photos in a fresh process, less its
                      run on one photo (start-up, imports, checkpoint), divided by N - 1: the marginal cost
-                     of a photo, decoding, finding the sheet and the digit, and the model included
-each the fastest of 5 rounds in which the three alternate, the ratio of the two (the goal: at most 3x), and
-the accuracy on the photos. Below 256 files (predict's PARALLEL_FROM) everything runs in one process, so the
-default N prices one core's work.
+                     of a photo, decoding, finding the sheet and the digit, and the model included; as a
+                     user runs it (the photos prepared on a thread per core: below 256 files, predict's
+                     PARALLEL_FROM, in one process), and with --jobs 1 (one after another: one core's work)
+each the fastest of 5 rounds in which the measurements alternate, the ratios to the decode (the goal: at
+most 3x), and the accuracy on the photos.
 """
 
 from __future__ import annotations
@@ -65,11 +66,11 @@ def write_digits(root: Path, folder: Path, n: int) -> dict[str, str]:
     return truth
 
 
-def mnistlab_predict(folder: Path, ckpt: Path) -> tuple[float, dict[str, str]]:
+def mnistlab_predict(folder: Path, ckpt: Path, *extra: str) -> tuple[float, dict[str, str]]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "mnistlab", "predict", str(folder), "--json", "--ckpt", str(ckpt)],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "mnistlab", "predict", str(folder), "--json", "--ckpt", str(ckpt),
+                           *extra], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         sys.exit(f"mnistlab predict failed ({done.returncode}):\n{done.stderr}")
@@ -150,21 +151,24 @@ def photo_cost(root: Path, tmp: Path, n: int, ckpt: Path, rounds: int = 5) -> No
     truth = write_photos(root, folder, n)
     (one / "photo_0000.jpg").write_bytes((folder / "photo_0000.jpg").read_bytes())
     # The start-up (imports, checkpoint) varies by a few tenths of a second from run to run, which would swing
-    # the per-photo figure by a millisecond, and a shared machine's speed drifts: the three measurements
-    # alternate, round after round, and each figure is the fastest of its rounds.
-    decodes, startups, runs = [], [], []
+    # the per-photo figure by a millisecond, and a shared machine's speed drifts: the measurements alternate,
+    # round after round, and each figure is the fastest of its rounds.
+    decodes, startups, runs, serial_runs = [], [], [], []
     for _ in range(rounds):
         decodes.append(bare_decode(folder))
         startups.append(mnistlab_predict(one, ckpt)[0])
         seconds, predictions = mnistlab_predict(folder, ckpt)
         runs.append(seconds)
-    decode, startup, seconds = min(decodes), min(startups), min(runs)
-    marginal = (seconds - startup) / max(1, n - 1)
+        serial_runs.append(mnistlab_predict(folder, ckpt, "--jobs", "1")[0])
+    decode, startup, seconds, serial = min(decodes), min(startups), min(runs), min(serial_runs)
+    marginal, one_core = (seconds - startup) / max(1, n - 1), (serial - startup) / max(1, n - 1)
     correct = sum(predictions[k] == v for k, v in truth.items())
-    print(f"{n} 600x800 JPEG photos of a sheet on a table, {rounds} rounds: "
-          f"bare decode {1000 * decode:.2f} ms/photo; "
-          f"mnistlab predict {seconds:.1f} s, start-up {startup:.1f} s, marginal {1000 * marginal:.2f} ms/photo; "
-          f"ratio {marginal / decode:.2f}x the decode; accuracy {correct / n:.1%}")
+    print(f"{n} 600x800 JPEG photos of a sheet on a table, {rounds} rounds, {os.cpu_count()} CPU cores: "
+          f"bare decode {1000 * decode:.2f} ms/photo; accuracy {correct / n:.1%}")
+    print(f"  mnistlab predict: {seconds:.1f} s, start-up {startup:.1f} s, marginal {1000 * marginal:.2f} ms/photo; "
+          f"ratio {marginal / decode:.2f}x the decode")
+    print(f"  with --jobs 1 (one photo after another, one core): {serial:.1f} s, marginal {1000 * one_core:.2f} "
+          f"ms/photo; ratio {one_core / decode:.2f}x the decode")
 
 
 def small_pngs(root: Path, args) -> int:

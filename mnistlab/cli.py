@@ -146,6 +146,8 @@ def add_predict(commands) -> None:
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input")
     p.add_argument("--multi", action="store_true", help="several digits per image (a row written on a page): "
                    "read each, in reading order; --json then gives a list of digits per file")
+    p.add_argument("--jobs", type=positive_int, metavar="N", help="prepare up to N images at once (default: one "
+                   "per CPU core, at most 8; threads, worker processes from 256 files on); 1: one after another")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -351,7 +353,7 @@ def cmd_predict(args) -> int:
     classifier = load_classifier(path)
     print(f"checkpoint: {path} ({source})", file=sys.stderr)
     results = predict_files(args.inputs, classifier, top_k=args.top_k, frame=not args.no_preprocess,
-                            save_dir=args.save_preprocessed, multi=args.multi)
+                            save_dir=args.save_preprocessed, multi=args.multi, jobs=args.jobs)
     if args.json:
         import json
 

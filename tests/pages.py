@@ -90,8 +90,9 @@ def pen_on_table(photo: np.ndarray, rng, avoid: np.ndarray) -> None:
         return
 
 
-def sheet_photo(digits, rng, path, *, width=600, height=800, table_levels=(25, 125)):
-    """The digits on a sheet on a table, photographed: returns the JPEG's path."""
+def sheet_photo(digits, rng, path, *, width=600, height=800, table_levels=(25, 125), ruled=False):
+    """The digits on a sheet on a table, photographed: returns the JPEG's path. `ruled`: a sheet of lined
+    paper (pale blue lines across it, 8 mm apart on A4)."""
     if rng.random() < 0.25:
         width, height = height, width
     sheet_w = int(rng.integers(360, 520))
@@ -112,12 +113,18 @@ def sheet_photo(digits, rng, path, *, width=600, height=800, table_levels=(25, 1
     warp = cv2.getPerspectiveTransform(flat, placed.astype(np.float32))
     inside = cv2.warpPerspective(np.ones_like(ink), warp, (width, height), flags=cv2.INTER_AREA)
     written = cv2.warpPerspective(ink, warp, (width, height), flags=cv2.INTER_AREA)
+    lines = np.zeros_like(ink)
+    if ruled:
+        for y in np.arange(sheet_h * 0.1, sheet_h, sheet_w * 8 / 210):
+            lines[round(y): round(y) + max(1, round(sheet_w / 300))] = rng.uniform(0.6, 1.0)
+    lines = cv2.warpPerspective(lines, warp, (width, height), flags=cv2.INTER_AREA)
 
     photo = table(rng, width, height, table_levels)
     pen_on_table(photo, rng, inside > 0)
     paper = rng.uniform(215, 250) * np.array([1.0, rng.uniform(0.96, 1.0), rng.uniform(0.9, 1.0)])
     pen_ink = np.array([[25, 35, 110], [20, 20, 25], [30, 60, 150]][int(rng.integers(3))]) + rng.normal(0, 8, 3)
-    sheet = paper + (pen_ink - paper) * written[..., None]
+    sheet = paper + (np.array([150.0, 185.0, 225.0]) - paper) * lines[..., None]
+    sheet = sheet + (pen_ink - sheet) * written[..., None]
     photo = photo * (1 - inside[..., None]) + sheet * inside[..., None]
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) / max(width, height)
     angle = rng.uniform(0, 2 * math.pi)

@@ -5,6 +5,7 @@ import re
 import subprocess
 import sys
 import tarfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -143,3 +144,18 @@ def test_frontier_cost_prices_elastic_and_the_weight_average(mnist_root):
         assert re.search(rf"^  {name}\s+[\d,]+ images/s   [\d.]+x the time of affine alone$", out, re.M), (name, out)
     assert re.search(r"^  with ema\s+[\d.]+ ms/step$", out, re.M)
     assert re.search(r"^  the average's update adds [-+][\d.]+% to a step$", out, re.M)
+
+
+def test_read_fonts_scores_each_font_and_names_its_misses(tmp_path):
+    fonts = sorted(p for folder in ("/usr/share/fonts", "/usr/local/share/fonts") if os.path.isdir(folder)
+                   for p in Path(folder).rglob("*.ttf"))[:2]
+    if not fonts:
+        pytest.skip("no .ttf font installed on this machine to draw digits with")
+    result = run_bench("read_fonts.py", *fonts, "--per-digit", "1", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^(\S+) +(\d+)/10  ?((?:\d->-?\d ?)*)$", result.stdout, re.MULTILINE)
+    assert [r[0] for r in rows] == [f.stem for f in fonts]
+    assert all(int(score) + len(misses.split()) == 10 for _, score, misses in rows)  # every miss is named
+    total = re.search(r"^total: (\d+)/20 = ", result.stdout, re.MULTILINE)
+    assert total and int(total.group(1)) == sum(int(r[1]) for r in rows)
+    assert int(total.group(1)) >= 12  # typed digits in plain fonts: most of them read right, whatever the font

@@ -32,6 +32,7 @@ from mnistlab.reading.preprocess import mnist_frame, mnist_frames, preprocess
 
 N_ROWS = 60  # rows of 2-5 digits: about 200 digits
 N_LIGHT = 120  # sheets on light surfaces
+N_LINED = 60  # sheets of lined paper
 
 
 # ---------------------------------------------------------------- one digit on a sheet, through preprocess
@@ -92,6 +93,16 @@ def test_on_light_surfaces_brightness_alone_misses_the_sheet(light_table_photos,
     score = float((classify(_read_or_blank(light_table_photos)) == sample[1][:N_LIGHT]).mean())
     print(f"sheet_on_light_table by brightness alone: {score:.3f}")
     assert score < 0.85
+
+
+def test_lined_paper_reads_like_mnist(sample, classify, tmp_path):
+    """A sheet of lined paper (pale blue rules, 8 mm apart), on dark and on light surfaces: the rules are paper."""
+    rng = np.random.default_rng(zlib.crc32(b"lined_paper"))
+    photos = [sheet_photo([digit], rng, tmp_path / f"{i:03d}", table_levels=((25, 125), (150, 215))[i % 2],
+                          ruled=True) for i, digit in enumerate(sample[0][:N_LINED])]
+    score = float((classify(_read_or_blank(photos)) == sample[1][:N_LINED]).mean())
+    print(f"sheet_of_lined_paper: {score:.3f} on {len(photos)} photos")
+    assert score >= 0.90
 
 
 # ---------------------------------------------------------------- through the CLI with the shipped model

@@ -343,17 +343,18 @@ def write_broken_files(folder: Path) -> dict[str, str]:
             "notes.txt": "not an image", "zero.pgm": "", "white.png": "no ink", "bomb.png": "too large"}
 
 
-@pytest.mark.parametrize("pool", [False, True], ids=["in-process", "process-pool"])
-def test_a_folder_mixing_good_and_broken_files(cli, mnist_test, tmp_path, monkeypatch, pool):
-    if pool:
+@pytest.mark.parametrize("mode", ["one-by-one", "threads", "process-pool"])
+def test_a_folder_mixing_good_and_broken_files(cli, mnist_test, tmp_path, monkeypatch, mode):
+    if mode == "process-pool":
         monkeypatch.setattr(predict_module, "PARALLEL_FROM", 1)
+    jobs = ["--jobs", "1"] if mode == "one-by-one" else ["--jobs", "3"]
     folder = tmp_path / "mixed"
     folder.mkdir()
     good = dict(digit_png(folder, f"good{n}.png", mnist_test, n) for n in range(6))
     good = {path.name: label for path, label in good.items()}
     broken = write_broken_files(folder)
 
-    code, out, err = cli("predict", folder, "--ckpt", SHIPPED)
+    code, out, err = cli("predict", folder, "--ckpt", SHIPPED, *jobs)
     assert code == 1
     assert err.splitlines() == [f"checkpoint: {SHIPPED} (given with --ckpt)"]
     lines = dict(line.split(": ", 1) for line in out.splitlines())
@@ -365,11 +366,27 @@ def test_a_folder_mixing_good_and_broken_files(cli, mnist_test, tmp_path, monkey
         assert reason.startswith("error: ") and word in reason, (name, reason)
         assert str(folder) not in reason, "the path is said once, at the start of the line"
 
-    code, out, _ = cli("predict", folder, "--json", "--ckpt", SHIPPED)
+    code, out, _ = cli("predict", folder, "--json", "--ckpt", SHIPPED, *jobs)
     results = by_name(json.loads(out))
     assert code == 1 and len(results) == len(good) + len(broken)
     assert all(set(results[name]) == {"path", "error"} for name in broken)
     assert all(results[name]["prediction"] == label for name, label in good.items())
+
+
+def test_images_read_at_once_or_one_by_one_give_the_same_answers(cli, mnist_test, tmp_path):
+    """Threads share the preparation's caches (the paper fit's matrices): the answers must not depend on them."""
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for n in range(40):
+        digit_png(folder, f"{n:02d}.png", mnist_test, n)
+    outputs = [cli("predict", folder, "--json", "--top-k", "3", "--ckpt", SHIPPED, "--jobs", jobs)[1]
+               for jobs in ("1", "4")]
+    assert outputs[0] == outputs[1] and len(json.loads(outputs[0])) == 40
+
+
+def test_jobs_must_be_a_whole_number_from_one(cli, tmp_path):
+    code, out, err = cli("predict", tmp_path, "--jobs", "0")
+    assert code == 2 and out == "" and "--jobs" in err and "at least 1" in err
 
 
 def test_broken_files_in_a_real_process_give_no_traceback(mnist_test, tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import UserError
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "default.pt"
-PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves
+PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves (threads serve)
 
 
 @dataclass
@@ -190,11 +190,21 @@ def _prepare(args: tuple[str, bool, bool]):
         return None, str(exc).removeprefix(f"{path}: ")  # the result line names the path already
 
 
-def prepare_all(paths: list[Path], frame: bool, multi: bool = False) -> list[tuple[list | None, str | None]]:
+def prepare_all(paths: list[Path], frame: bool, multi: bool = False,
+                workers: int | None = None) -> list[tuple[list | None, str | None]]:
+    """Each file's digits or error, in order: on up to `workers` threads (default: the CPU cores, at most 8),
+    in worker processes from PARALLEL_FROM files on. Threads start at once and share the imports; OpenCV,
+    numpy and Pillow's decoder let go of the GIL for their work, which is most of a photo's cost, but not
+    all of it, hence processes for long lists."""
     jobs = [(str(p), frame, multi) for p in paths]
-    workers = min(os.cpu_count() or 1, 8)
-    if len(jobs) < PARALLEL_FROM or workers < 2:
+    workers = workers or min(os.cpu_count() or 1, 8)
+    if len(jobs) < 2 or workers < 2:
         return [_prepare(job) for job in jobs]
+    if len(jobs) < PARALLEL_FROM:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(_prepare, jobs))
     import multiprocessing
 
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
@@ -202,12 +212,13 @@ def prepare_all(paths: list[Path], frame: bool, multi: bool = False) -> list[tup
 
 
 def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, frame: bool = True,
-                  save_dir: str | None = None, multi: bool = False) -> list[dict]:
-    """One result per file: its prediction, or (multi) the list of its digits' predictions, or its error."""
+                  save_dir: str | None = None, multi: bool = False, jobs: int | None = None) -> list[dict]:
+    """One result per file: its prediction, or (multi) the list of its digits' predictions, or its error.
+    `jobs`: images prepared at once (prepare_all)."""
     paths = expand_inputs(items)
     if not paths:
         raise UserError(f"no image files in {', '.join(items)}")
-    prepared = prepare_all(paths, frame, multi)
+    prepared = prepare_all(paths, frame, multi, jobs)
     digits = [digit for found, _ in prepared for digit in found or []]
     probs = classify(classifier, np.stack(digits)) if digits else None
     k = min(top_k, len(classifier.classes))
