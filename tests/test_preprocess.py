@@ -357,3 +357,20 @@ def test_blob_boxes_are_opencvs(height, width, empty, seed):
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     left, top, w, h = (stats[1:, i] for i in range(4))
     assert np.array_equal(_label_boxes(labels, count), np.stack([top, left, top + h - 1, left + w - 1], axis=1))
+
+
+@pytest.mark.parametrize("size, decoded", [((4032, 3024), (2016, 1512)), ((6000, 4000), (3000, 2000)),
+                                           ((2048, 1536), (2048, 1536))])
+def test_a_large_jpeg_is_decoded_at_the_size_the_work_needs(tmp_path, size, decoded):
+    """The decoder's own 1/2, 1/4, 1/8 scaling, never below the whole-factor shrink preprocess would make: a
+    12-megapixel photo decodes at half size, and reads as its full decode does."""
+    width, height = size
+    img = Image.new("RGB", size, (225, 222, 215))
+    ImageDraw.Draw(img).line([(width * 0.45, height * 0.3), (width * 0.55, height * 0.3), (width * 0.47, height * 0.7)],
+                             fill=(20, 20, 40), width=width // 60)  # a 7
+    path = tmp_path / "IMG.jpg"
+    img.save(path, quality=90)
+    assert open_image(path, grey=True).size == decoded
+    with Image.open(path) as full:
+        whole = preprocess(full.convert("L"))  # decoded at full size, shrunk by preprocess
+    assert np.abs(preprocess(path) - whole).mean() < 0.03

@@ -7,6 +7,7 @@ bomb, unreadable) is one ImageError naming the file. numpy and Pillow only.
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import struct
@@ -95,8 +96,13 @@ def _turned(img: Image.Image) -> bool:
 
 
 def _draft_size(size: tuple[int, int]) -> tuple[int, int]:
-    shrink = max(1, max(size) // DECODE_SIDE)
-    return size[0] // shrink, size[1] // shrink
+    """The size to ask the JPEG decoder for: the picture shrunk by the whole factor that brings its longer side
+    to DECODE_SIDE or under, as preprocess would shrink it after decoding. The decoder scales by 1/2, 1/4 or
+    1/8 only, to no less than the size asked: a 12-megapixel phone photo (4032x3024) comes out at half size
+    (as preprocess wants it) for a third of the full decode's time; a factor of 3 gets a half, the rest of
+    the way left to preprocess."""
+    shrink = max(1, math.ceil(max(size) / DECODE_SIDE))
+    return math.ceil(size[0] / shrink), math.ceil(size[1] / shrink)
 
 
 def _check_size(name: str, size: tuple[int, int]) -> None:
