@@ -7,10 +7,14 @@ bright sheet for the ink. So the sheet is looked for first: on a thumbnail, the
 brighter class of Otsu's split, its largest region, filled out to its convex
 hull. It counts as a sheet only when it is mostly bright inside, clearly
 brighter than what surrounds it, and bounded by a sharp edge (a shadow's edge
-is soft), with some of the surroundings in the picture. A sheet with four
-clear corners is then warped flat (perspective and a tilted sheet undone);
-otherwise the picture is cut to the sheet and the rest is painted paper-bright.
-Either way a margin along the sheet's edge is left out.
+is soft), with some of the surroundings in the picture. On a light or textured
+surface (a pale desk, grey carpet, light wood) brightness alone does not split
+sheet from surface; the sheet is then the large smooth region with four corners
+inside the picture and a sharp edge, told apart by the surface's texture or its
+lesser brightness. A sheet with four clear corners is then warped flat
+(perspective and a tilted sheet undone); otherwise the picture is cut to the
+sheet and the rest is painted paper-bright. Either way a margin along the
+sheet's edge is left out.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class Sheet:
 
 
 def inside_page(gray: np.ndarray) -> np.ndarray:
-    """The sheet of paper in a photo of one on a darker surface (uint8 grey), or the picture as it is."""
+    """The sheet of paper in a photo of one lying on a surface (uint8 grey), or the picture as it is."""
     sheet = find_sheet(gray)
     return gray if sheet is None else cut_to_sheet(gray, sheet)
 

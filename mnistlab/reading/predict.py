@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,24 +191,22 @@ def _prepare(args: tuple[str, bool, bool]):
 
 
 def prepare_all(paths: list[Path], frame: bool, multi: bool = False,
-                workers: int | None = None) -> list[tuple[list | None, str | None]]:
-    """Each file's digits or error, in order: on up to `workers` threads (default: the CPU cores, at most 8),
-    in worker processes from PARALLEL_FROM files on. Threads start at once and share the imports; OpenCV,
-    numpy and Pillow's decoder let go of the GIL for their work, which is most of a photo's cost, but not
-    all of it, hence processes for long lists."""
-    jobs = [(str(p), frame, multi) for p in paths]
-    workers = workers or min(os.cpu_count() or 1, 8)
-    if len(jobs) < 2 or workers < 2:
-        return [_prepare(job) for job in jobs]
-    if len(jobs) < PARALLEL_FROM:
-        from concurrent.futures import ThreadPoolExecutor
-
+                jobs: int | None = None) -> list[tuple[list | None, str | None]]:
+    """Each file's digits or error, in order, `jobs` files at once (default: the CPU cores, at most 8): on
+    threads, in worker processes from PARALLEL_FROM files on. Threads start at once and share the imports;
+    OpenCV, numpy and Pillow's decoder let go of the GIL for their work, which is most of a photo's cost, but
+    not all of it, hence processes for long lists."""
+    tasks = [(str(p), frame, multi) for p in paths]
+    workers = jobs or min(os.cpu_count() or 1, 8)
+    if len(tasks) < 2 or workers < 2:
+        return [_prepare(task) for task in tasks]
+    if len(tasks) < PARALLEL_FROM:
         with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(_prepare, jobs))
+            return list(pool.map(_prepare, tasks))
     import multiprocessing
 
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_prepare, jobs, chunksize=max(1, len(jobs) // (workers * 8))))
+        return list(pool.map(_prepare, tasks, chunksize=max(1, len(tasks) // (workers * 8))))
 
 
 def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, frame: bool = True,

@@ -132,7 +132,6 @@ def _locate(gray: np.ndarray, find) -> tuple[np.ndarray, float, list]:
     picture is.
     """
     gray = _work_grey(gray)
-    sheet = None
     if max(gray.shape) >= HALF_FROM:
         half = _shrink_by(gray, 2)
         sheet = find_sheet(half)
