@@ -147,7 +147,8 @@ def add_predict(commands) -> None:
     p.add_argument("--multi", action="store_true", help="several digits per image (a row written on a page): "
                    "read each, in reading order; --json then gives a list of digits per file")
     p.add_argument("--jobs", type=positive_int, metavar="N", help="prepare up to N images at once (default: one "
-                   "per CPU core, at most 8; threads, worker processes from 256 files on); 1: one after another")
+                   "per CPU core, at most 8; threads, worker processes from 256 files on; N over 64 counts as "
+                   "64); 1: one after another")
     p.set_defaults(handler=cmd_predict)
 
 

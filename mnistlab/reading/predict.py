@@ -20,6 +20,7 @@ from ..errors import UserError
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "default.pt"
 PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves (threads serve)
+MAX_JOBS = 64  # --jobs beyond this is a typo, not a machine: each worker process holds ~100 MB of imports
 
 
 @dataclass
@@ -192,12 +193,12 @@ def _prepare(args: tuple[str, bool, bool]):
 
 def prepare_all(paths: list[Path], frame: bool, multi: bool = False,
                 jobs: int | None = None) -> list[tuple[list | None, str | None]]:
-    """Each file's digits or error, in order, `jobs` files at once (default: the CPU cores, at most 8): on
-    threads, in worker processes from PARALLEL_FROM files on. Threads start at once and share the imports;
-    OpenCV, numpy and Pillow's decoder let go of the GIL for their work, which is most of a photo's cost, but
-    not all of it, hence processes for long lists."""
+    """Each file's digits or error, in order, `jobs` files at once (default: the CPU cores, at most 8; never
+    more than MAX_JOBS): on threads, in worker processes from PARALLEL_FROM files on. Threads start at once and
+    share the imports; OpenCV, numpy and Pillow's decoder let go of the GIL for their work, which is most of a
+    photo's cost, but not all of it, hence processes for long lists."""
     tasks = [(str(p), frame, multi) for p in paths]
-    workers = jobs or min(os.cpu_count() or 1, 8)
+    workers = min(jobs, MAX_JOBS) if jobs else min(os.cpu_count() or 1, 8)
     if len(tasks) < 2 or workers < 2:
         return [_prepare(task) for task in tasks]
     if len(tasks) < PARALLEL_FROM:
