@@ -4,8 +4,8 @@
 
 A FONT is a .ttf/.otf file or a folder searched for them. For each font, each digit 0-9 is drawn --per-digit
 times on its own canvas: 80 to 900 px a side, a random colour (light, or dark three times in ten) with ink
-that contrasts with it, the glyph 30-90% of the canvas's shorter side, anywhere on it; saved as PNG and read
-by the same preparation and model as `mnistlab predict` (the shipped model unless --ckpt). Prints each font's
+that contrasts with it, the glyph 30-90% of the canvas's shorter side, anywhere on it; saved as PNGs in one
+folder and read as `mnistlab predict DIR` reads it (the shipped model unless --ckpt). Prints each font's
 score with what its misses were read as (`8->0`; `-1` is no ink found), then the total. Nothing is timed.
 
 Handwriting fonts come as Debian packages (fonts-comic-neue, fonts-dkg-handwriting, fonts-breip, fonts-bwht,
@@ -26,9 +26,7 @@ from PIL import Image, ImageDraw, ImageFont
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from mnistlab.reading.image import ImageError  # noqa: E402
-from mnistlab.reading.predict import SHIPPED, classify, load_classifier  # noqa: E402
-from mnistlab.reading.preprocess import preprocess  # noqa: E402
+from mnistlab.reading.predict import SHIPPED, load_classifier, predict_files  # noqa: E402
 
 
 def font_files(items: list[str]) -> list[Path]:
@@ -65,24 +63,29 @@ def main() -> None:
     args = parser.parse_args()
     classifier = load_classifier(args.ckpt)
     rng = np.random.default_rng(args.seed)
-    right = total = 0
+    fonts = font_files(args.fonts)
     with tempfile.TemporaryDirectory(prefix="read_fonts_") as tmp:
-        for font in font_files(args.fonts):
-            misses, n = [], 0
+        truth = {}
+        for n, font in enumerate(fonts):
             for rep in range(args.per_digit):
                 for digit in range(10):
-                    path = Path(tmp) / f"{font.stem}_{rep}_{digit}.png"
+                    path = Path(tmp) / f"{n:03d}_{rep}_{digit}.png"
                     canvas(digit, font, rng).save(path)
-                    try:
-                        read = int(np.argmax(classify(classifier, preprocess(path)[None])[0]))
-                    except ImageError:
-                        read = -1
-                    n += 1
-                    if read != digit:
-                        misses.append(f"{digit}->{read}")
-            right, total = right + n - len(misses), total + n
-            print(f"{font.stem:<28} {n - len(misses):3d}/{n}  {' '.join(misses)}", flush=True)
-    print(f"total: {right}/{total} = {right / max(1, total):.1%} (checkpoint {args.ckpt}, seed {args.seed})")
+                    truth[str(path)] = (n, digit)
+        # All of them at once, as `mnistlab predict DIR` reads a folder; `-1` where no digit was found.
+        results = predict_files([tmp], classifier)
+    misses: list[list[str]] = [[] for _ in fonts]
+    for result in results:
+        n, digit = truth[result["path"]]
+        read = result.get("prediction", "-1")  # a class name: a digit checkpoint's are "0" to "9"
+        if read != str(digit):
+            misses[n].append(f"{digit}->{read}")
+    total = 10 * args.per_digit
+    for font, missed in zip(fonts, misses):
+        print(f"{font.stem:<28} {total - len(missed):3d}/{total}  {' '.join(missed)}")
+    right = len(results) - sum(map(len, misses))
+    print(f"total: {right}/{len(results)} = {right / max(1, len(results)):.1%} "
+          f"(checkpoint {args.ckpt}, seed {args.seed})")
 
 
 if __name__ == "__main__":

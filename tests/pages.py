@@ -4,7 +4,8 @@ A sheet (A4's proportions, slightly tinted) with one digit or a row of digits
 written on it by a pen following the MNIST digit's path, lying on a darker,
 textured table (wood grain, cloth, a carpet), turned and seen in perspective,
 a pen on the table beside it, light falling off across the picture, sensor noise,
-saved as a phone JPEG of 600x800 or 800x600.
+saved as a phone JPEG of 600x800 or 800x600. The table may be light instead
+(table_levels), the sheet lined paper (ruled).
 """
 
 from __future__ import annotations
@@ -113,11 +114,12 @@ def sheet_photo(digits, rng, path, *, width=600, height=800, table_levels=(25, 1
     warp = cv2.getPerspectiveTransform(flat, placed.astype(np.float32))
     inside = cv2.warpPerspective(np.ones_like(ink), warp, (width, height), flags=cv2.INTER_AREA)
     written = cv2.warpPerspective(ink, warp, (width, height), flags=cv2.INTER_AREA)
-    lines = np.zeros_like(ink)
+    lines = np.zeros_like(written)
     if ruled:
+        rules = np.zeros_like(ink)
         for y in np.arange(sheet_h * 0.1, sheet_h, sheet_w * 8 / 210):
-            lines[round(y): round(y) + max(1, round(sheet_w / 300))] = rng.uniform(0.6, 1.0)
-    lines = cv2.warpPerspective(lines, warp, (width, height), flags=cv2.INTER_AREA)
+            rules[round(y): round(y) + max(1, round(sheet_w / 300))] = rng.uniform(0.6, 1.0)
+        lines = cv2.warpPerspective(rules, warp, (width, height), flags=cv2.INTER_AREA)
 
     photo = table(rng, width, height, table_levels)
     pen_on_table(photo, rng, inside > 0)

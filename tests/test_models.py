@@ -157,12 +157,13 @@ def test_models_answers_without_importing_torch():
 
 def test_loading_a_model_leaves_torchvision_unimported():
     """torchvision pulls in torch._dynamo, over a second of every command's start-up: only the models built on
-    its layers (resnet_mnist, vgg16) import it, when built."""
+    its layers (resnet_mnist, vgg16) import it, when built. `predict` loading the shipped model leaves it out."""
     import subprocess
     import sys
 
-    code = ("import sys\nfrom mnistlab.models import create_model\nfrom mnistlab.training.checkpoint import "
-            "load_checkpoint\ncreate_model('cnn5_bn')\nassert 'torchvision' not in sys.modules, 'imported'\n"
+    code = ("import sys\nfrom mnistlab.models import create_model\nfrom mnistlab.reading.predict import SHIPPED, "
+            "load_classifier\nload_classifier(SHIPPED)\ncreate_model('cnn5_bn')\n"
+            "assert 'torchvision' not in sys.modules, 'imported'\n"
             "create_model('resnet_mnist')\nassert 'torchvision' in sys.modules\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

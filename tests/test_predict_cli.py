@@ -374,11 +374,14 @@ def test_a_folder_mixing_good_and_broken_files(cli, mnist_test, tmp_path, monkey
 
 
 def test_images_read_at_once_or_one_by_one_give_the_same_answers(cli, mnist_test, tmp_path):
-    """Threads share the preparation's caches (the paper fit's matrices): the answers must not depend on them."""
+    """Threads share the preparation's caches (the paper fit's matrices, one per picture shape): the answers
+    must not depend on them."""
     folder = tmp_path / "many"
     folder.mkdir()
     for n in range(40):
-        digit_png(folder, f"{n:02d}.png", mnist_test, n)
+        path, _ = digit_png(folder, f"{n:02d}.png", mnist_test, n)
+        side = 120 + 40 * (n % 7)  # seven sizes, so the threads fill and share the caches together
+        Image.open(path).resize((side, side + 20 * (n % 3))).save(path)
     outputs = [cli("predict", folder, "--json", "--top-k", "3", "--ckpt", SHIPPED, "--jobs", jobs)[1]
                for jobs in ("1", "4")]
     assert outputs[0] == outputs[1] and len(json.loads(outputs[0])) == 40

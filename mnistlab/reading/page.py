@@ -136,6 +136,7 @@ def _find_smooth_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     count, labels = cv2.connectedComponents(cv2.morphologyEx(smooth, cv2.MORPH_OPEN, _SQUARE), connectivity=4)
     areas = np.bincount(labels.ravel(), minlength=count)
     areas[0] = 0
+    levels = cv2.calcHist([thumb], [0], None, [256], [0, 256]).ravel()
     for label in np.argsort(-areas)[:3]:  # the largest few: the surface around the sheet may be one of them
         if areas[label] < 0.1 * thumb.size:
             break
@@ -152,7 +153,6 @@ def _find_smooth_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
         outside = within.size - inside
         if areas[label] < 0.6 * inside or outside < MIN_SURROUNDINGS * within.size:
             continue  # mostly not smooth inside (a patch of surface that a digit's strokes enclose), or no room
-        levels = cv2.calcHist([thumb], [0], None, [256], [0, 256]).ravel()
         inner = cv2.calcHist([thumb], [0], within, [256], [0, 256]).ravel()
         step = _median_level(inner) - _median_level(levels - inner)
         textured = cv2.countNonZero(cv2.bitwise_and(smooth, cv2.bitwise_not(within))) < 0.5 * outside
