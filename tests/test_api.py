@@ -61,10 +61,13 @@ def test_predict_takes_paths_pil_images_and_arrays(tmp_path):
     image = Image.new("L", (200, 200), 255)
     ImageDraw.Draw(image).line([(100, 30), (100, 170)], fill=0, width=16)
     image.save(tmp_path / "one.png")
+    image.convert("RGB").save(tmp_path / "one.jpg")
     array = np.asarray(image)
-    results = mnistlab.predict([tmp_path / "one.png", image, array, array.astype(np.float32) / 255], ckpt="default",
-                               top_k=2)
-    assert [r["prediction"] for r in results] == ["1"] * 4
+    # Image.open() gives a picture not yet decoded (Pillow 13 no longer decodes it when its pixels are reached)
+    opened = [Image.open(tmp_path / "one.png"), Image.open(tmp_path / "one.jpg")]
+    results = mnistlab.predict([tmp_path / "one.png", image, array, array.astype(np.float32) / 255, *opened],
+                               ckpt="default", top_k=2)
+    assert [r["prediction"] for r in results] == ["1"] * 6
     assert results[0]["path"] == str(tmp_path / "one.png") and "path" not in results[1]
     assert len(results[2]["top_k"]) == 2
     with pytest.raises(UserError, match="images\\[0\\]"):

@@ -83,6 +83,7 @@ def grey_pixels(img: Image.Image) -> np.ndarray:
 def _grey_array(img: Image.Image) -> np.ndarray:
     """An 8-bit grey image's pixels, pasted straight into numpy's memory (np.asarray would go through Pillow's
     row-by-row encoder and a bytes object: most of the cost of reading a photo after decoding it)."""
+    img.load()  # an Image.open()ed picture decodes here; Pillow 13's img.im no longer decodes it for us
     out = np.empty((img.height, img.width), dtype=np.uint8)
     try:
         target = Image.frombuffer("L", img.size, out, "raw", "L", 0, 1)
