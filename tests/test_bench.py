@@ -146,6 +146,21 @@ def test_frontier_cost_prices_elastic_and_the_weight_average(mnist_root):
     assert re.search(r"^  the average's update adds [-+][\d.]+% to a step$", out, re.M)
 
 
+def test_predict_speed_prices_pngs_and_photos(mnist_root):
+    # Each part with the real mnistlab predict runs it times (a notebook loop over Image.open()ed files included,
+    # which Pillow 13 broke once), on a few files and one round.
+    result = run_bench("predict_speed.py", "--n", "40", "--photos", "12", "--rounds", "1", data_dir=mnist_root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for name in ("mnistlab predict", "notebook loop"):
+        assert re.search(rf"^  {name}\s+[\d.]+ s\s+[\d,]+ images/s  accuracy (\d+\.\d+)%$", out, re.M), (name, out)
+    assert re.search(r"^accuracy [\d.]+% vs [\d.]+%: equal; 0 of 40 predictions differ$", out, re.M), out
+    photos = re.search(r"^12 600x800 JPEG photos .* bare decode ([\d.]+) ms/photo; accuracy ([\d.]+)%$", out, re.M)
+    assert photos and float(photos.group(1)) > 0 and float(photos.group(2)) >= 75, out  # 9 of 12 at the least
+    assert re.search(r"^  mnistlab predict: .* marginal -?[\d.]+ ms/photo; ratio -?[\d.]+x the decode$", out, re.M)
+    assert re.search(r"^  with --jobs 1 .* ratio -?[\d.]+x the decode$", out, re.M), out
+
+
 def test_read_fonts_scores_each_font_and_names_its_misses(tmp_path):
     fonts = sorted(p for folder in ("/usr/share/fonts", "/usr/local/share/fonts") if os.path.isdir(folder)
                    for p in Path(folder).rglob("*.ttf"))[:2]
