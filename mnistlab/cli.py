@@ -26,6 +26,8 @@ EXAMPLES = """examples:
   mnistlab sweep sweeps/iter5_lr.yaml --jobs 2   search hyperparameters on validation data
   mnistlab runs --sort test_acc                  every run so far, best first
 """
+NAMED_CHECKPOINTS = ("default (the model shipped with mnistlab), latest or best (the newest / most accurate "
+                     "finished run under ./checkpoints), as for predict --ckpt")
 
 
 class Parser(argparse.ArgumentParser):
@@ -61,7 +63,7 @@ def add_train(commands) -> None:
 
 def add_eval(commands) -> None:
     p = commands.add_parser("eval", help="score a checkpoint: accuracy, loss, per-class accuracy, confusion matrix")
-    p.add_argument("checkpoint", help="a best.pt / last.pt file")
+    p.add_argument("checkpoint", help=f"a best.pt / last.pt file, or {NAMED_CHECKPOINTS}")
     p.add_argument("--split", choices=["test", "val", "train"], default="test",
                    help="test (default), or the run's own validation or training images (its seeded split)")
     p.add_argument("--data-dir", help="dataset root (default: the checkpoint config's, then $MNISTLAB_DATA_DIR)")
@@ -174,9 +176,9 @@ def add_summary(commands) -> None:
 
 def add_export(commands) -> None:
     p = commands.add_parser("export", help="write a checkpoint as an ONNX model (checked against PyTorch first)")
-    p.add_argument("checkpoint", help="a best.pt / last.pt file")
+    p.add_argument("checkpoint", help=f"a best.pt / last.pt file, or {NAMED_CHECKPOINTS}")
     p.add_argument("-o", "--output", metavar="FILE", help="where to write (default: the checkpoint's name "
-                   "with .onnx, beside it)")
+                   "with .onnx, beside it; default.onnx here for the shipped model)")
     p.add_argument("--format", choices=["onnx"], default="onnx", help="onnx (the only one, for now)")
     p.add_argument("--data-dir", help="dataset root holding the test images the export is checked on "
                    "(default: the checkpoint config's, then $MNISTLAB_DATA_DIR, then ./data)")
@@ -286,9 +288,22 @@ def cmd_train(args) -> int:
     return 0
 
 
+def named_checkpoint(value: str) -> str:
+    """`default`, `latest` or `best` as predict --ckpt reads them (a line on stderr says which file); anything
+    else is a path."""
+    if value not in ("default", "latest", "best"):
+        return value
+    from .reading.predict import find_checkpoint
+
+    path, source = find_checkpoint(value, said_as="")
+    print(f"checkpoint: {path} ({source})", file=sys.stderr)
+    return str(path)
+
+
 def cmd_eval(args) -> int:
     from .experiments.evaluate import evaluate_checkpoint, format_report
 
+    args.checkpoint = named_checkpoint(args.checkpoint)
     if sys.stderr.isatty():  # loading the data and scoring 10,000 images (7 views each with --tta) takes a while
         views = " with test-time augmentation (7 views each)" if args.tta else ""
         print(f"evaluating {args.checkpoint} on the {args.split} split{views}…", file=sys.stderr)
@@ -474,6 +489,9 @@ def cmd_summary(args) -> int:
 def cmd_export(args) -> int:
     from .reading.export import export_onnx
 
+    if args.checkpoint == "default" and not args.output:
+        args.output = "default.onnx"  # not beside the shipped model, inside the installed package
+    args.checkpoint = named_checkpoint(args.checkpoint)
     report = export_onnx(args.checkpoint, args.output, data_dir=args.data_dir, check=args.check)
     print(f"{report['summary']}")
     print(f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB, ONNX opset {report['opset']}; input "

@@ -193,6 +193,20 @@ def test_random_images_when_no_test_digits(cli, tmp_path):
     assert (tmp_path / "best.onnx").is_file()  # default: beside the checkpoint
 
 
+def test_named_checkpoints_as_predict_reads_them(cli, tmp_path, monkeypatch):
+    """`export default` writes default.onnx here (not into the installed package); latest/best without runs is one
+    line that names the argument as given."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    code, out, err = cli("export", "default", "--data-dir", tmp_path / "empty", "--check", "20")
+    assert code == 0, err
+    assert f"checkpoint: {SHIPPED} (the default model shipped with mnistlab)" in err
+    assert (tmp_path / "default.onnx").is_file() and not SHIPPED.with_suffix(".onnx").exists()
+    for name, why in (("latest", "no finished run under ./checkpoints"), ("best", "no finished full run")):
+        code, out, err = cli("export", name)
+        assert code == 2 and err.startswith(f"mnistlab export: error: {name}: {why}") and err.count("\n") == 1, err
+
+
 def test_a_model_that_disagrees_is_not_written(cli, tmp_path, monkeypatch):
     real = export_module.onnx_logits
     monkeypatch.setattr(export_module, "onnx_logits", lambda session, x: real(session, x) + 0.01)

@@ -315,6 +315,34 @@ def test_eval_missing_checkpoint(cli, tmp_path):
     assert code == 2 and "checkpoint not found" in err
 
 
+def test_eval_takes_the_names_predict_takes(cli, tmp_path, mnist_root, monkeypatch):
+    """`eval default` scores the shipped model as its checkpoint records it; latest/best without runs: one line."""
+    from mnistlab.reading.predict import SHIPPED
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("eval", "default", "--json", "--data-dir", mnist_root)
+    assert code == 0 and err.startswith(f"checkpoint: {SHIPPED} (the default model shipped with mnistlab)\n"), err
+    report, recorded = json.loads(out), torch.load(SHIPPED, weights_only=True)["metrics"]
+    assert report["n"] == 10_000 and report["accuracy"] == recorded["test_acc"]
+    code, out, err = cli("eval", "latest")
+    assert code == 2 and err == "mnistlab eval: error: latest: no finished run under ./checkpoints\n", err
+
+
+def test_a_failed_download_leaves_no_empty_folders(cli, tmp_path, monkeypatch):
+    from mnistlab.data import datasets
+
+    def offline(spec, root, train, download):  # as torchvision does: the folders first, then the request
+        (Path(root) / spec.folder / "raw").mkdir(parents=True, exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n<urlopen error [Errno -2] no network>")
+
+    monkeypatch.setattr(datasets, "_torchvision_dataset", offline)
+    (tmp_path / "kept").mkdir()
+    code, _, err = cli("eval", "default", "--data-dir", tmp_path / "kept" / "new" / "data")
+    assert code == 2 and "downloading failed ([Errno -2] no network)" in err, err
+    assert err.count("\n") == 2 and err.startswith("checkpoint: ")  # which model, then the one line of the error
+    assert list((tmp_path / "kept").iterdir()) == []  # the folders it made for the download are gone again
+
+
 def test_unusable_out_dir_is_reported_before_training(cli, tmp_path, mnist_root):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")

@@ -180,15 +180,27 @@ def _download(spec: DatasetSpec, root: Path, train: bool, raw: Path) -> None:
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(20)  # an offline machine should fail in seconds, not hang
     chatter = io.StringIO()
+    new_folders = [folder for folder in (raw, *raw.parents) if not folder.exists()]  # deepest first
     try:
         with contextlib.redirect_stdout(chatter), contextlib.redirect_stderr(chatter):
             _torchvision_dataset(spec, root, train, download=True)
     except PermissionError as exc:
+        _remove_if_empty(new_folders)
         raise UserError(f"cannot write the {spec.name} download into {raw}: {exc.strerror}") from None
     except Exception as exc:  # noqa: BLE001  (every failed download means the same thing to the user)
+        _remove_if_empty(new_folders)
         raise UserError(_missing_message(spec, raw, f"and downloading failed ({_download_error(exc)})")) from None
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """A failed download leaves no empty data/MNIST/raw behind where there was none (deepest folder first)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty (a partial file is kept for the user to see) or not ours to remove
+            return
 
 
 def _download_error(exc: Exception) -> str:

@@ -33,10 +33,12 @@ class Classifier:
     backend: str = "torch"  # or "onnxruntime"
 
 
-def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -> tuple[Path, str]:
+def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints"), said_as: str = "--ckpt ") -> tuple[
+        Path, str]:
     """--ckpt PATH, or `default` (the shipped model), `latest` (the newest finished run under ./checkpoints) or
     `best`; without --ckpt, the best test accuracy among the finished full runs under ./checkpoints and the
-    shipped model, so a quick smoke run never quietly replaces a better model. Returns the path and why."""
+    shipped model, so a quick smoke run never quietly replaces a better model. Returns the path and why;
+    `said_as` opens the error messages (eval and export take the name as an argument, not as --ckpt)."""
     if ckpt not in (None, "default", "latest", "best"):
         return Path(ckpt), "given with --ckpt"
     if ckpt == "default":
@@ -44,14 +46,14 @@ def find_checkpoint(ckpt: str | None, search_root: Path = Path("checkpoints")) -
     runs = finished_runs(search_root)
     if ckpt == "latest":
         if not runs:
-            raise UserError(f"--ckpt latest: no finished run under ./{search_root}")
+            raise UserError(f"{said_as}latest: no finished run under ./{search_root}")
         newest = max(runs, key=lambda r: r["finished"])
         return newest["path"], f"the newest finished run under ./{search_root}"
     full = [r for r in runs if r["full"]]
     if ckpt is None and not full:
         return shipped(), "the default model shipped with mnistlab"
     if ckpt == "best" and not full:
-        raise UserError(f"--ckpt best: no finished full run (scored on the whole test set) under ./{search_root}")
+        raise UserError(f"{said_as}best: no finished full run (scored on the whole test set) under ./{search_root}")
     candidates = full + ([] if ckpt == "best" else [{"path": shipped(), "test_acc": shipped_accuracy()}])
     best = max(candidates, key=lambda r: r["test_acc"])
     among = f"{len(full)} finished full run(s) under ./{search_root}" + ("" if ckpt == "best" else
