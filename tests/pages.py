@@ -91,26 +91,31 @@ def pen_on_table(photo: np.ndarray, rng, avoid: np.ndarray) -> None:
         return
 
 
-def sheet_photo(digits, rng, path, *, width=600, height=800, table_levels=(25, 125), ruled=False):
+def sheet_photo(digits, rng, path, *, width=600, height=800, table_levels=(25, 125), ruled=False, overhang=False):
     """The digits on a sheet on a table, photographed: returns the JPEG's path. `ruled`: a sheet of lined
-    paper (pale blue lines across it, 8 mm apart on A4)."""
+    paper (pale blue lines across it, 8 mm apart on A4). `overhang`: the phone held closer, the sheet as large
+    as the picture or larger, running off it with strips of table left here and there, the writing in it."""
     if rng.random() < 0.25:
         width, height = height, width
     sheet_w = int(rng.integers(360, 520))
     ink, _ = sheet_with_ink(digits, rng, sheet_w)
     sheet_h = ink.shape[0]
     # Where the sheet's corners land: fills 45-85 % of the picture's height, turned, in perspective.
-    fill = rng.uniform(0.45, 0.85) * min(height / sheet_h, width / sheet_w)
+    fill = rng.uniform(*((1.0, 1.25) if overhang else (0.45, 0.85))) * min(height / sheet_h, width / sheet_w)
     corners = np.array([[0, 0], [sheet_w, 0], [sheet_w, sheet_h], [0, sheet_h]], dtype=np.float32) - [sheet_w / 2,
                                                                                                        sheet_h / 2]
     turn = math.radians(rng.uniform(-12, 12))
     rotation = np.array([[math.cos(turn), -math.sin(turn)], [math.sin(turn), math.cos(turn)]], dtype=np.float32)
     placed = corners @ rotation.T * fill
     placed += rng.uniform(-0.07, 0.07, placed.shape) * fill * sheet_w  # perspective
-    placed *= min(1.0, *((np.array([width, height]) - 20) / np.ptp(placed, axis=0)))  # all of it in the picture
-    low, high = placed.min(0), placed.max(0)
-    placed += [rng.uniform(-low[0] + 8, width - high[0] - 8), rng.uniform(-low[1] + 8, height - high[1] - 8)]
     flat = (corners + [sheet_w / 2, sheet_h / 2]).astype(np.float32)
+    if overhang:
+        placed += np.array([width, height]) * rng.uniform([0.4, 0.4], [0.6, 0.6])
+        placed += _writing_inside(ink, flat, placed, width, height)
+    else:
+        placed *= min(1.0, *((np.array([width, height]) - 20) / np.ptp(placed, axis=0)))  # all of it in the picture
+        low, high = placed.min(0), placed.max(0)
+        placed += [rng.uniform(-low[0] + 8, width - high[0] - 8), rng.uniform(-low[1] + 8, height - high[1] - 8)]
     warp = cv2.getPerspectiveTransform(flat, placed.astype(np.float32))
     inside = cv2.warpPerspective(np.ones_like(ink), warp, (width, height), flags=cv2.INTER_AREA)
     written = cv2.warpPerspective(ink, warp, (width, height), flags=cv2.INTER_AREA)
@@ -136,6 +141,14 @@ def sheet_photo(digits, rng, path, *, width=600, height=800, table_levels=(25, 1
     out = path.with_suffix(".jpg")
     Image.fromarray(np.clip(photo, 0, 255).astype(np.uint8)).save(out, quality=int(rng.integers(70, 92)))
     return out
+
+
+def _writing_inside(ink, flat, placed, width, height, margin=12) -> np.ndarray:
+    """How far to move the sheet so that the writing on it lands at least `margin` pixels inside the picture."""
+    ys, xs = np.nonzero(ink > 0.1)
+    box = np.float32([[xs.min(), ys.min()], [xs.max(), ys.min()], [xs.max(), ys.max()], [xs.min(), ys.max()]])
+    landed = cv2.perspectiveTransform(box[None], cv2.getPerspectiveTransform(flat, placed.astype(np.float32)))[0]
+    return np.maximum(0, margin - landed.min(0)) - np.maximum(0, landed.max(0) - [width - margin, height - margin])
 
 
 def sheet_on_table(digit, rng, path):

@@ -6,7 +6,8 @@ beside it, saved as 600x800 phone JPEGs; they are read by the small CNN of
 test_preprocess.py through `preprocess` (the same thresholds as there), and by
 the shipped model through `mnistlab predict`, one digit per photo and, with
 --multi, a row of 2-5 digits per photo. Without looking for the sheet first, the
-bright sheet is taken for the ink and such photos read almost nothing (tested).
+bright sheet is taken for the ink and such photos read almost nothing (tested). Variants: light surfaces,
+lined paper, and the sheet running off the picture (strips of table left along its edges).
 
 Needs the MNIST IDX files (as test_preprocess.py); the rest runs anywhere.
 """
@@ -18,6 +19,7 @@ import re
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image, ImageDraw
@@ -33,6 +35,7 @@ from mnistlab.reading.preprocess import mnist_frame, mnist_frames, preprocess
 N_ROWS = 60  # rows of 2-5 digits: about 200 digits
 N_LIGHT = 120  # sheets on light surfaces
 N_LINED = 60  # sheets of lined paper
+N_OVERHANG = 120  # sheets running off the picture
 
 
 # ---------------------------------------------------------------- one digit on a sheet, through preprocess
@@ -105,6 +108,60 @@ def test_lined_paper_reads_like_mnist(sample, classify, tmp_path):
     assert score >= 0.90
 
 
+@pytest.fixture(scope="module")
+def overhanging_photos(sample, tmp_path_factory) -> list[Path]:
+    """The phone held closer: the sheet runs off the picture, strips of a dark or light table left along some
+    of its edges (too little of it for a sheet on a table: the picture is read whole)."""
+    folder = tmp_path_factory.mktemp("overhanging")
+    rng = np.random.default_rng(zlib.crc32(b"overhanging_sheet"))
+    return [sheet_photo([digit], rng, folder / f"{i:03d}", table_levels=((25, 125), (150, 215))[i % 2],
+                        overhang=True) for i, digit in enumerate(sample[0][:N_OVERHANG])]
+
+
+def test_a_sheet_running_off_the_picture_reads_like_mnist(overhanging_photos, sample, classify):
+    """88.3% before the strips of table were set aside and a sheet running off a textured surface was cut out
+    (the small CNN, these 120 photos)."""
+    score = float((classify(_read_or_blank(overhanging_photos)) == sample[1][:N_OVERHANG]).mean())
+    print(f"sheet running off the picture: {score:.3f} on {len(overhanging_photos)} photos")
+    assert score >= 0.92
+
+
+def _shaded_paper_with_a_seven() -> np.ndarray:
+    """800x600 paper lit from the left (205 to 240), a small 7 written on it (uint8)."""
+    photo = np.tile(np.linspace(205, 240, 600, dtype=np.float32), (800, 1))
+    image = Image.fromarray(photo.astype(np.uint8))
+    ImageDraw.Draw(image).line([(300, 330), (350, 330), (320, 400)], fill=40, width=5, joint="curve")
+    return np.asarray(image)
+
+
+@pytest.mark.parametrize("where", ["strip along the right edge", "edge line from the bottom"])
+def test_a_strip_of_table_or_the_sheets_edge_is_no_digit(where, monkeypatch):
+    """A thin strip of dark table along a fifth of one edge, or the sheet's edge running a third of the way in
+    from another: neither is taken for the digit (the frame equals the clean picture's), and without the rule
+    they are (the test has teeth)."""
+    clean = _shaded_paper_with_a_seven()
+    photo = clean.copy()
+    if where == "strip along the right edge":
+        cv2.fillPoly(photo, [np.int32([[600, 560], [600, 740], [585, 740], [592, 560]])], 50)
+    else:
+        cv2.line(photo, (120, 799), (135, 480), 120, 3)
+    expected = mnist_frame(clean)
+    assert np.abs(mnist_frame(photo) - expected).max() < 0.1
+    monkeypatch.setattr(preprocess_module, "_slivers", lambda blobs: np.zeros(blobs.count, dtype=bool))
+    assert np.abs(mnist_frame(photo) - expected).max() > 0.5
+
+
+def test_paper_beyond_a_cut_out_sheet_carries_its_shading_on():
+    """A sheet with no four corners is cut out and the rest painted: as the paper's shading continues, so no
+    step in brightness is left where the paint meets the sheet (a flat grey would leave one of 20 levels)."""
+    shaded = np.tile(np.linspace(180, 250, 400, dtype=np.float32), (300, 1)).astype(np.uint8)
+    rows, cols = np.indices((300 // 2, 400 // 2))
+    mask = np.where(cols < 100 + 0.6 * rows, 255, 0).astype(np.uint8)  # the sheet's slanted right edge (step 2)
+    cut = page._cut_out(shaded, mask, 2)
+    assert cut.shape[1] >= 300  # the sheet's box, less its margin: a third of it painted
+    assert np.abs(np.diff(cut.astype(np.int16), axis=1)).max() <= 3  # no edge where the paint begins
+
+
 # ---------------------------------------------------------------- through the CLI with the shipped model
 
 @pytest.fixture(scope="module")
@@ -131,13 +188,18 @@ def test_whole_sheet_photos_through_the_cli(cli, sheet_photos, sample):
     assert score >= 0.90
 
 
-def test_sheets_on_light_surfaces_through_the_cli(cli, light_table_photos, sample):
-    code, out, err = cli("predict", light_table_photos[0].parent, "--json", "--ckpt", SHIPPED)
+@pytest.mark.parametrize("photos, name, least", [
+    ("light_table_photos", "sheet_on_light_table", 0.90),
+    # 91.7% before the strips of table were set aside and such a sheet cut out
+    ("overhanging_photos", "sheet running off the picture", 0.92)])
+def test_light_surfaces_and_sheets_running_off_through_the_cli(cli, request, sample, photos, name, least):
+    photos = request.getfixturevalue(photos)
+    code, out, err = cli("predict", photos[0].parent, "--json", "--ckpt", SHIPPED)
     results = json.loads(out)
-    assert code in (0, 1) and len(results) == N_LIGHT, err  # 1: a photo with no digit found (counted wrong)
+    assert code in (0, 1) and len(results) == len(photos), err  # 1: a photo with no digit found (counted wrong)
     score = float(np.mean([r.get("prediction") == str(label) for r, label in zip(results, sample[1])]))
-    print(f"sheet_on_light_table through the CLI: {score:.3f} on {len(results)} photos")
-    assert score >= 0.90
+    print(f"{name} through the CLI: {score:.3f} on {len(results)} photos")
+    assert score >= least
 
 
 def test_rows_of_digits_with_multi(cli, rows):

@@ -592,13 +592,39 @@ def _frames_and_edges(blobs: _Blobs) -> np.ndarray:
     across_x = (right - left + 1 >= 0.85 * width) & ((left == 0) | (right == width - 1))
     result |= across_y & (right - left + 1 <= max(1, 0.1 * width))
     result |= across_x & (bottom - top + 1 <= max(1, 0.1 * height))
+    return result | _slivers(blobs) | _enclosing_boxes(blobs)
 
+
+def _slivers(blobs: _Blobs) -> np.ndarray:
+    """Blobs that are a strip of table where the sheet runs off the picture, or the sheet's edge running in
+    from the picture's edge: thin (a tenth of the picture across at most) and either lying along an edge (in
+    touch with it for half their length and at least a sixth of the edge) or a line from the edge reaching a
+    third of the way across. A digit cut by the picture's edge touches it with a stroke's width, and a
+    tightly cropped 1 that is the only thing in the picture is kept by the fallback of the callers."""
+    labels, (top, left, bottom, right) = blobs.labels, blobs.boxes.T
+    height, width = labels.shape
+    tall, wide = bottom - top + 1, right - left + 1
+    result = np.zeros(len(tall), dtype=bool)
+    for edge, length, across, span in ((labels[:, 0], tall, wide, width), (labels[:, -1], tall, wide, width),
+                                       (labels[0], wide, tall, height), (labels[-1], wide, tall, height)):
+        touching = np.bincount(edge, minlength=len(tall) + 1)[1:]
+        thin = across <= 0.1 * span
+        result |= thin & (touching >= 0.5 * length) & (touching >= edge.size / 6)
+    line_y = (tall >= 0.35 * height) & ((top == 0) | (bottom == height - 1)) & (wide <= 0.12 * tall)
+    line_x = (wide >= 0.35 * width) & ((left == 0) | (right == width - 1)) & (tall <= 0.12 * wide)
+    return result | line_y | line_x
+
+
+def _enclosing_boxes(blobs: _Blobs) -> np.ndarray:
+    """Blobs whose box holds a digit-sized, heavy blob with room on all sides: a box drawn round the digit."""
+    (top, left, bottom, right), mass = blobs.boxes.T, blobs.mass
+    height, width = blobs.labels.shape
     digit_sized = np.maximum(bottom - top, right - left) + 1 >= blobs.smallest
     whole_picture = (bottom - top + 1 >= 0.8 * height) & (right - left + 1 >= 0.8 * width)
     heavy = mass[None, :] >= np.where(whole_picture, 0.02, 0.2)[:, None] * mass[:, None]
     inside = ((top[:, None] < top) & (left[:, None] < left) & (bottom[:, None] > bottom) & (right[:, None] > right)
               & digit_sized[None, :] & heavy)
-    return result | inside.any(axis=1)
+    return inside.any(axis=1)
 
 
 # ---------------------------------------------------------------- MNIST's shape, size and place
