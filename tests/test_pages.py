@@ -119,11 +119,10 @@ def overhanging_photos(sample, tmp_path_factory) -> list[Path]:
 
 
 def test_a_sheet_running_off_the_picture_reads_like_mnist(overhanging_photos, sample, classify):
-    """88.3% before the strips of table were set aside and a sheet running off a textured surface was cut out
-    (the small CNN, these 120 photos)."""
+    """88.3% before strips of table along the edges were set aside (the small CNN, these 120 photos)."""
     score = float((classify(_read_or_blank(overhanging_photos)) == sample[1][:N_OVERHANG]).mean())
     print(f"sheet running off the picture: {score:.3f} on {len(overhanging_photos)} photos")
-    assert score >= 0.92
+    assert score >= 0.90
 
 
 def _shaded_paper_with_a_seven() -> np.ndarray:
@@ -190,8 +189,8 @@ def test_whole_sheet_photos_through_the_cli(cli, sheet_photos, sample):
 
 @pytest.mark.parametrize("photos, name, least", [
     ("light_table_photos", "sheet_on_light_table", 0.90),
-    # 91.7% before the strips of table were set aside and such a sheet cut out
-    ("overhanging_photos", "sheet running off the picture", 0.92)])
+    # 91.7% before strips of table along the edges were set aside
+    ("overhanging_photos", "sheet running off the picture", 0.93)])
 def test_light_surfaces_and_sheets_running_off_through_the_cli(cli, request, sample, photos, name, least):
     photos = request.getfixturevalue(photos)
     code, out, err = cli("predict", photos[0].parent, "--json", "--ckpt", SHIPPED)

@@ -9,12 +9,12 @@ hull. It counts as a sheet only when it is mostly bright inside, clearly
 brighter than what surrounds it, and bounded by a sharp edge (a shadow's edge
 is soft), with some of the surroundings in the picture. On a light or textured
 surface (a pale desk, grey carpet, light wood) brightness alone does not split
-sheet from surface; the sheet is then the large smooth region with a sharp edge,
-told apart by the surface's texture or its lesser brightness (by both when it
-runs off the picture). A sheet with four clear corners inside the picture is
-then warped flat (perspective and a tilted sheet undone); otherwise the picture
-is cut to the sheet and the rest painted as the paper's shading would continue.
-Either way a margin along the sheet's edge is left out.
+sheet from surface; the sheet is then the large smooth region with four corners
+inside the picture and a sharp edge, told apart by the surface's texture or its
+lesser brightness. A sheet with four clear corners is then warped flat
+(perspective and a tilted sheet undone); otherwise the picture is cut to the
+sheet and the rest painted as the paper's shading would continue. Either way
+a margin along the sheet's edge is left out.
 """
 
 from __future__ import annotations
@@ -121,16 +121,15 @@ def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray] | Non
 def _find_smooth_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """As _find_sheet, for a sheet on a light or textured surface (a pale desk, a grey carpet, light wood),
     where brightness alone does not split the two: the sheet is then a large smooth region (within a 3x3
-    neighbourhood the grey levels span at most SMOOTH_LEVELS) bounded by a sharp edge. With four corners, all
-    of them inside the picture, it is told from what surrounds it by its texture (the surroundings mostly not
-    smooth) or else by its brightness (MIN_SMOOTH_STEP brighter); running off the picture, by both.
+    neighbourhood the grey levels span at most SMOOTH_LEVELS) with four corners, all of them inside the
+    picture, bounded by a sharp edge, and told from what surrounds it by its texture (the surroundings mostly
+    not smooth) or else by its brightness (MIN_SMOOTH_STEP brighter).
 
-    Stricter than _find_sheet because it asks less of the brightness: a plain desk is smooth too, but runs off
-    the picture with nothing textured around it, and a box drawn round a digit holds smooth paper no brighter
-    than the smooth paper outside it. (A digit's strokes are not smooth either: a tightly cropped digit whose
-    stroke cuts off a corner or a strip of the paper could pass for a sheet running off the picture. Seen in
-    600 such drawn crops, none did, the edge test failing them; a doubt left, not a proof.)
+    Stricter in shape than _find_sheet (four corners, the whole sheet in the picture) because it asks less of
+    the brightness: a plain desk is smooth too, but runs off the picture, and a box drawn round a digit holds
+    smooth paper no brighter than the smooth paper outside it.
     """
+    height, width = thumb.shape
     spread = cv2.morphologyEx(thumb, cv2.MORPH_GRADIENT, _SQUARE3)
     smooth = cv2.compare(spread, SMOOTH_LEVELS, cv2.CMP_LE)
     # Opening by 5x5 parts the sheet from smooth patches of the surface that touch it along a thin neck.
@@ -141,40 +140,28 @@ def _find_smooth_sheet(thumb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | Non
     for label in np.argsort(-areas)[:3]:  # the largest few: the surface around the sheet may be one of them
         if areas[label] < 0.1 * thumb.size:
             break
-        found = _smooth_region_sheet(thumb, (labels == label).view(np.uint8), int(areas[label]), smooth, levels)
-        if found is not None:
-            return found
-    return None
-
-
-def _smooth_region_sheet(thumb: np.ndarray, region: np.ndarray, area: int, smooth: np.ndarray,
-                         levels: np.ndarray) -> tuple[np.ndarray | None, np.ndarray] | None:
-    """One smooth region as a sheet (see _find_smooth_sheet): its corners when all four lie inside the
-    picture, else None for corners when it runs off the picture, which is then asked for both a textured
-    surface around it and a brighter sheet; or None when it is no sheet."""
-    height, width = thumb.shape
-    contours, _ = cv2.findContours(region, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    hull = cv2.convexHull(max(contours, key=cv2.contourArea))
-    # The smooth region's corners come out rounded (the 3x3 spread, the opening, the thumbnail's median):
-    # a few pixels more of the hull are left out at each.
-    corners = _four_corners(hull, slack=3.0)
-    whole = corners is not None and bool(np.all(corners >= 2) and np.all(corners < [width - 2, height - 2]))
-    within = np.zeros_like(thumb)
-    cv2.fillConvexPoly(within, hull, 255)
-    inside = cv2.countNonZero(within)
-    outside = within.size - inside
-    if area < 0.6 * inside or outside < MIN_SURROUNDINGS * within.size:
-        return None  # mostly not smooth inside (a patch of surface that a digit's strokes enclose), or no room
-    inner = cv2.calcHist([thumb], [0], within, [256], [0, 256]).ravel()
-    step = _median_level(inner) - _median_level(levels - inner)
-    textured = cv2.countNonZero(cv2.bitwise_and(smooth, cv2.bitwise_not(within))) < 0.5 * outside
-    told_apart = (textured or step >= MIN_SMOOTH_STEP) if whole else (textured and step >= MIN_SMOOTH_STEP)
-    # The outline lies a pixel or two inside the sheet's edge (the 3x3 spread, the opening), where the edge
-    # test's 5x5 window sees part of the step only: it is asked for 60 % of it. (A soft shadow parts no
-    # smooth regions: a sheet half in shadow is one region, its shadow no outline.)
-    contrast = 0.6 * max(abs(step), 2 * MIN_SMOOTH_STEP)
-    if told_apart and _sharp_edge(thumb, hull, contrast):
-        return (corners if whole else None), within
+        contours, _ = cv2.findContours((labels == label).view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        hull = cv2.convexHull(max(contours, key=cv2.contourArea))
+        # The smooth region's corners come out rounded (the 3x3 spread, the opening, the thumbnail's median):
+        # a few pixels more of the hull are left out at each; the sheet must lie whole in the picture instead.
+        corners = _four_corners(hull, slack=3.0)
+        if corners is None or not (np.all(corners >= 2) and np.all(corners < [width - 2, height - 2])):
+            continue
+        within = np.zeros_like(thumb)
+        cv2.fillConvexPoly(within, hull, 255)
+        inside = cv2.countNonZero(within)
+        outside = within.size - inside
+        if areas[label] < 0.6 * inside or outside < MIN_SURROUNDINGS * within.size:
+            continue  # mostly not smooth inside (a patch of surface that a digit's strokes enclose), or no room
+        inner = cv2.calcHist([thumb], [0], within, [256], [0, 256]).ravel()
+        step = _median_level(inner) - _median_level(levels - inner)
+        textured = cv2.countNonZero(cv2.bitwise_and(smooth, cv2.bitwise_not(within))) < 0.5 * outside
+        # The outline lies a pixel or two inside the sheet's edge (the 3x3 spread, the opening), where the edge
+        # test's 5x5 window sees part of the step only: it is asked for 60 % of it. (A soft shadow parts no
+        # smooth regions: a sheet half in shadow is one region, its shadow no outline.)
+        contrast = 0.6 * max(abs(step), 2 * MIN_SMOOTH_STEP)
+        if (textured or step >= MIN_SMOOTH_STEP) and _sharp_edge(thumb, hull, contrast):
+            return corners, within
     return None
 
 
@@ -251,7 +238,7 @@ def _cut_out(gray: np.ndarray, sheet: np.ndarray, step: int) -> np.ndarray:
         return gray
     sample = np.ascontiguousarray(gray[::step, ::step][: sheet.shape[0], : sheet.shape[1]])
     sheet = np.ascontiguousarray(sheet[: sample.shape[0], : sample.shape[1]])
-    # The median removes the ink's strokes (a few thumbnail pixels wide at most) from what is carried on.
+    # The median keeps strokes up to two thumbnail pixels wide out of what is carried on.
     paper = cv2.inpaint(cv2.medianBlur(sample, 5), cv2.bitwise_not(sheet), 3, cv2.INPAINT_TELEA)
     left, top, width, height = cv2.boundingRect(sheet)
     box = (slice(top * step, (top + height) * step), slice(left * step, (left + width) * step))

@@ -598,7 +598,7 @@ def _frames_and_edges(blobs: _Blobs) -> np.ndarray:
 def _slivers(blobs: _Blobs) -> np.ndarray:
     """Blobs that are a strip of table where the sheet runs off the picture, or the sheet's edge running in
     from the picture's edge: thin (a tenth of the picture across at most) and either lying along an edge (in
-    touch with it for half their length and at least a sixth of the edge) or a line from the edge reaching a
+    touch with it for half their length and at least a tenth of the edge) or a line from the edge reaching a
     third of the way across. A digit cut by the picture's edge touches it with a stroke's width, and a
     tightly cropped 1 that is the only thing in the picture is kept by the fallback of the callers."""
     labels, (top, left, bottom, right) = blobs.labels, blobs.boxes.T
@@ -609,7 +609,7 @@ def _slivers(blobs: _Blobs) -> np.ndarray:
                                        (labels[0], wide, tall, height), (labels[-1], wide, tall, height)):
         touching = np.bincount(edge, minlength=len(tall) + 1)[1:]
         thin = across <= 0.1 * span
-        result |= thin & (touching >= 0.5 * length) & (touching >= edge.size / 6)
+        result |= thin & (touching >= 0.5 * length) & (touching >= edge.size / 10)
     line_y = (tall >= 0.35 * height) & ((top == 0) | (bottom == height - 1)) & (wide <= 0.12 * tall)
     line_x = (wide >= 0.35 * width) & ((left == 0) | (right == width - 1)) & (tall <= 0.12 * wide)
     return result | line_y | line_x
