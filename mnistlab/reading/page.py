@@ -28,6 +28,7 @@ THUMB_SIDE = 160  # about the thumbnail's longer side: the sheet's outline needs
 # never photos of a sheet
 MIN_SURROUNDINGS = 0.03  # of the picture outside the sheet: less is a crop of the paper, not a sheet on a table
 MIN_STEP = 40  # grey levels between the sheet and its surroundings
+MAX_BRIGHT_AROUND = 0.35  # of the surroundings in the sheet's brightness class (see _find_sheet)
 MARGIN = 0.03  # of the sheet's size, left out along its edge
 SMOOTH_LEVELS = 6  # grey levels a 3x3 neighbourhood of the thumbnail may span and still count as smooth paper
 MIN_SMOOTH_STEP = 8  # grey levels a smooth sheet must be brighter than its surroundings (see _find_smooth_sheet)
@@ -105,8 +106,14 @@ def _find_sheet(thumb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray] | Non
     within = np.zeros_like(thumb)
     cv2.fillConvexPoly(within, hull, 255)
     inside = cv2.countNonZero(within)
-    if (within.size - inside < MIN_SURROUNDINGS * within.size or inside < 0.1 * within.size
+    outside = within.size - inside
+    if (outside < MIN_SURROUNDINGS * within.size or inside < 0.1 * within.size
             or cv2.countNonZero(cv2.bitwise_and(bright, within)) < 0.75 * inside):
+        return None
+    # Around a sheet lies the table, mostly of the darker class; around a piece of a tightly cropped digit's
+    # paper (parted from the rest by a stroke) lie the other pieces, as bright. Seen: at most 34% bright
+    # around sheets on pale tables, 17-55% (mostly over 40%) around such pieces of upscaled MNIST digits.
+    if cv2.countNonZero(cv2.bitwise_and(bright, cv2.bitwise_not(within))) > MAX_BRIGHT_AROUND * outside:
         return None
     levels = cv2.calcHist([thumb], [0], None, [256], [0, 256]).ravel()
     inner = cv2.calcHist([thumb], [0], within, [256], [0, 256]).ravel()
