@@ -163,15 +163,19 @@ def test_a_tight_crop_holds_no_sheet(sample, classify, plain_accuracy):
         scale = rng.uniform(8, 12)
         crops.append(255 - cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC))
     sheets = sum(page.find_sheet(crop) is not None for crop in crops)
-    framed = []
+    framed, no_ink = [], 0
     for crop in crops:
         try:
             framed.append(mnist_frame(crop))
-        except ImageError:  # a bold digit filling the border: taken for the paper (counted wrong)
+        except ImageError:  # counted wrong
             framed.append(np.zeros((28, 28), np.float32))
+            no_ink += 1
     score = float((classify(np.stack(framed)) == sample[1][:N_TIGHT]).mean())
-    print(f"tight crops: {score:.3f} on {N_TIGHT}, {sheets} taken for a sheet")
+    print(f"tight crops: {score:.3f} on {N_TIGHT}, {sheets} taken for a sheet, no ink found in {no_ink}")
     assert sheets <= 0.03 * N_TIGHT and score >= plain_accuracy - 0.1
+    # A bold digit's strokes cover much of the border, where the paper is looked for: read again in a margin
+    # of the paper's level (5 of these 200 found no ink before).
+    assert no_ink <= 0.01 * N_TIGHT
 
 
 def test_paper_beyond_a_cut_out_sheet_carries_its_shading_on():

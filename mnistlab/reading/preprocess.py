@@ -107,18 +107,38 @@ def mnist_frame(gray: np.ndarray) -> np.ndarray:
     Returns float32 28x28 in [0, 1], white ink on black. Raises ImageError when
     there is no ink to be found.
     """
-    ink, threshold, found = _locate(gray, lambda mask: [where] if (where := _digit_region(mask)) else [])
-    if not found:
-        raise ImageError(NO_INK)
+    ink, threshold, found = _locate_or_pad(gray, lambda mask: [where] if (where := _digit_region(mask)) else [])
     return _frame(ink, threshold, *found[0])
 
 
 def mnist_frames(gray: np.ndarray) -> list[np.ndarray]:
     """Each digit of a picture holding one or more, in reading order (rows top to bottom, left to right)."""
-    ink, threshold, found = _locate(gray, _digit_groups)
+    ink, threshold, found = _locate_or_pad(gray, _digit_groups)
+    return [_frame(ink, threshold, *where) for where in found]
+
+
+def _locate_or_pad(gray: np.ndarray, find) -> tuple[np.ndarray, float, list]:
+    """_locate, and where it finds no ink, _locate again in a margin of the picture's commonest grey level.
+
+    The paper is looked for along the picture's border; a bold digit cropped to
+    its ink (no margin at all) covers most of the border, and the paper is then
+    nowhere to be found there. Its commonest level is the paper's still (the
+    strokes cover less than half of a digit's box). Raises ImageError when the
+    margin finds no ink either.
+    """
+    ink, threshold, found = _locate(gray, find)
+    if found:
+        return ink, threshold, found
+    gray = _work_grey(gray)
+    paper = int(np.argmax(cv2.calcHist([gray], [0], None, [256], [0, 256]).ravel()))
+    if not _cropped_to_its_ink(gray, paper):
+        raise ImageError(NO_INK)
+    pad = max(2, round(0.15 * max(gray.shape)))
+    ink, threshold, found = _locate(cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=paper),
+                                    find)
     if not found:
         raise ImageError(NO_INK)
-    return [_frame(ink, threshold, *where) for where in found]
+    return ink, threshold, found
 
 
 def _locate(gray: np.ndarray, find) -> tuple[np.ndarray, float, list]:
@@ -146,6 +166,17 @@ def _locate(gray: np.ndarray, find) -> tuple[np.ndarray, float, list]:
         sheet = find_sheet(gray)
     ink, threshold = _ink_strength(gray if sheet is None else cut_to_sheet(gray, sheet))
     return ink, threshold, find(_ink_mask(ink, threshold))
+
+
+def _cropped_to_its_ink(gray: np.ndarray, paper: int) -> bool:
+    """Does the picture look like a digit cropped to its ink: a fifth of its border or more unlike the paper
+    (its commonest level), much of it near that level, and strokes far from it? (Not a blank page, a faint
+    digit or a shaded blank page: their border is paper, nothing stands far from it, or no one level holds
+    much of the picture. A blank page in a sharp-edged deep shadow might pass: a doubt.)"""
+    distance = np.abs(gray.astype(np.int16) - paper)
+    border_paper = float(np.mean(distance[_border_band(gray.shape)] <= MIN_CONTRAST))
+    paper_share, far_share = float(np.mean(distance <= MIN_CONTRAST)), float(np.mean(distance > 4 * MIN_CONTRAST))
+    return border_paper < 0.8 and paper_share >= 0.35 and far_share >= 0.05
 
 
 def _ink_mask(ink: np.ndarray, threshold: float) -> np.ndarray:
