@@ -330,7 +330,10 @@ def test_pillow_bomb_warning_is_an_error(tmp_path, monkeypatch):
     lambda: Image.fromarray(np.clip(np.random.default_rng(0).normal(200, 6, (480, 640))
                                     * np.linspace(1, 0.6, 640)[None], 0, 255).astype(np.uint8)),
     lambda: Image.new("RGB", (640, 480), (20, 30, 40)),
-], ids=["white", "shaded-grainy-paper", "dark-board"])
+    # light falling off across the page: no grey level holds much of it (a cropped digit's paper would)
+    lambda: Image.fromarray(np.tile(np.linspace(120, 250, 640), (480, 1)).astype(np.uint8)),
+    lambda: Image.fromarray(np.tile(np.linspace(60, 250, 480), (640, 1)).T.astype(np.uint8)),
+], ids=["white", "shaded-grainy-paper", "dark-board", "light-falling-off", "deep-falling-off"])
 def test_blank_image_has_no_ink(tmp_path, maker):
     path = save(maker(), tmp_path / "blank.jpg", quality=80)
     _assert_image_error(path, "no ink found")
