@@ -51,7 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from mnistlab.data import resolve_root  # noqa: E402
 from mnistlab.reading.predict import SHIPPED, load_classifier  # noqa: E402
-from mnistlab.reading.preprocess import preprocess  # noqa: E402
+from mnistlab.imaging.preprocess import preprocess  # noqa: E402
 
 
 def write_digits(root: Path, folder: Path, n: int) -> dict[str, str]:

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from mnistlab.reading.image import to_grayscale
+from mnistlab.imaging.image import to_grayscale
 
 
 # ---------------------------------------------------------------- drawing a digit as a person would

@@ -23,7 +23,7 @@ README_MAX_LINES = 250
 # The README's first two code blocks, exactly: CI and people on a fresh machine copy them.
 FRESH_MACHINE = ("python3 -m venv .venv && .venv/bin/pip install -e . && MNISTLAB_DATA_DIR=../shared/data "
                  ".venv/bin/mnistlab train configs/iter5.yaml")
-TEST_SUITE = ('python3 -m venv .venv && .venv/bin/pip install -e ".[test]" && MNISTLAB_DATA_DIR=../shared/data '
+TEST_SUITE = ('python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e ".[test]" && MNISTLAB_DATA_DIR=../shared/data '
               ".venv/bin/python -m pytest -q")
 COMMANDS_WITHIN = 15  # lines: the two commands come before anything else a reader has to scroll past
 

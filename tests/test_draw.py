@@ -27,8 +27,8 @@ from PIL import Image
 
 from mnistlab.reading.draw import (PEN, blank_drawing, model_input, percent, preview_ppm, short_path,
                            top_classes)
-from mnistlab.reading.image import ImageError
-from mnistlab.reading.preprocess import preprocess
+from mnistlab.imaging.image import ImageError
+from mnistlab.imaging.preprocess import preprocess
 
 from conftest import REPO, data_dir
 from drawn_digits import DIGITS, one, render, seven, zero

@@ -27,10 +27,10 @@ from PIL import Image, ImageDraw
 from pages import row_on_sheet, sheet_on_table, sheet_photo
 from digit_styles import canvas_digit, toy_digit
 from mnist_cnn import classify, mnist, plain_accuracy, sample  # noqa: F401  (fixtures)
-from mnistlab.reading import page, preprocess as preprocess_module
-from mnistlab.reading.image import ImageError
+from mnistlab.imaging import preprocess as preprocess_module, sheet as page
+from mnistlab.imaging.image import ImageError
 from mnistlab.reading.predict import SHIPPED
-from mnistlab.reading.preprocess import mnist_frame, mnist_frames, preprocess
+from mnistlab.imaging.preprocess import mnist_frame, mnist_frames, preprocess
 
 N_ROWS = 60  # rows of 2-5 digits: about 200 digits
 N_LIGHT = 120  # sheets on light surfaces

@@ -29,9 +29,9 @@ from PIL import Image, ImageDraw
 
 from digit_styles import STYLES, canvas_digit, draw, pen_on_canvas, png_header_only, save, toy_digit
 from mnist_cnn import N_DIGITS, REPO, classify, mnist, plain_accuracy, sample  # noqa: F401  (fixtures)
-from mnistlab.reading import image as pp
-from mnistlab.reading.image import ImageError, open_image, to_grayscale
-from mnistlab.reading.preprocess import mnist_frame, preprocess
+from mnistlab.imaging import image as pp
+from mnistlab.imaging.image import ImageError, open_image, to_grayscale
+from mnistlab.imaging.preprocess import mnist_frame, preprocess
 
 # ---------------------------------------------------------------- people's images (drawn by tests/digit_styles.py)
 
@@ -344,7 +344,7 @@ def test_errors_are_user_errors():
 
 
 def test_importing_preprocess_does_not_import_torch():
-    code = "import sys, mnistlab.reading.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, mnistlab.imaging.preprocess; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
 
 
@@ -354,7 +354,7 @@ def test_blob_boxes_are_opencvs(height, width, empty, seed):
     """The blobs' boxes from labels and bincount are what connectedComponentsWithStats gives."""
     import cv2
 
-    from mnistlab.reading.preprocess import _label_boxes
+    from mnistlab.imaging.preprocess import _label_boxes
 
     mask = (np.random.default_rng(seed).random((height, width)) > empty).astype(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
@@ -377,3 +377,13 @@ def test_a_large_jpeg_is_decoded_at_the_size_the_work_needs(tmp_path, size, deco
     with Image.open(path) as full:
         whole = preprocess(full.convert("L"))  # decoded at full size, shrunk by preprocess
     assert np.abs(preprocess(path) - whole).mean() < 0.03
+
+
+def test_a_postscript_file_is_never_handed_to_ghostscript(tmp_path):
+    """Pillow opens EPS by running Ghostscript on it (an outside program executing the file): only raster
+    formats are ever identified, so an EPS file, whatever its name, is one line."""
+    for name in ("digit.eps", "digit.png"):
+        path = tmp_path / name
+        path.write_bytes(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 28 28\n0 0 moveto 28 28 lineto stroke\n")
+        with pytest.raises(ImageError, match="not a raster format mnistlab reads"):
+            open_image(path)

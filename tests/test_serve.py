@@ -165,7 +165,7 @@ def test_an_upload_answers_as_predict_json(server, drawings):
 
 
 def test_query_options(server, drawings, tmp_path):
-    from mnistlab.reading.preprocess import preprocess
+    from mnistlab.imaging.preprocess import preprocess
 
     data = drawings["0"].read_bytes()
     everything = httpx.post(f"{server.url}/predict?top_k=50&input=true", content=data).json()
@@ -227,7 +227,7 @@ def test_an_image_error_reads_as_predict_json(server, tmp_path):
     (tmp_path / "note.png").write_text("not an image")
     response = httpx.post(f"{server.url}/predict", files={"file": ("note.png", b"not an image")})
     assert response.status_code == 422 and response.json() == {"path": "note.png",
-                                                              "error": "not an image (or a format Pillow cannot read)"}
+                                                              "error": "not an image (or not a raster format mnistlab reads, such as PNG or JPEG)"}
     cli = subprocess.run([sys.executable, "-m", "mnistlab", "predict", "note.png", "--json", "--ckpt", str(SHIPPED)],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert json.loads(cli.stdout) == [response.json()]

@@ -1,3 +1,4 @@
-"""Reading people's digits: opening image files (image), preparing them MNIST-style (preprocess),
-classifying them with a checkpoint or an exported .onnx model (predict, onnxmodel), the drawing window
-(draw), ONNX export (export) and the web service (serve, page.html). weights/ holds the shipped model. Nothing in mnistlab imports this package but the command line."""
+"""Reading people's digits with a trained model: classifying pictures (predict, with a checkpoint or an
+exported .onnx model through onnxmodel), the drawing window (draw), ONNX export (export) and the web
+service (serve, page.html). The pictures are prepared by mnistlab.imaging. weights/ holds the shipped
+model. Nothing in mnistlab imports this package but the command line and the Python API."""

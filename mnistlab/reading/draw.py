@@ -68,7 +68,7 @@ def model_input(image: Image.Image) -> np.ndarray:
 
     Raises preprocess.ImageError when there is no digit-sized ink yet.
     """
-    from .preprocess import preprocess
+    from ..imaging.preprocess import preprocess
 
     return preprocess(image)
 
@@ -301,7 +301,7 @@ class DrawApp:
     def predict(self, drawing: bool = False) -> None:
         """Read the drawing; `drawing` says a stroke is still going on (a live update, not the last word)."""
         from .predict import classify
-        from .image import ImageError
+        from ..imaging.image import ImageError
 
         if self.pending is not None:
             self.root.after_cancel(self.pending)

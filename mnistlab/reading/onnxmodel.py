@@ -1,7 +1,7 @@
 """mnistlab's ONNX files: what their metadata holds, and running them with onnxruntime.
 
 An exported model takes float32 N x 1 x 28 x 28 digits in [0, 1], white ink on black and framed as
-MNIST's (what reading.preprocess makes), and returns N x classes logits. The normalization
+MNIST's (what imaging.preprocess makes), and returns N x classes logits. The normalization
 (x - mean) / std is the first step of its graph, so a program using the file needs nothing from
 mnistlab; the metadata (the model's metadata_props) names the classes and restates the normalization
 for people, with the source checkpoint and what the export was checked on.

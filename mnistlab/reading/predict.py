@@ -1,6 +1,6 @@
 """`mnistlab predict`: read people's digit images with a checkpoint.
 
-Each file goes through the same preparation as `mnistlab draw` (reading.preprocess: the sheet in a
+Each file goes through the same preparation as `mnistlab draw` (imaging.preprocess: the sheet in a
 photo of one, polarity, ink box, 20x20 fit, centre of mass in 28x28), or with `multi` each digit of a
 row written on it; the model then sees all the digits at once.
 A file that cannot be read becomes an error line of its own; the others are still predicted.
@@ -183,8 +183,8 @@ def expand_inputs(items: list[str]) -> list[Path]:
 
 def _prepare(args: tuple[str, bool, bool]):
     """One file's 28x28 digits (one, or each of a row with `multi`), or the reason it has none."""
-    from .image import ImageError
-    from .preprocess import preprocess, preprocess_digits
+    from ..imaging.image import ImageError
+    from ..imaging.preprocess import preprocess, preprocess_digits
 
     path, frame, multi = args
     try:
@@ -243,8 +243,8 @@ def predict_images(items: list, classifier: Classifier, top_k: int = 1, frame: b
     H x W x 3/4; uint8, or floats in [0, 1]). An item that is not an image becomes a UserError."""
     from PIL import Image
 
-    from .image import ImageError
-    from .preprocess import preprocess
+    from ..imaging.image import ImageError
+    from ..imaging.preprocess import preprocess
 
     digits, names = [], []
     for n, item in enumerate(items):

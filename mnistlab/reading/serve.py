@@ -7,8 +7,8 @@
     GET  /health    {"status": "ok", "model", "backend", "classes"}
     GET  /          the drawing page (page.html beside this file)
 
-An upload goes through the very path of `mnistlab predict` (reading.image's safe decoding, then
-reading.preprocess, then predict.classify), so the same image gets the same answer. Every error is
+An upload goes through the very path of `mnistlab predict` (imaging.image's safe decoding, then
+imaging.preprocess, then predict.classify), so the same image gets the same answer. Every error is
 a 4xx with a one-line JSON body: {"error": ...} for a request that is wrong (400 empty or malformed,
 413 over the size limit), {"path": ..., "error": ...} as predict --json writes it for an image that
 cannot be read as a digit (422: not an image, truncated, a decompression bomb, no ink).
@@ -33,7 +33,7 @@ from ..errors import UserError, one_line
 
 PAGE = Path(__file__).resolve().parent / "page.html"
 MAX_UPLOAD = 16 * 2**20  # bytes; a 48 MP phone JPEG is ~15 MB
-# Uploads decoded at once: one image at the 50 MP limit of reading.image takes ~1 GB while it is prepared.
+# Uploads decoded at once: one image at the 50 MP limit of imaging.image takes ~1 GB while it is prepared.
 DECODING_AT_ONCE = max(2, min(8, os.cpu_count() or 2))
 INSTALL = "pip install 'mnistlab[serve]'"
 
@@ -186,9 +186,9 @@ async def read_body(request, limit: int) -> bytes:
 
 def read_digit(classifier, model_lock, data: bytes, name: str, top_k: int, frame: bool, with_input: bool) -> dict:
     """What `predict --json` says of one image, for bytes; a Refused (422) when they hold no readable digit."""
-    from .image import ImageError, open_image_bytes
+    from ..imaging.image import ImageError, open_image_bytes
     from .predict import classify, describe
-    from .preprocess import preprocess
+    from ..imaging.preprocess import preprocess
 
     try:
         digit = preprocess(open_image_bytes(data, name), frame=frame)

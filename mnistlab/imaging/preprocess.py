@@ -6,7 +6,7 @@ kept), then placed in a 28x28 frame with their centre of mass at the centre,
 white ink on black. A model trained on MNIST only understands images made that
 way, so `predict` and the drawing window both send their images through
 `mnist_frame`, which repeats those steps on photos, scans and drawings; a photo
-of a whole sheet lying on a table is first cut down to the sheet (page.py).
+of a whole sheet lying on a table is first cut down to the sheet (sheet.py).
 `mnist_frames` does the same for each digit of a row written on one picture.
 
 OpenCV does the image work; torch is not imported here, and the command line
@@ -24,7 +24,7 @@ import numpy as np
 from PIL import Image
 
 from .image import ImageError, open_image, to_grayscale
-from .page import cut_to_sheet, find_sheet
+from .sheet import cut_to_sheet, find_sheet
 
 FRAME = 28
 BOX = 20  # MNIST fits the longer side of the digit into 20x20

@@ -23,6 +23,12 @@ from ..errors import UserError, one_line
 MAX_PIXELS = 50_000_000
 # A JPEG decoded for reading its digit needs no more pixels a side than this (preprocess works at 2048).
 DECODE_SIDE = 2048
+# The only formats ever opened: raster images decoded by Pillow's own code. Pillow would also hand an EPS
+# file to Ghostscript (an outside program that runs the file's PostScript), so nothing is identified by
+# content alone: a file in any other format is "not an image mnistlab reads". (A phone's MPO file opens
+# as JPEG.)
+RASTER_FORMATS = ("PNG", "JPEG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "PCX", "TGA", "ICO")
+NOT_AN_IMAGE = "not an image (or not a raster format mnistlab reads, such as PNG or JPEG)"
 
 
 class ImageError(UserError):
@@ -62,7 +68,7 @@ def _decode(source, name: str, grey: bool = False) -> Image.Image:
         with warnings.catch_warnings():
             # Pillow only warns between its limit and twice that; a warning is still a bomb.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(source) as img:
+            with Image.open(source, formats=RASTER_FORMATS) as img:
                 _check_size(name, img.size)
                 if grey and img.format == "JPEG" and img.mode == "RGB":
                     img.draft("L", _draft_size(img.size))
@@ -75,7 +81,7 @@ def _decode(source, name: str, grey: bool = False) -> Image.Image:
     except ImageError:
         raise
     except Image.UnidentifiedImageError:
-        raise ImageError(f"{name}: not an image (or a format Pillow cannot read)") from None
+        raise ImageError(f"{name}: {NOT_AN_IMAGE}") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{name}: image is too large (Pillow refuses it as a possible decompression bomb)") from None
     except PermissionError:
