@@ -278,6 +278,9 @@ class EmaConfig(Strict):
     """An exponential moving average of the weights, scored and checkpointed as the model (training/ema.py)."""
 
     decay: Float = Field(0.999, ge=0.0, lt=1.0)  # per optimizer step
+    # the decay rises to `decay` over the first updates (timm's ModelEmaV3 warm-up), so an early
+    # epoch's average is not still its random start; false: `decay` from the first update
+    warmup: bool = True
 
 
 def expand_shorthand(value):

@@ -15,13 +15,18 @@ from test_train import read_metrics, run_dirs
 KEEP = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
-def test_the_average_follows_the_formula_for_weights_and_batchnorm_statistics():
+@pytest.mark.parametrize("warmup", [False, True])
+def test_the_average_follows_the_formula_for_weights_and_batchnorm_statistics(warmup):
     torch.manual_seed(0)
     trained = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
-    ema = build_ema(load_config(raw={"model": "iter5", "train": {"ema": {"decay": 0.75}}}).train.ema, trained)
+    setting = load_config(raw={"model": "iter5", "train": {"ema": {"decay": 0.75, "warmup": warmup}}}).train.ema
+    ema = build_ema(setting, trained)
     expected = {k: v.clone().float() for k, v in trained.state_dict().items()}
     ema.update_parameters(trained)  # the first update copies
-    for _ in range(3):
+    # timm's ModelEmaV3 warm-up (warmup_power 2/3): 1 - (1 + k)**(-2/3) at the k-th update, capped by decay
+    decays = [min(0.75, 1 - (1 + k) ** (-2 / 3)) for k in range(1, 10)] if warmup else [0.75] * 6
+    assert (decays[0] < 0.4 if warmup else decays[0] == 0.75) and decays[-1] == 0.75  # both regimes are seen
+    for decay in decays:
         trained.train()(torch.randn(8, 3))  # moves the running statistics
         with torch.no_grad():
             for p in trained.parameters():
@@ -29,11 +34,22 @@ def test_the_average_follows_the_formula_for_weights_and_batchnorm_statistics():
         ema.update_parameters(trained)
         for k, v in trained.state_dict().items():
             if v.is_floating_point():
-                expected[k] = 0.75 * expected[k] + 0.25 * v
+                expected[k] = decay * expected[k] + (1 - decay) * v
     for k, v in ema.module.state_dict().items():
         if v.is_floating_point():
             assert torch.allclose(v, expected[k], atol=1e-6), k
     assert type(ema.module) is type(trained) and not torch.equal(ema.module[0].weight, trained[0].weight)
+
+
+def test_with_the_warm_up_an_early_average_is_not_its_random_start(cli, tmp_path, mnist_root):
+    """compact8k after a short first epoch: without the warm-up its average (decay 0.999) still holds mostly
+    the initial weights and reads near chance; with it, it reads about as well as the trained weights."""
+    late = ema_run(cli, tmp_path / "late", mnist_root, "--set", "train.ema.warmup=false", "--set", "train.epochs=1",
+                   "--set", "train.limit_train_batches=60")
+    warm = ema_run(cli, tmp_path / "warm", mnist_root, "--set", "train.epochs=1", "--set", "train.limit_train_batches=60")
+    late_acc, warm_acc = (float(read_metrics(d)[0]["val_acc"]) for d in (late, warm))
+    train_acc = float(read_metrics(warm)[0]["train_acc"])
+    assert late_acc < 0.2 and warm_acc > max(0.3, late_acc + 0.2, train_acc - 0.15), (late_acc, warm_acc, train_acc)
 
 
 def test_ema_shorthands_and_bounds():
