@@ -247,9 +247,10 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
 def load_checked_config(path: str, overrides: list[str]):
     """The config file plus overrides, validated, with the model name and options checked against the registry."""
     from .config import load_config
+
+    cfg = load_config(path, overrides)  # a typo is reported before torch is imported (seconds on a busy machine)
     from .models import check_model
 
-    cfg = load_config(path, overrides)
     try:
         check_model(cfg.model.name, cfg.model.kwargs)
     except UserError as exc:

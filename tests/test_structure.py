@@ -125,3 +125,14 @@ def test_help_imports_no_torch():
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
+
+
+def test_a_config_typo_is_reported_before_torch_is_imported(tmp_path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("model: iter5\ntrian: {epochs: 1}\n")
+    code = ("import sys\nfrom mnistlab.cli import main\n"
+            f"assert main(['train', {str(bad)!r}]) == 2\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "trian: unknown key" in result.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from mnistlab.cli import main
 from mnistlab.style import paint
-from mnistlab.training.trainer import epoch_line, result_line
+from mnistlab.training.trainer import epoch_line, result_lines
 
 ESC = "\033["
 
@@ -36,8 +36,17 @@ def test_a_terminal_gets_colour(colour_env):
     line = epoch_line(ROW, 10, improved=True)
     assert line.endswith(f"  {ESC}32m*{ESC}0m")
     assert epoch_line(ROW, 10, improved=False).count(ESC) == 0  # only the mark is coloured
-    result = result_line(SUMMARY, 10_000)
+    result = result_lines(SUMMARY, 10_000)[0]
     assert paint(result, "result").startswith(f"{ESC}1;32mtest accuracy 99.12%")
+
+
+def test_the_result_lines_fit_120_columns_with_every_option():
+    tta = {**SUMMARY, "tta": True, "test_acc_single_view": 0.9901, "test_n": 1_024, "train_time_s": 123_456.7,
+           "best_epoch": 1_000, "epochs_run": 1_000}
+    for summary in (SUMMARY, tta, {**SUMMARY, "test_acc": None}, {**tta, "selected_on": "last"}):
+        lines = result_lines(summary, 10_000)
+        assert all(len(line) <= 120 for line in lines), lines
+    assert "single view 99.01%" in result_lines(tta, 10_000)[0] and "on 1,024 of 10,000 test images" in result_lines(tta, 10_000)[0]
 
 
 def test_no_colour_with_no_color_or_dumb_terminal_or_a_pipe(colour_env):

@@ -398,6 +398,27 @@ def test_the_progress_bar_shows_the_running_loss_and_accuracy(monkeypatch):
         assert float(values["loss"]) > 0 and 0 <= float(values["acc"].rstrip("%")) <= 100
 
 
+def test_into_a_log_file_a_long_epoch_prints_plain_progress_lines(monkeypatch):
+    import io
+
+    import mnistlab.training.engine as engine
+
+    log = io.StringIO()  # not a terminal: no bar
+    monkeypatch.setattr(sys, "stderr", log)
+    monkeypatch.setattr(engine, "LOG_EVERY_S", 0.0)  # as if every step took a minute
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))
+    batches = [(torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))) for _ in range(5)]
+    engine.train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.01), torch.device("cpu"),
+                           desc="epoch 1/3")
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 5 and lines[-1].startswith("  epoch 1/3: 5/5 batches, loss ") and lines[-1].endswith("%")
+    log.seek(0), log.truncate()
+    engine.train_one_epoch(model, batches, torch.optim.SGD(model.parameters(), lr=0.01), torch.device("cpu"),
+                           show_progress=False)  # --quiet
+    assert log.getvalue() == ""
+
+
 def test_the_epoch_loss_weighs_each_batch_by_its_size_and_finds_the_first_non_finite_step():
     from mnistlab.training.engine import train_one_epoch
 

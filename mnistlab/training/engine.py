@@ -97,6 +97,9 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 
 REFRESH_S = 0.5  # the progress bar's running loss and accuracy, about twice a second
+# Into a log file (stderr not a terminal) there is no bar: a plain line this often instead, so a long
+# epoch (38 minutes once, on a loaded machine) shows it is alive
+LOG_EVERY_S = 60.0
 
 
 def progress(batches, desc: str, enabled: bool):
@@ -119,7 +122,8 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
     hits = torch.zeros(len(batches), dtype=torch.int64, device=device)
     sizes = []
     bar = progress(batches, desc, show_progress)
-    next_refresh = 0.0
+    next_refresh, next_line = 0.0, time.monotonic() + LOG_EVERY_S
+    log_lines = show_progress and not sys.stderr.isatty()
     for step, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
@@ -143,9 +147,14 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
             on_step(step, losses[step])
         if not bar.disable and time.monotonic() >= next_refresh:  # reading the figures waits for the device
             next_refresh = time.monotonic() + REFRESH_S
-            bar.set_postfix(loss=f"{losses[:step + 1].mean().item():.4f}",
-                            acc=f"{hits[:step + 1].sum().item() / sum(sizes):.2%}",
+            loss_now, acc_now = running(losses, hits, sizes)
+            bar.set_postfix(loss=f"{loss_now:.4f}", acc=f"{acc_now:.2%}",
                             lr=f"{optimizer.param_groups[0]['lr']:.1e}", refresh=False)
+        if log_lines and time.monotonic() >= next_line:
+            next_line = time.monotonic() + LOG_EVERY_S
+            loss_now, acc_now = running(losses, hits, sizes)
+            print(f"  {desc}: {step + 1:,}/{len(batches):,} batches, loss {loss_now:.4f}, acc {acc_now:.2%}",
+                  file=sys.stderr, flush=True)
     bar.close()
     n, seen = len(sizes), sum(sizes)
     weights = torch.tensor(sizes, dtype=torch.float64, device=device)  # a short last batch weighs less
@@ -153,6 +162,12 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
     nonfinite = (~torch.isfinite(losses[:n])).nonzero()
     return EpochStats(loss_sum / max(seen, 1), hits[:n].sum().item() / max(seen, 1), seen,
                       int(nonfinite[0, 0]) if len(nonfinite) else -1)
+
+
+def running(losses: torch.Tensor, hits: torch.Tensor, sizes: list[int]) -> tuple[float, float]:
+    """The epoch's mean loss and accuracy so far (over the len(sizes) steps done; reads the device)."""
+    n = len(sizes)
+    return losses[:n].mean().item(), hits[:n].sum().item() / max(sum(sizes), 1)
 
 
 @torch.inference_mode()

@@ -299,7 +299,9 @@ def finish(t: Training, stopped_early: bool, train_time: float, score_test: bool
         write_run_curves_safely(t.run_dir, t.log)
     if t.tb:
         t.tb.finish(summary)
-    t.log(paint(result_line(summary, len(t.data.test_y)), "result"))
+    score_line, how = result_lines(summary, len(t.data.test_y))
+    t.log(paint(score_line, "result"))
+    t.log(how)
     t.log(f"run directory: {t.run_dir}")
     return summary
 
@@ -410,19 +412,18 @@ def epoch_line(row: dict, epochs: int, improved: bool) -> str:
     return "  ".join(parts) + ("  " + paint("*", "best") if improved else "")
 
 
-def result_line(summary: dict, test_size: int) -> str:
+def result_lines(summary: dict, test_size: int) -> tuple[str, str]:
+    """The run's result as two lines within 120 columns: the score, then which epoch and how it was chosen."""
     n, monitor = summary["test_n"], summary["selected_on"]
     selected = f"selected on {monitor}" if monitor != "last" else "the last epoch"
+    how = f"best epoch {summary['best_epoch']} of {summary['epochs_run']}, {selected}; " \
+          f"trained in {summary['train_time_s']:.1f}s"
     if summary["test_acc"] is None:
         val = f"val accuracy {summary['val_acc']:.2%}" if summary["val_acc"] is not None else "no validation set"
-        return (f"{val}, test set not scored; best epoch {summary['best_epoch']} of {summary['epochs_run']}, "
-                f"{selected}; trained in {summary['train_time_s']:.1f}s")
-    scored = f"all {n:,}" if n == test_size else f"only {n:,} of {test_size:,} (limit_eval_batches)"
-    how = f" with test-time augmentation, {summary['test_acc_single_view']:.2%} single-view," if "tta" in summary \
-        else ""
-    return (f"test accuracy {summary['test_acc']:.2%} (loss {summary['test_loss']:.4f}){how} on {scored} test "
-            f"images; best epoch {summary['best_epoch']} of {summary['epochs_run']}, {selected}; "
-            f"trained in {summary['train_time_s']:.1f}s")
+        return f"{val}, test set not scored", how
+    scored = f"all {n:,} test images" if n == test_size else f"{n:,} of {test_size:,} test images (limit_eval_batches)"
+    views = f"; 7 views, single view {summary['test_acc_single_view']:.2%}" if "tta" in summary else ""
+    return f"test accuracy {summary['test_acc']:.2%} (loss {summary['test_loss']:.4f}{views}) on {scored}", how
 
 
 def device_name(device: torch.device) -> str:
