@@ -151,5 +151,5 @@ def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | Non
     log("")
     log(f"{len(comparison.rows)} config(s): {trained} run(s) trained, {reused} reused, {failed} failed"
         + (f"; interrupted, {comparison.skipped} config(s) not run" if comparison.interrupted else ""))
-    log("wrote " + ", ".join(str(f) for f in files))
+    log(f"wrote into {files[0].parent}: " + ", ".join(f.name for f in files))  # one folder (write_outputs)
     return 130 if comparison.interrupted else 1 if comparison.failed else 0
