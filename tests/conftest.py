@@ -15,6 +15,10 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "fixed"))
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Fixtures shared by several test modules live in these modules; pytest finds them here, so no test
+# module imports a fixture by name (mnist_cnn: real MNIST digits and a small CNN trained on them once)
+pytest_plugins = ["mnist_cnn"]
+
 
 def data_dir() -> Path | None:
     """Real MNIST: $MNISTLAB_DATA_DIR, else ../shared/data beside the repo."""

@@ -26,7 +26,6 @@ from PIL import Image, ImageDraw
 
 from pages import row_on_sheet, sheet_on_table, sheet_photo
 from digit_styles import canvas_digit, toy_digit
-from mnist_cnn import classify, mnist, plain_accuracy, sample  # noqa: F401  (fixtures)
 from mnistlab.imaging import preprocess as preprocess_module, sheet as page
 from mnistlab.imaging.image import ImageError
 from mnistlab.reading.predict import SHIPPED

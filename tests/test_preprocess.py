@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw
 
 from digit_styles import STYLES, canvas_digit, draw, pen_on_canvas, png_header_only, save, toy_digit
-from mnist_cnn import N_DIGITS, REPO, classify, mnist, plain_accuracy, sample  # noqa: F401  (fixtures)
+from mnist_cnn import REPO
 from mnistlab.imaging import image as pp
 from mnistlab.imaging.image import ImageError, open_image, to_grayscale
 from mnistlab.imaging.preprocess import mnist_frame, preprocess
