@@ -161,7 +161,8 @@ def _with_metadata(graph: bytes, ckpt: dict, classifier, source: Path, checked: 
             "input": f"{INPUT}: float32 N x 1 x 28 x 28, values in [0, 1], white ink on black",
             "output": f"{OUTPUT}: float32 N x {len(classifier.classes)}, in the order of classes",
             "model": json.dumps({"name": ckpt["model"]["name"], "kwargs": ckpt["model"].get("kwargs", {})}),
-            "source": str(source), "metrics": json.dumps(metrics), "checked": checked,
+            "source": source.name,  # the file name only: no path of the exporting machine
+            "metrics": json.dumps(metrics), "checked": checked,
             "mnistlab_version": __version__}
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
