@@ -164,6 +164,8 @@ def add_models(commands) -> None:
     p = commands.add_parser("models", help="list the registered models with parameter counts")
     p.add_argument("pattern", nargs="?", default="*", help="shell-style pattern, e.g. 'iter*'")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--layers", action="store_true",
+                   help="print each matching model's exact layers (PyTorch's module tree: sizes, padding, strides)")
     p.set_defaults(handler=cmd_models)
 
 
@@ -442,6 +444,12 @@ def cmd_models(args) -> int:
         raise UserError(f"no model matches {args.pattern!r}; `mnistlab models` lists them all")
     if args.json:
         print(json.dumps(rows, indent=2))
+        return 0
+    if args.layers:
+        from .models import create_model
+
+        for r in rows:  # as a checkpoint rebuilds them: 10 classes, 1 input channel, default options
+            print(f"{r['name']} ({r['params']:,} parameters):\n{create_model(r['name'], num_classes=10, in_channels=1)}")
         return 0
     width = max(len(r["name"]) for r in rows)
     print(f"{'model':<{width}}  {'parameters':>11}  what it is (10 classes, 1x28x28 input; `mnistlab summary NAME` "

@@ -7,6 +7,8 @@ by MkDocs) whose links and pictures all exist, and a Configs page that describes
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import typing
 from pathlib import Path
 
@@ -187,3 +189,19 @@ def test_the_configs_page_describes_every_key():
     assert missing == [], f"docs/configs.md does not describe these config keys: {missing}"
     stale = [k for k in documented if k not in keys]
     assert stale == [], f"docs/configs.md describes keys the schema does not have: {stale}"
+
+
+def test_the_checkpoint_page_rebuilds_the_shipped_model_with_torch_alone():
+    """docs/checkpoints.md's example runs as written (from the repository root) and reads its drawn 1."""
+    text = (DOCS / "checkpoints.md").read_text(encoding="utf-8")
+    block = text.split("```python\n", 1)[1].split("```", 1)[0]
+    assert "mnistlab" not in block.replace("mnistlab/reading/weights/default.pt", "")  # torch alone
+    result = subprocess.run([sys.executable, "-c", block], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1"
+
+
+def test_models_layers_prints_each_models_exact_layers(cli):
+    code, out, _ = cli("models", "cnn3_bn", "--layers")
+    assert code == 0 and out.startswith("cnn3_bn (") and "Conv2d(1, 32, kernel_size=(3, 3)" in out
+    assert "padding=(1, 1)" in out and "Linear(in_features=1152, out_features=128" in out
