@@ -443,6 +443,7 @@ class _KeyError(ValueError):
 # ---------------------------------------------------------------- loading
 
 PACKAGED = Path(__file__).resolve().parent / "configs"  # the configs that ship with mnistlab
+PACKAGED_SWEEPS = Path(__file__).resolve().parent / "sweeps"  # the sweep files that ship with it
 
 
 def packaged_configs() -> list[str]:
@@ -452,15 +453,25 @@ def packaged_configs() -> list[str]:
 def resolve_config(name_or_path: str | Path) -> Path:
     """A config file: the path if it exists (a path always wins), else the packaged config of that name
     (`iter5` or `iter5.yaml`), else one UserError suggesting names."""
+    return resolve_packaged(name_or_path, PACKAGED, "config file", "`mnistlab configs` lists the packaged ones")
+
+
+def resolve_sweep(name_or_path: str | Path) -> Path:
+    """A sweep file, found as a config is: the path, else the packaged sweep of that name (`iter5_lr`)."""
+    return resolve_packaged(name_or_path, PACKAGED_SWEEPS, "sweep file", "the packaged ones: "
+                            + ", ".join(sorted(p.stem for p in PACKAGED_SWEEPS.glob("*.yaml"))))
+
+
+def resolve_packaged(name_or_path: str | Path, folder: Path, what: str, listing: str) -> Path:
     path = Path(name_or_path)
     if path.exists():
         return path
     if path.parent == Path(".") and path.suffix in ("", ".yaml", ".yml"):
-        packaged = PACKAGED / f"{path.stem}.yaml"
+        packaged = folder / f"{path.stem}.yaml"
         if packaged.is_file():
             return packaged
-    hint = did_you_mean(path.stem, packaged_configs()) or "; `mnistlab configs` lists the packaged ones"
-    raise UserError(f"config file not found: {path}{hint}")
+    hint = did_you_mean(path.stem, sorted(p.stem for p in folder.glob("*.yaml"))) or f"; {listing}"
+    raise UserError(f"{what} not found: {path}{hint}")
 
 
 def read_yaml(path: str | Path) -> dict:

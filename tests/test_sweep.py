@@ -366,3 +366,14 @@ def test_postgres_workers_one_killed_one_joining(tmp_path, mnist_root, postgres)
     retried = [t for t in trials if t.system_attrs.get("failed_trial") is not None]
     assert len(retried) == 1 and retried[0].params == trials[retried[0].system_attrs["failed_trial"]].params
     assert retried[0].state.name in ("COMPLETE", "PRUNED")
+
+
+def test_a_packaged_sweep_file_loads_by_name_as_configs_do(tmp_path, monkeypatch):
+    from mnistlab.errors import UserError
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    monkeypatch.chdir(tmp_path)  # nothing called iter5_lr here: the packaged one
+    sweep, base = load_sweep("iter5_lr")
+    assert base.name == "iter5.yaml" and sweep.study
+    with pytest.raises(UserError, match="sweep file not found: iter5_lrr; did you mean 'iter5_lr'"):
+        load_sweep("iter5_lrr")

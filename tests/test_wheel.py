@@ -43,7 +43,7 @@ def mnistlab(installed, cwd, *args):
                           cwd=cwd, env=env, timeout=300)
 
 
-def test_the_installed_wheel_runs_the_readme_commands_from_an_empty_folder(installed, tmp_path):
+def test_the_installed_wheel_runs_the_readme_commands_from_an_empty_folder(installed, tmp_path, mnist_root):
     where = mnistlab(installed, tmp_path, "--version")
     check = subprocess.run([sys.executable, "-c", "import mnistlab; print(mnistlab.__file__)"], capture_output=True,
                            text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(installed)})
@@ -59,6 +59,11 @@ def test_the_installed_wheel_runs_the_readme_commands_from_an_empty_folder(insta
     image.save(tmp_path / "seven.png")
     read = mnistlab(installed, tmp_path, "predict", "seven.png", "--ckpt", "default")
     assert read.returncode == 0 and "seven.png: 7" in read.stdout, read.stdout + read.stderr
+
+    sweep = mnistlab(installed, tmp_path, "sweep", "iter5_lr", "--n-trials", "1", "--set", "train.epochs=1", "--set",
+                     "train.limit_train_batches=2", "--set", "train.limit_eval_batches=1", "--data-dir", mnist_root)
+    assert sweep.returncode == 0, sweep.stderr  # a packaged sweep file by name, as configs load
+    assert (tmp_path / "checkpoints" / "sweeps").is_dir()
 
     pytest.importorskip("onnxruntime")
     export = mnistlab(installed, tmp_path, "export", "default", "-o", "model.onnx", "--check", "100")

@@ -27,7 +27,7 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ..config import Float, Int, Strict, folder_name_problem, load_config, resolve_config
+from ..config import Float, Int, Strict, folder_name_problem, load_config, resolve_config, resolve_sweep
 from ..errors import UserError, one_line
 from ..yamlfile import read_yaml_file
 
@@ -126,7 +126,7 @@ class SweepConfig(Strict):
 
 def load_sweep(path: str | Path, overrides: list[str] = ()) -> tuple[SweepConfig, Path]:
     """The validated sweep file (with --set overrides added to its `set`) and its base config's path."""
-    path = Path(path)
+    path = resolve_sweep(path)  # a path, or the name of a packaged sweep file
     raw = read_yaml_file(path, "sweep file")
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a sweep file is a mapping of keys (base, space, ...), not a {type(raw).__name__}")
