@@ -159,6 +159,8 @@ def add_predict(commands) -> None:
 def add_draw(commands) -> None:
     p = commands.add_parser("draw", help="a window to draw digits in with the mouse, read by a checkpoint as you draw")
     add_ckpt_option(p)
+    p.add_argument("--collect", metavar="DIR", help="save each drawing into DIR/<class>/ as a PNG when you press "
+                   "its class's key (0-9), to fine-tune on DIR; nothing written over")
     p.set_defaults(handler=cmd_draw)
 
 
@@ -409,7 +411,7 @@ def sort_results(results: list[dict], sort_into: str | None) -> str | UserError 
 def cmd_draw(args) -> int:
     from .reading.draw import run_draw
 
-    return run_draw(args.ckpt)
+    return run_draw(args.ckpt, collect=args.collect)
 
 
 def cmd_configs(args) -> int:

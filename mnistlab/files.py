@@ -7,6 +7,7 @@ through here: a temporary file in the same folder, flushed, fsynced and renamed 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import tempfile
@@ -117,3 +118,13 @@ def folder_name(label: str) -> str:
     `T-shirt/top` -> `T-shirt_top`; digits and letters stay as they are."""
     name = re.sub(r'[\x00-\x1f/\\:*?"<>|]', "_", label)
     return f"_{name}" if not name or name.startswith(".") else name
+
+
+def class_folder(root: Path, label: str) -> Path:
+    """root/<folder_name(label)>, made when missing: where a class's images go. A file in its place is an
+    OSError that says so (mkdir's "File exists" would not)."""
+    folder = Path(root) / folder_name(label)
+    if folder.is_file():
+        raise FileExistsError(errno.EEXIST, "a file of that name is in the way", str(folder))
+    folder.mkdir(exist_ok=True)
+    return folder

@@ -1,7 +1,8 @@
-"""Collecting a user's own digits: `mnistlab predict IMAGES --sort-into DIR` (copies into DIR/<prediction>/).
+"""Collecting a user's own digits: `mnistlab draw --collect DIR` (a key press saves the drawing into
+DIR/<key>/) and `mnistlab predict IMAGES --sort-into DIR` (copies into DIR/<prediction>/).
 
-`mnistlab draw --collect DIR` is tested in tests/test_draw.py, where the window's helpers are. Digits here
-are drawn as the drawing window draws them (tests/drawn_digits.py) and read by the shipped model.
+The window runs under its own Xvfb, driven as tests/test_draw.py drives it (its `Window`), with the
+shipped model. Digits are drawn as the drawing window draws them (tests/drawn_digits.py).
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from conftest import REPO
-from drawn_digits import DIGITS, render
+from drawn_digits import DIGITS, render, seven
 from mnistlab.files import folder_name, write_new_file
+from mnistlab.reading.draw import CANVAS, Collection
 from mnistlab.reading.predict import SHIPPED
+from test_draw import Window
 
 
 def digits_folder(folder: Path) -> dict[str, str]:
@@ -142,3 +147,82 @@ def test_write_new_file_takes_the_first_free_name(tmp_path):
     assert hashes(tmp_path) == {name: hashlib.sha256(data).hexdigest() for name, data in
                                 [("a.png", b"mine"), ("a-1.png", b"1"), ("a-2.png", b"2"), ("b.png", b"3"),
                                  ("b_1.png", b"4")]}
+
+
+# ---------------------------------------------------------------- draw --collect
+
+@pytest.fixture(scope="module")
+def collecting(display, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("collect_window")
+    (workdir / "mine" / "3").mkdir(parents=True)
+    (workdir / "mine" / "3" / "old.png").write_bytes(b"the user's own file")  # counted, never touched
+    (workdir / "mine" / "4").write_text("a file where class 4's folder goes")
+    app = Window(display, SHIPPED, workdir, args=("--collect", workdir / "mine"))
+    yield app, workdir / "mine"
+    app.close()
+    assert app.process.returncode == 0, app.output()
+
+
+def key(window: Window, name: str, event: str) -> dict:
+    start = len(window.events())
+    window.xdotool("key", "--clearmodifiers", name)
+    return window.wait_for(lambda e: e["event"] == event, start)
+
+
+def test_a_key_press_saves_the_drawing_into_its_class_folder(collecting):
+    window, root = collecting
+    window.press("Escape")
+    nothing = key(window, "7", "not_saved")
+    assert nothing["reason"] == "nothing drawn yet" and not (root / "7").exists()
+    saved = []
+    for _ in range(2):
+        window.draw(seven())
+        saved.append(key(window, "7", "saved"))
+        assert window.events()[-2]["event"] == "clear"  # the canvas is cleared for the next digit
+    first, second = (Path(s["path"]) for s in saved)
+    assert first.parent == second.parent == root / "7" and first.name != second.name
+    assert saved[-1]["counts"] == {**{str(d): 0 for d in range(10)}, "3": 1, "7": 2}
+    drawn = Image.open(first)
+    assert drawn.size == (CANVAS, CANVAS) and drawn.mode == "L"  # the canvas picture, as drawn
+    ink, meant = np.asarray(drawn) < 128, np.asarray(render(seven())) < 128
+    assert (ink & meant).sum() / (ink | meant).sum() > 0.9  # xdotool's points land on whole pixels: near enough
+    assert (root / "3" / "old.png").read_bytes() == b"the user's own file"
+
+
+def test_other_keys_save_nothing_and_the_old_keys_still_work(collecting):
+    window, root = collecting
+    window.press("Escape")
+    window.draw(seven())
+    before = tree(root)
+    hint = key(window, "x", "not_saved")
+    assert hint == {"event": "not_saved", "key": "x", "reason": "not a class"}
+    window.xdotool("key", "--clearmodifiers", "ctrl+z")
+    window.wait_for(lambda e: e["event"] == "undo" and e["strokes"] == 0, 0)
+    assert key(window, "7", "not_saved")["reason"] == "nothing drawn yet"
+    window.draw(seven())
+    assert window.press("c")["ink_pixels"] == 0  # C still clears: no class is called c
+    assert tree(root) == before
+
+
+def test_a_failed_save_is_one_line_and_the_window_goes_on(collecting):
+    window, root = collecting
+    window.press("Escape")
+    window.draw(seven())
+    failed = key(window, "4", "not_saved")
+    assert failed["reason"] == f"not saved: cannot read or write {root / '4'}: a file of that name is in the way"
+    assert f"mnistlab draw: {failed['reason']}" in window.output().splitlines()
+    assert (root / "4").read_text() == "a file where class 4's folder goes"
+    assert key(window, "5", "saved")["path"].startswith(str(root / "5"))  # the drawing was kept: saved as 5 now
+
+
+def test_collect_refuses_a_file_and_classes_no_key_can_name(tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("a file")
+    result = subprocess.run([sys.executable, "-m", "mnistlab", "draw", "--ckpt", SHIPPED, "--collect", blocker],
+                            capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2 and result.stderr == f"mnistlab draw: error: --collect: {blocker} is a file, " \
+                                                       "not a folder\n"
+    with pytest.raises(Exception, match="no class of this checkpoint is a single character"):
+        Collection.open(tmp_path / "fashion", ["T-shirt/top", "Trouser"])
+    collection = Collection.open(tmp_path / "letters", ["A", "B", "ab"])
+    assert collection.keys == ["A", "B"] and collection.keys_text() == "A B"

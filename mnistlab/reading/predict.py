@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..files import folder_name, write_new_file
+from ..files import class_folder, folder_name, write_new_file
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "default.pt"
 PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves (threads serve)
@@ -303,11 +303,10 @@ def sort_into(results: list[dict], out: str | Path) -> dict[str, int]:
             result["sorted_into"] = str(source)
             continue
         try:
-            folder.mkdir(exist_ok=True)
-            target = write_new_file(folder, source.stem, source.suffix, source.read_bytes(), sep="-")
+            target = write_new_file(class_folder(out, result["prediction"]), source.stem, source.suffix,
+                                    source.read_bytes(), sep="-")
         except OSError as exc:
-            why = "a file of that name is in the way" if folder.is_file() else exc.strerror or exc
-            raise UserError(f"--sort-into: cannot copy {source} into {folder}: {why} "
+            raise UserError(f"--sort-into: cannot copy {source} into {folder}: {exc.strerror or exc} "
                             f"({counts['copied']} file(s) copied before)", exit_code=1) from None
         result["sorted_into"] = str(target)
         counts["copied"] += 1
