@@ -127,7 +127,7 @@ class Collection:
     counts: dict[str, int]
 
     @classmethod
-    def open(cls, root: str | Path, classes: list[str]) -> "Collection":
+    def open(cls, root: str | Path, classes: list[str]) -> Collection:
         root = make_dir(root, "--collect")
         keys = [c for c in classes if len(c) == 1]
         if not keys:
