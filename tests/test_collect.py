@@ -226,3 +226,15 @@ def test_collect_refuses_a_file_and_classes_no_key_can_name(tmp_path):
         Collection.open(tmp_path / "fashion", ["T-shirt/top", "Trouser"])
     collection = Collection.open(tmp_path / "letters", ["A", "B", "ab"])
     assert collection.keys == ["A", "B"] and collection.keys_text() == "A B"
+
+
+def test_write_new_file_without_hard_links(tmp_path, monkeypatch):
+    """On a file system without hard links (FAT, some network shares) the free name is opened with O_EXCL."""
+    def no_links(*_args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    (tmp_path / "a.png").write_bytes(b"mine")
+    assert write_new_file(tmp_path, "a", ".png", b"new", sep="-").name == "a-1.png"
+    assert hashes(tmp_path) == {"a.png": hashlib.sha256(b"mine").hexdigest(),
+                                "a-1.png": hashlib.sha256(b"new").hexdigest()}  # and no temporary file left
