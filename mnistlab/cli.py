@@ -148,6 +148,8 @@ def add_predict(commands) -> None:
     p.add_argument("--save-preprocessed", metavar="DIR", help="write the 28x28 image the model saw, per input")
     p.add_argument("--multi", action="store_true", help="several digits per image (a row written on a page): "
                    "read each, in reading order; --json then gives a list of digits per file")
+    p.add_argument("--sort-into", metavar="DIR", help="copy each image read into DIR/<its prediction>/ (its name "
+                   "kept, or name-1 etc. when taken; nothing written over): move the wrong ones, then fine-tune on DIR")
     p.add_argument("--jobs", type=positive_int, metavar="N", help="prepare up to N images at once (default: one "
                    "per CPU core, at most 8; threads, worker processes from 256 files on; N over 64 counts as "
                    "64); 1: one after another")
@@ -157,6 +159,8 @@ def add_predict(commands) -> None:
 def add_draw(commands) -> None:
     p = commands.add_parser("draw", help="a window to draw digits in with the mouse, read by a checkpoint as you draw")
     add_ckpt_option(p)
+    p.add_argument("--collect", metavar="DIR", help="save each drawing into DIR/<class>/ as a PNG when you press "
+                   "its class's key (0-9), to fine-tune on DIR; nothing written over")
     p.set_defaults(handler=cmd_draw)
 
 
@@ -362,17 +366,24 @@ def cmd_predict(args) -> int:
     # Mistakes in the inputs or the output folder are reported before the model loads.
     if args.multi and args.no_preprocess:
         raise UserError("--multi finds the digits by preparing the image; it cannot be used with --no-preprocess")
+    if args.multi and args.sort_into:
+        raise UserError("--sort-into files each image under its one digit; it cannot be used with --multi")
     if not expand_inputs(args.inputs):
         raise UserError(f"no image files in {', '.join(args.inputs)}")
     if args.save_preprocessed:
         from .files import make_dir
 
         make_dir(args.save_preprocessed, "--save-preprocessed")
+    if args.sort_into:
+        from .files import make_dir
+
+        make_dir(args.sort_into, "--sort-into")
     path, source = find_checkpoint(args.ckpt)
     classifier = load_classifier(path)
     print(f"checkpoint: {path} ({source})", file=sys.stderr)
     results = predict_files(args.inputs, classifier, top_k=args.top_k, frame=not args.no_preprocess,
                             save_dir=args.save_preprocessed, multi=args.multi, jobs=args.jobs)
+    sorting = sort_results(results, args.sort_into)
     if args.json:
         import json
 
@@ -380,13 +391,30 @@ def cmd_predict(args) -> int:
     else:
         for result in results:
             print(format_result(result))
+    if isinstance(sorting, UserError):
+        raise sorting
+    if args.sort_into:
+        print(sorting, file=sys.stderr if args.json else sys.stdout)
     return 1 if any("error" in r for r in results) else 0
+
+
+def sort_results(results: list[dict], sort_into: str | None) -> str | UserError | None:
+    """predict --sort-into: the copies made (each result gets `sorted_into`) and the line that says so, or the
+    error that stopped them, raised once the results are printed."""
+    if not sort_into:
+        return None
+    from .reading.predict import sort_into as copy_sorted, sorted_summary
+
+    try:
+        return sorted_summary(copy_sorted(results, sort_into), sort_into)
+    except UserError as exc:
+        return exc
 
 
 def cmd_draw(args) -> int:
     from .reading.draw import run_draw
 
-    return run_draw(args.ckpt)
+    return run_draw(args.ckpt, collect=args.collect)
 
 
 def cmd_configs(args) -> int:

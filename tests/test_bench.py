@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from conftest import REPO
 
@@ -174,3 +175,20 @@ def test_read_fonts_scores_each_font_and_names_its_misses(tmp_path):
     total = re.search(r"^total: (\d+)/20 = ", result.stdout, re.MULTILINE)
     assert total and int(total.group(1)) == sum(int(r[1]) for r in rows)
     assert int(total.group(1)) >= 12  # typed digits in plain fonts: most of them read right, whatever the font
+
+
+def test_writer_writes_the_folder_layout_and_scores_each_class(tmp_path):
+    out = tmp_path / "writer"
+    result = run_bench("writer.py", out, "--per-class", "2", data_dir=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == \
+        sorted(f"{d}/{n}.png" for d in range(10) for n in range(2))
+    sizes = {Image.open(p).size for p in out.rglob("*.png")}
+    assert all(80 <= w == h <= 400 for w, h in sizes) and len(sizes) > 1  # canvases of their own sizes
+    rows = re.findall(r"^  (\d): +(\d)/2 = +[\d.]+%  ((?:\d->-?\d x\d ?)*)$", result.stdout, re.M)
+    assert [r[0] for r in rows] == [str(d) for d in range(10)]
+    assert all(int(hits) + sum(int(m) for m in re.findall(r"x(\d)", misses)) == 2 for _, hits, misses in rows)
+    total = re.search(r"^total: (\d+)/20 = [\d.]+%$", result.stdout, re.M)
+    assert total and int(total[1]) == sum(int(r[1]) for r in rows)
+    again = run_bench("writer.py", out, "--per-class", "2", data_dir=tmp_path)  # never over the first set
+    assert again.returncode == 2 and "is not empty" in again.stderr and "Traceback" not in again.stderr

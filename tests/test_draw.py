@@ -96,7 +96,7 @@ def test_without_a_display_one_line_and_exit_2():
 def checkpoint(tmp_path_factory) -> Path:
     root = data_dir()
     if root is None:
-        shipped = REPO / "mnistlab" / "weights" / "default.pt"
+        shipped = REPO / "mnistlab" / "reading" / "weights" / "default.pt"
         if shipped.is_file():
             return shipped
         pytest.skip("no model to draw for: neither real MNIST (MNISTLAB_DATA_DIR) nor mnistlab/weights/default.pt")
@@ -110,12 +110,12 @@ def checkpoint(tmp_path_factory) -> Path:
 class Window:
     """The running `mnistlab draw`, with the means to draw in it and read what it says."""
 
-    def __init__(self, display: str, checkpoint: Path, workdir: Path):
+    def __init__(self, display: str, checkpoint: Path, workdir: Path, args: tuple = ()):
         self.env = {**os.environ, "DISPLAY": display, "MNISTLAB_DRAW_EVENTS": str(workdir / "events.jsonl"),
                     "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
         self.display, self.events_file = display, workdir / "events.jsonl"
         self.stderr = open(workdir / "stderr.txt", "w+")
-        self.process = subprocess.Popen([sys.executable, "-m", "mnistlab", "draw", "--ckpt", str(checkpoint)],
+        self.process = subprocess.Popen([sys.executable, "-m", "mnistlab", "draw", "--ckpt", str(checkpoint), *args],
                                         cwd=REPO, env=self.env, stdout=self.stderr, stderr=subprocess.STDOUT)
         self.xdotool("search", "--sync", "--onlyvisible", "--name", "^mnistlab draw", timeout=STARTUP_S)
         ready = self.wait_for(lambda e: e["event"] == "ready", 0, STARTUP_S)

@@ -11,20 +11,26 @@ Tk is imported in `run_draw` and torch in `predict.classify`, so importing this
 module (and `mnistlab --help`) stays quick. For tests and scripts:
 MNISTLAB_DRAW_EVENTS=FILE makes the window append one JSON line to FILE per
 event: `ready` (with the canvas's place on the screen), `prediction`, `blank`
-(ink, but too little to be a digit yet) and `clear`.
+(ink, but too little to be a digit yet) and `clear`; with --collect `saved` and
+`not_saved` (with why).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import UserError
+from ..files import class_folder, environment_error, folder_name, make_dir, write_new_file
 
 CANVAS = 392  # pixels a side: 14 x 28
 # Pen width in pixels: MNIST strokes are ~12 % of the digit's height, and a digit drawn here fills about 2/3
@@ -111,6 +117,52 @@ def confidence_colour(p: float) -> str:
     return SURE if p >= 0.9 else UNSURE if p >= 0.6 else DOUBTFUL
 
 
+@dataclass
+class Collection:
+    """`draw --collect DIR`: each drawing saved as a PNG into DIR/<class>/, labelled by a key press, in the
+    folder layout training reads (`DIR/<class>/<image>`). `counts`: the images in each class's folder."""
+
+    root: Path
+    keys: list[str]  # the class names a key press can name: those one character long
+    counts: dict[str, int]
+
+    @classmethod
+    def open(cls, root: str | Path, classes: list[str]) -> Collection:
+        root = make_dir(root, "--collect")
+        keys = [c for c in classes if len(c) == 1]
+        if not keys:
+            raise UserError(f"--collect: no class of this checkpoint is a single character ({', '.join(classes[:3])}"
+                            f"...): a key press cannot name one")
+        return cls(root, keys, {k: count_images(root / folder_name(k)) for k in keys})
+
+    def save(self, image: Image.Image, key: str) -> Path:
+        """The drawing as drawn (the canvas picture, before any preparation: training prepares it as predict
+        does) under a new name; never over a file. OSError when it cannot be written."""
+        buffer = io.BytesIO()
+        image.save(buffer, "PNG")
+        stem = time.strftime("drawn-%Y%m%d-%H%M%S")
+        path = write_new_file(class_folder(self.root, key), stem, ".png", buffer.getvalue(), sep="-")
+        self.counts[key] += 1
+        return path
+
+    def keys_text(self) -> str:
+        return "0-9" if self.keys == [str(d) for d in range(10)] else " ".join(self.keys)
+
+    def counts_text(self) -> str:
+        """`0: 3  1: 0 ...`, every class when there are few, else those with images and the total."""
+        shown = self.keys if len(self.keys) <= 12 else [k for k in self.keys if self.counts[k]]
+        text = "  ".join(f"{k}: {self.counts[k]}" for k in shown)
+        return text if len(self.keys) <= 12 else f"{text}  (total {sum(self.counts.values())})"
+
+
+def count_images(folder: Path) -> int:
+    """Files in a class folder, as a folder reader sees them (hidden ones left out)."""
+    try:
+        return sum(1 for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    except OSError:  # not made yet (or not readable: saving will say so)
+        return 0
+
+
 class EventLog:
     """One JSON line per event, appended to $MNISTLAB_DRAW_EVENTS; nothing when it is unset."""
 
@@ -126,9 +178,11 @@ class EventLog:
 
 # ---------------------------------------------------------------- the window
 
-def run_draw(ckpt: str | None) -> int:
+def run_draw(ckpt: str | None, collect: str | None = None) -> int:
     from .predict import find_checkpoint, load_classifier
 
+    if collect:
+        make_dir(collect, "--collect")  # a mistake in the folder is said before the window opens
     path, source = find_checkpoint(ckpt)
     try:
         import tkinter as tk
@@ -141,20 +195,23 @@ def run_draw(ckpt: str | None) -> int:
                         f"(Tk says: {' '.join(str(exc).split())})") from None
     try:
         classifier = load_classifier(path)
+        collection = Collection.open(collect, classifier.classes) if collect else None
     except BaseException:
         root.destroy()
         raise
-    app = DrawApp(root, classifier, f"{short_path(path)}  ({source})", EventLog(os.environ.get(EVENTS_ENV)))
+    app = DrawApp(root, classifier, f"{short_path(path)}  ({source})", EventLog(os.environ.get(EVENTS_ENV)),
+                  collection)
     return app.run()
 
 
 class DrawApp:
     """The drawing canvas on the left; the prediction, top-3 bars and the model's input on the right."""
 
-    def __init__(self, root, classifier, checkpoint_label: str, log: EventLog):
+    def __init__(self, root, classifier, checkpoint_label: str, log: EventLog, collection: Collection | None = None):
         import tkinter as tk
 
         self.tk, self.root, self.classifier, self.log = tk, root, classifier, log
+        self.collection = collection
         self.image = blank_drawing()
         self.last: tuple[int, int] | None = None
         self.strokes = 0
@@ -175,8 +232,10 @@ class DrawApp:
                                                                                       pady=5)
         tk.Label(status, text=checkpoint_label, font=(FONT, 9), fg=MUTED, bg=CARD).pack(side="left", pady=5)
 
-        for key in ("<Escape>", "<Delete>", "<BackSpace>", "<KeyPress-c>"):
+        for key in ("<Escape>", "<Delete>", "<BackSpace>") + (() if "c" in self.class_keys() else ("<KeyPress-c>",)):
             root.bind(key, lambda _e: self.clear())
+        if collection:
+            root.bind("<KeyPress>", self.on_key)  # the keys bound above and Ctrl+... are more specific: not here
         root.bind("<Control-z>", lambda _e: self.undo())
         for key in ("<Control-q>", "<Control-w>"):
             root.bind(key, lambda _e: root.destroy())
@@ -202,8 +261,15 @@ class DrawApp:
         tk.Button(row, text="Clear", command=self.clear, font=(FONT, 11, "bold"), fg="white", bg=TEXT,
                   activeforeground="white", activebackground="#374151", relief="flat", bd=0, highlightthickness=0,
                   padx=18, pady=6, cursor="hand2").pack(side="left")
-        tk.Label(row, text="Esc, Delete or C clears · Ctrl+Z undoes a stroke", font=(FONT, 10), fg=MUTED,
+        clears = "Esc or Delete clears" if "c" in self.class_keys() else "Esc, Delete or C clears"
+        tk.Label(row, text=f"{clears} · Ctrl+Z undoes a stroke", font=(FONT, 10), fg=MUTED,
                  bg=BG).pack(side="left", padx=12)
+        if self.collection:
+            self.collect_status = tk.Label(left, text="", font=(FONT, 10), fg=MUTED, bg=BG, justify="left",
+                                           anchor="nw", wraplength=CANVAS, height=2)
+            self.collect_status.pack(fill="x", pady=(8, 0))
+            self.say(f"collecting into {short_path(self.collection.root)}: press {self.collection.keys_text()} "
+                     f"to save the drawing as that class · {self.collection.counts_text()}")
 
     def _build_panel(self, parent) -> None:
         tk = self.tk
@@ -295,6 +361,48 @@ class DrawApp:
         else:
             self.show_empty()
         self.log("undo", strokes=self.strokes, ink_pixels=int((np.asarray(self.image) != PAPER).sum()))
+
+    # -------------------------------------------------------- collecting (--collect)
+
+    def class_keys(self) -> list[str]:
+        return self.collection.keys if self.collection else []
+
+    def say(self, text: str, colour: str = MUTED) -> None:
+        self.collect_status.configure(text=text, fg=colour)
+
+    def on_key(self, event) -> None:
+        """A class's key saves the drawing as that class; another printable key gets a hint; Ctrl/Alt chords,
+        arrows and modifiers alone are not for us."""
+        char = event.char
+        if event.state & 0x0C or not char or not char.isprintable():  # 0x04 Control, 0x08 Alt
+            return
+        if char in self.collection.keys:
+            self.save_drawing(char)
+            return
+        self.say(f"{char!r} is not a class: press {self.collection.keys_text()} to save the drawing", UNSURE)
+        self.log("not_saved", key=char, reason="not a class")
+
+    def save_drawing(self, key: str) -> None:
+        from ..imaging.image import ImageError
+
+        try:
+            model_input(self.image)  # what training could not read is not saved
+        except ImageError:
+            why = "nothing drawn yet" if self.strokes == 0 else "too little ink for a digit"
+            self.say(f"{why}: not saved", UNSURE)
+            self.log("not_saved", key=key, reason=why)
+            return
+        try:
+            path = self.collection.save(self.image, key)
+        except (OSError, UserError) as exc:
+            line = f"not saved: {environment_error(exc) if isinstance(exc, OSError) else exc}"
+            print(f"mnistlab draw: {line}", file=sys.stderr)
+            self.say(line, DOUBTFUL)
+            self.log("not_saved", key=key, reason=line)
+            return
+        self.clear()
+        self.say(f"saved {path.relative_to(self.collection.root)} · {self.collection.counts_text()}", SURE)
+        self.log("saved", key=key, path=str(path), counts=dict(self.collection.counts))
 
     # -------------------------------------------------------- prediction
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from ..files import class_folder, folder_name, write_new_file
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "default.pt"
 PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves (threads serve)
@@ -284,22 +285,45 @@ def save_prepared(paths: list[Path], prepared, out: Path) -> None:
             write_new_file(out, stem, ".png", buffer.getvalue())
 
 
-def write_new_file(folder: Path, stem: str, suffix: str, data: bytes) -> Path:
-    """`data` under the first free name stem, stem_1, stem_2, ...; O_EXCL makes "free" exact."""
-    for n in range(100_000):
-        target = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}_{n}{suffix}")
-        try:
-            f = open(target, "xb")  # noqa: SIM115
-        except FileExistsError:
+def sort_into(results: list[dict], out: str | Path) -> dict[str, int]:
+    """Each file that was read COPIED (the source untouched) to `out/<folder_name(prediction)>/<its name>`, or
+    `<stem>-1<suffix>`, `<stem>-2<suffix>`, ... when that name is taken (never over a file): the user then moves
+    the few wrong ones and fine-tunes on `out`. A file already in its class's folder (a sorted folder read
+    again) stays as it is; files that could not be read are not copied. Each result copied gets `sorted_into`,
+    the copy's path. Returns the counts; a copy that fails (permission, full disk) stops it with one line."""
+    counts, out = {"copied": 0, "renamed": 0, "in_place": 0, "unread": 0}, Path(out)
+    for result in results:
+        if "error" in result:
+            counts["unread"] += 1
+            continue
+        source = Path(result["path"])
+        folder = out / folder_name(result["prediction"])
+        if source.parent.resolve() == folder.resolve():
+            counts["in_place"] += 1
+            result["sorted_into"] = str(source)
             continue
         try:
-            with f:
-                f.write(data)
-        except BaseException:  # a full disk: no half-written file stays behind
-            target.unlink(missing_ok=True)
-            raise
-        return target
-    raise UserError(f"--save-preprocessed: no free name for {stem}{suffix} in {folder}")
+            target = write_new_file(class_folder(out, result["prediction"]), source.stem, source.suffix,
+                                    source.read_bytes(), sep="-")
+        except OSError as exc:
+            raise UserError(f"--sort-into: cannot copy {source} into {folder}: {exc.strerror or exc} "
+                            f"({counts['copied']} file(s) copied before)", exit_code=1) from None
+        result["sorted_into"] = str(target)
+        counts["copied"] += 1
+        counts["renamed"] += target.name != source.name
+    return counts
+
+
+def sorted_summary(counts: dict[str, int], out: str | Path) -> str:
+    """The last line of `predict --sort-into`: how many files were copied where, and what was not."""
+    line = f"copied {counts['copied']} file(s) into {out}{os.sep}<prediction>{os.sep}"
+    if counts["renamed"]:
+        line += f", {counts['renamed']} of them under a new name (-1, -2...: theirs was taken)"
+    if counts["in_place"]:
+        line += f"; {counts['in_place']} already in their class's folder"
+    if counts["unread"]:
+        line += f"; {counts['unread']} not copied (could not be read: listed above)"
+    return line
 
 
 def format_result(result: dict) -> str:
