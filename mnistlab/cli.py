@@ -74,6 +74,13 @@ def add_eval(commands) -> None:
                    "turns (default: as the run's train.tta)")
     p.add_argument("--plots", metavar="DIR", help="also write a confusion-matrix image and a grid of the "
                    "misclassified digits into DIR")
+    p.add_argument("--data", metavar="PATH", help="score your own digits instead: a folder of class folders (its "
+                   "test/ part if it has train/), a labelled Kaggle CSV or an npz file (its test part); classes "
+                   "matched to the checkpoint's by name")
+    p.add_argument("--prepare", choices=["reading", "resize"], default="reading", help="with --data, a folder's "
+                   "images: reading (as predict reads them, default) or resize (already MNIST-like)")
+    p.add_argument("--skip-bad", action="store_true", help="with --data, skip unreadable images and bad CSV rows "
+                   "(counted and named) instead of stopping")
     p.set_defaults(handler=cmd_eval)
 
 
@@ -306,10 +313,14 @@ def cmd_eval(args) -> int:
     args.checkpoint = named_checkpoint(args.checkpoint)
     if sys.stderr.isatty():  # loading the data and scoring 10,000 images (7 views each with --tta) takes a while
         views = " with test-time augmentation (7 views each)" if args.tta else ""
-        print(f"evaluating {args.checkpoint} on the {args.split} split{views}…", file=sys.stderr)
+        what = args.data if args.data else f"the {args.split} split"
+        print(f"evaluating {args.checkpoint} on {what}{views}…", file=sys.stderr)
 
     report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device,
-                                 plots_dir=args.plots, tta=args.tta)
+                                 plots_dir=args.plots, tta=args.tta, data=args.data, prepare=args.prepare,
+                                 skip_bad=args.skip_bad)
+    for note in report.get("notes", []):
+        print(note, file=sys.stderr)
     if args.json:
         import json
 
@@ -461,7 +472,7 @@ def cmd_summary(args) -> int:
     from pathlib import Path
 
     from .config import load_config
-    from .data.datasets import DATASETS
+    from .data.datasets import dataset_classes
     from .models import check_model, create_model, list_models
 
     if args.target in list_models() and not Path(args.target).is_file():
@@ -473,7 +484,7 @@ def cmd_summary(args) -> int:
         raise UserError(f"{args.target!r} is neither a config file nor a model name; "
                         f"`mnistlab models` lists the models")
     name, kwargs = cfg.model.name, cfg.model.kwargs
-    num_classes = len(DATASETS[cfg.data.dataset].classes)
+    num_classes = len(dataset_classes(cfg.data))
     import warnings
 
     import torchsummary

@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
+from ..imaging.prepare import prepare_all
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "default.pt"
-PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves (threads serve)
-MAX_JOBS = 64  # --jobs beyond this is a typo, not a machine: each worker process holds ~100 MB of imports
 
 
 @dataclass
@@ -179,37 +177,6 @@ def expand_inputs(items: list[str]) -> list[Path]:
         else:
             paths.append(path)
     return paths
-
-
-def _prepare(args: tuple[str, bool, bool]):
-    """One file's 28x28 digits (one, or each of a row with `multi`), or the reason it has none."""
-    from ..imaging.image import ImageError
-    from ..imaging.preprocess import preprocess, preprocess_digits
-
-    path, frame, multi = args
-    try:
-        return (preprocess_digits(path) if multi else [preprocess(path, frame=frame)]), None
-    except ImageError as exc:
-        return None, str(exc).removeprefix(f"{path}: ")  # the result line names the path already
-
-
-def prepare_all(paths: list[Path], frame: bool, multi: bool = False,
-                jobs: int | None = None) -> list[tuple[list | None, str | None]]:
-    """Each file's digits or error, in order, `jobs` files at once (default: the CPU cores, at most 8; never
-    more than MAX_JOBS): on threads, in worker processes from PARALLEL_FROM files on. Threads start at once and
-    share the imports; OpenCV, numpy and Pillow's decoder let go of the GIL for their work, which is most of a
-    photo's cost, but not all of it, hence processes for long lists."""
-    tasks = [(str(p), frame, multi) for p in paths]
-    workers = min(jobs, MAX_JOBS) if jobs else min(os.cpu_count() or 1, 8)
-    if len(tasks) < 2 or workers < 2:
-        return [_prepare(task) for task in tasks]
-    if len(tasks) < PARALLEL_FROM:
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(_prepare, tasks))
-    import multiprocessing
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_prepare, tasks, chunksize=max(1, len(tasks) // (workers * 8))))
 
 
 def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, frame: bool = True,
