@@ -158,6 +158,8 @@ def add_predict(commands) -> None:
     p.add_argument("--jobs", type=positive_int, metavar="N", help="prepare up to N images at once (default: one "
                    "per CPU core, at most 8; threads, worker processes from 256 files on; N over 64 counts as "
                    "64); 1: one after another")
+    p.add_argument("--submission", metavar="FILE", help="with a Kaggle CSV file (test.csv: one 28x28 image a "
+                   "row), write Kaggle's ImageId,Label file (never over an existing file)")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -365,7 +367,8 @@ def cmd_runs(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .reading.predict import expand_inputs, find_checkpoint, format_result, load_classifier, predict_files
+    from .reading.predict import (expand_inputs, find_checkpoint, format_result, is_table, load_classifier,
+                                  predict_files, predict_table, write_submission)
 
     # Mistakes in the inputs or the output folder are reported before the model loads.
     if args.multi and args.no_preprocess:
@@ -376,11 +379,18 @@ def cmd_predict(args) -> int:
         from .files import make_dir
 
         make_dir(args.save_preprocessed, "--save-preprocessed")
+    tables = [item for item in args.inputs if is_table(item)]
+    images = [item for item in args.inputs if not is_table(item)]
+    check_submission(args.submission, tables, images)
     path, source = find_checkpoint(args.ckpt)
     classifier = load_classifier(path)
     print(f"checkpoint: {path} ({source})", file=sys.stderr)
-    results = predict_files(args.inputs, classifier, top_k=args.top_k, frame=not args.no_preprocess,
-                            save_dir=args.save_preprocessed, multi=args.multi, jobs=args.jobs)
+    results = predict_files(images, classifier, top_k=args.top_k, frame=not args.no_preprocess,
+                            save_dir=args.save_preprocessed, multi=args.multi, jobs=args.jobs) if images else []
+    for table in tables:  # a CSV file's rows, after the images
+        results += predict_table(table, classifier, args.top_k)
+    if args.submission:
+        print(f"wrote {write_submission(args.submission, results)} ({len(results):,} rows)", file=sys.stderr)
     if args.json:
         import json
 
@@ -389,6 +399,18 @@ def cmd_predict(args) -> int:
         for result in results:
             print(format_result(result))
     return 1 if any("error" in r for r in results) else 0
+
+
+def check_submission(submission: str | None, tables: list[str], images: list[str]) -> None:
+    """--submission needs exactly one CSV file and nothing else, and a new file name (said before any work)."""
+    if submission is None:
+        return
+    if len(tables) != 1 or images:
+        raise UserError("--submission writes Kaggle's file for one CSV file of images (test.csv); give that alone")
+    from pathlib import Path
+
+    if Path(submission).exists() or Path(submission).is_symlink():
+        raise UserError(f"--submission: {submission} exists; mnistlab never writes over it (give another name)")
 
 
 def cmd_draw(args) -> int:

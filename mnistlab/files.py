@@ -63,3 +63,30 @@ def environment_error(exc: OSError) -> str:
     where = f" {exc.filename}" if exc.filename else ""
     hint = " (was the folder deleted?)" if isinstance(exc, FileNotFoundError) else ""
     return f"cannot read or write{where}: {exc.strerror or exc}{hint}"
+
+
+def create_file(path: Path, data: bytes, option: str = "") -> Path:
+    """`data` as a NEW file at `path`, whole or not at all, never over an existing file: written beside it,
+    then hard-linked into place (a link refuses an existing name, so no check can race with another writer)."""
+    path = Path(path)
+    taken = UserError(f"{option + ': ' if option else ''}{path} exists; mnistlab never writes over it "
+                      "(give another name)")
+    if path.exists() or path.is_symlink():
+        raise taken
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise taken from None
+        except OSError:  # a file system without hard links: the check above stands
+            os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path

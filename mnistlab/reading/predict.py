@@ -205,6 +205,31 @@ def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, fram
     return results
 
 
+def is_table(item) -> bool:
+    """A Kaggle digit-recognizer CSV file (`predict test.csv`): its rows are the images."""
+    return Path(item).suffix.lower() == ".csv" and not Path(item).is_dir()
+
+
+def predict_table(path: Path, classifier: Classifier, top_k: int = 1) -> list[dict]:
+    """Each row of a Kaggle-style CSV file (labelled or not) as an image; the rows are already MNIST-like
+    28x28s, so they are never framed. Results are named `FILE row N`, N from 1 (Kaggle's ImageId)."""
+    from ..data.userdata import read_csv
+
+    x = read_csv(Path(path), labelled=False)[0]
+    probs = classify(classifier, x.astype(np.float32) / 255)
+    k = min(top_k, len(classifier.classes))
+    return [describe(f"{path} row {n}", p, classifier.classes, k) for n, p in enumerate(probs, 1)]
+
+
+def write_submission(path: Path, results: list[dict]) -> Path:
+    """Kaggle's digit-recognizer submission: `ImageId,Label`, one row per image, ImageId from 1; never over an
+    existing file."""
+    from ..files import create_file
+
+    rows = ["ImageId,Label", *(f"{n},{r['prediction']}" for n, r in enumerate(results, 1))]
+    return create_file(path, ("\n".join(rows) + "\n").encode(), "--submission")
+
+
 def predict_images(items: list, classifier: Classifier, top_k: int = 1, frame: bool = True) -> list[dict]:
     """predict_files for the Python API: each item a path, a PIL image or an array (grey H x W, or
     H x W x 3/4; uint8, or floats in [0, 1]). An item that is not an image becomes a UserError."""
