@@ -127,7 +127,7 @@ class MixConfig(Strict):
 
 
 class DataConfig(Strict):
-    dataset: Union[BuiltinDataset, UserDataset] = "mnist"
+    dataset: Literal[BuiltinDataset, UserDataset] = "mnist"  # one Literal (nested ones flatten): one message
     path: Optional[str] = None  # the user's folder, .csv or .npz file (data.dataset folder, csv or npz)
     prepare: Literal["reading", "resize"] = "reading"  # a folder's images: as predict reads them, or resized only
     test_split: Float = 0.2  # a user's set without a test part: held out with a fixed seed (not data.seed's)
