@@ -184,6 +184,9 @@ def load_user_data(data_cfg, seed: int, root: Path) -> DataBundle:
     classes, train_x, train_y = own.classes, parts["train"].x, parts["train"].y
     if data_cfg.mix is not None:
         classes, train_x, train_y, parts = mix_builtin(data_cfg, own.classes, parts, root)
+        mine = len(parts["train"].y)
+        notes.insert(0, f"training images: {len(train_y) - mine * data_cfg.mix.repeat:,} of {data_cfg.mix.dataset} "
+                        f"and your {mine:,} x {data_cfg.mix.repeat} (data.mix); validation and test: yours")
     x = torch.from_numpy(train_x)
     mean, std = ((x.float().mean() / 255).item(), (x.float().std() / 255).item()) \
         if data_cfg.normalize == "dataset" else normalization(None, data_cfg.normalize)
