@@ -272,3 +272,33 @@ def test_broken_inputs_are_one_clear_line_and_nothing_is_modified(cli, digits_di
         assert str(path) in lines[0] or path.name in lines[0], (name, err)
     assert tree_digest(root) == before
     assert not (tmp_path / "runs").exists()  # decided before any training
+
+
+def test_a_folder_that_cannot_hold_the_cache_uses_the_user_cache(digits_dir, tmp_path, monkeypatch):
+    folder = shutil.copytree(digits_dir, tmp_path / "digits", ignore=shutil.ignore_patterns(".*"))
+    (folder / datacache.CACHE_FOLDER).write_text("a file in the way: the folder cannot take the cache")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    prepared = []
+    real = datacache.prepare_all
+    monkeypatch.setattr(datacache, "prepare_all", lambda paths, **kw: prepared.extend(paths) or real(paths, **kw))
+    cfg = load_config(None, [f"data.path={folder}"], raw={"model": {"name": "mlp"}, "data": {"dataset": "folder"}})
+    load_data(cfg.data, 0, tmp_path)
+    load_data(cfg.data, 0, tmp_path)
+    assert len(prepared) == 24 and len(list((tmp_path / "xdg" / "mnistlab").glob("*/prepared-reading-v*.npz"))) == 1
+
+
+def test_eval_data_scores_the_test_part_and_a_csv_skipping_bad_rows(cli, digits_dir, mnist_test, tmp_path):
+    for part in ("train", "test"):
+        shutil.copytree(digits_dir, tmp_path / "split" / part, ignore=shutil.ignore_patterns(".*"))
+    shutil.rmtree(tmp_path / "split" / "test" / "3")
+    code, out, err = cli("eval", SHIPPED, "--data", tmp_path / "split", "--json")
+    assert code == 0, err
+    assert json.loads(out)["split"] == "test" and json.loads(out)["n"] == 16
+    lines = write_csv(tmp_path / "train.csv", mnist_test[0][:10], mnist_test[1][:10]).read_text().splitlines()
+    lines[4] = lines[4].replace(",0,", ",-3,", 1)
+    (tmp_path / "train.csv").write_text("\n".join(lines) + "\n")
+    code, out, err = cli("eval", SHIPPED, "--data", tmp_path / "train.csv", "--json")
+    assert code == 2 and f"{tmp_path / 'train.csv'} line 5: pixel" in err and "outside 0-255" in err
+    code, out, err = cli("eval", SHIPPED, "--data", tmp_path / "train.csv", "--json", "--skip-bad")
+    assert code == 0 and json.loads(out)["n"] == 9
+    assert "skipped 1 of 10 rows" in err and "line 5 (pixel" in err

@@ -14,6 +14,7 @@ file (and, for a CSV, the line as a text editor numbers it). The user's files ar
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import stat
 import string
@@ -266,38 +267,55 @@ def _check_table_file(path: Path) -> None:
 
 def read_csv(path: Path, skip_bad: bool = False, labelled: bool = True):
     """(images uint8 N x 28 x 28, labels int64 or None for an unlabelled file, each row's line number, notes).
-    `labelled`: the file must have a label column (training and scoring need one)."""
+    `labelled`: the file must have a label column (training and scoring need one). Read CSV_CHUNK lines at a
+    time by numpy's C parser; a chunk it refuses is gone through row by row to name the bad rows."""
     _check_table_file(path)
-    rows, lines, bad = [], [], []
+    bad, chunks = [], []
     try:
         with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.reader(f)
-            has_label = _csv_header(path, next(reader, None), labelled)
-            width = PIXELS + has_label
-            chunks = []
-            for row in reader:
-                if not row or row == [""]:  # blank lines (a trailing one above all) are no rows
-                    continue
-                if len(row) != width:
-                    bad.append((reader.line_num, f"{len(row)} values, not {width}"))
-                    continue
-                rows.append(row)
-                lines.append(reader.line_num)
-                if len(rows) == CSV_CHUNK:
-                    chunks.append(_csv_values(rows, lines[-len(rows):], bad, has_label))
-                    rows = []
-            chunks.append(_csv_values(rows, lines[len(lines) - len(rows):], bad, has_label))
+            header = next(csv.reader([f.readline(100_000)]), None)
+            has_label = _csv_header(path, header, labelled)
+            first = 2
+            while lines := list(itertools.islice(f, CSV_CHUNK)):
+                chunks.append(_csv_chunk(lines, first, bad, has_label))
+                first += len(lines)
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a text CSV file (it is not UTF-8 text)") from None
-    except csv.Error as exc:
-        raise UserError(f"{path} line {reader.line_num}: not a CSV row ({exc})") from None
-    values = np.concatenate([c for c, _ in chunks]) if chunks else np.zeros((0, width), np.int64)
-    lines = np.concatenate([n for _, n in chunks]).astype(np.int64) if chunks else np.zeros(0, np.int64)
+    values = np.concatenate([c for c, _ in chunks]) if chunks else np.zeros((0, PIXELS + has_label), np.int64)
+    lines = np.concatenate([n for _, n in chunks]) if chunks else np.zeros(0, np.int64)
     notes = _bad_rows(path, sorted(bad), len(values) + len(bad), skip_bad)
     if len(values) == 0:
         raise UserError(f"{path}: no image rows after its header")
     x = values[:, has_label:].astype(np.uint8).reshape(-1, 28, 28)
     return x, values[:, 0].copy() if has_label else None, lines, notes
+
+
+def _csv_chunk(lines: list[str], first: int, bad: list, has_label: int) -> tuple[np.ndarray, np.ndarray]:
+    """Lines `first`, `first` + 1, ... as int64 rows and their line numbers (blank lines are no rows); the rows
+    with a wrong count, a non-number, a pixel outside 0-255 or a label outside 0-9 go to `bad` as (line, why)."""
+    width = PIXELS + has_label
+    numbered = [(first + i, line) for i, line in enumerate(lines) if line.strip()]
+    numbers = np.array([n for n, _ in numbered], dtype=np.int64)
+    if not numbered:
+        return np.zeros((0, width), np.int64), numbers
+    try:
+        values = np.loadtxt([line for _, line in numbered], delimiter=",", dtype=np.int64, ndmin=2)
+        if values.shape[1] != width:
+            raise ValueError("columns")
+        ok = np.ones(len(numbered), bool)
+    except (ValueError, OverflowError):  # some row is bad: find which, one row at a time
+        values, ok = _rows_one_by_one(numbered, bad, width, has_label)
+    pixels = values[:, has_label:]
+    outside = ok & ((pixels < 0) | (pixels > 255)).any(axis=1)
+    label_bad = ok & ((values[:, 0] < 0) | (values[:, 0] > 9)) if has_label else np.zeros(len(ok), bool)
+    for i in np.flatnonzero(outside | label_bad):
+        if label_bad[i]:
+            bad.append((int(numbers[i]), f"label {values[i, 0]} is not a digit 0-9"))
+        else:
+            col = int(np.flatnonzero((pixels[i] < 0) | (pixels[i] > 255))[0])
+            bad.append((int(numbers[i]), f"pixel{col} is {pixels[i, col]}, outside 0-255"))
+    keep = ok & ~outside & ~label_bad
+    return values[keep], numbers[keep]
 
 
 def _csv_header(path: Path, header: list[str] | None, labelled: bool) -> int:
@@ -316,40 +334,25 @@ def _csv_header(path: Path, header: list[str] | None, labelled: bool) -> int:
                     f"layout; pixel0..pixel783 for an unlabelled file), got {got!r}")
 
 
-def _csv_values(rows: list[list[str]], lines: list[int], bad: list, has_label: int) -> tuple[np.ndarray, np.ndarray]:
-    """A chunk of rows as int64 values with their line numbers; rows that are not numbers, values outside 0-255
-    and labels outside 0-9 go to `bad` as (line, reason)."""
-    if not rows:
-        return np.zeros((0, PIXELS + has_label), np.int64), np.zeros(0, np.int64)
-    try:
-        values = np.array(rows).astype(np.int64)
-        ok = np.ones(len(rows), bool)
-    except (ValueError, OverflowError):  # some row holds a non-number: find which, one row at a time
-        values, ok = _rows_one_by_one(rows, lines, bad, has_label)
-    pixels = values[:, has_label:]
-    outside = ok & ((pixels < 0) | (pixels > 255)).any(axis=1)
-    label_bad = ok & ((values[:, 0] < 0) | (values[:, 0] > 9)) if has_label else np.zeros(len(rows), bool)
-    for i in np.flatnonzero(outside | label_bad):
-        if label_bad[i]:
-            bad.append((lines[i], f"label {values[i, 0]} is not a digit 0-9"))
-        else:
-            col = int(np.flatnonzero((pixels[i] < 0) | (pixels[i] > 255))[0])
-            bad.append((lines[i], f"pixel{col} is {pixels[i, col]}, outside 0-255"))
-    keep = ok & ~outside & ~label_bad
-    return values[keep], np.asarray(lines)[keep]
-
-
-def _rows_one_by_one(rows, lines, bad, has_label) -> tuple[np.ndarray, np.ndarray]:
-    values = np.zeros((len(rows), len(rows[0])), np.int64)
-    ok = np.zeros(len(rows), bool)
-    for i, row in enumerate(rows):
+def _rows_one_by_one(numbered: list[tuple[int, str]], bad: list, width: int, has_label: int):
+    values = np.zeros((len(numbered), width), np.int64)
+    ok = np.zeros(len(numbered), bool)
+    for i, (number, line) in enumerate(numbered):
+        try:
+            row = next(csv.reader([line]))
+        except csv.Error as exc:
+            bad.append((number, f"not a CSV row ({exc})"))
+            continue
+        if len(row) != width:
+            bad.append((number, f"{len(row)} values, not {width}"))
+            continue
         col = next((j for j, v in enumerate(row) if not _is_small_int(v)), None)
         if col is None:
             values[i] = [int(v) for v in row]
             ok[i] = True
         else:
             name = "label" if has_label and col == 0 else f"pixel{col - has_label}"
-            bad.append((lines[i], f"{name} is {row[col][:20]!r}, not a whole number 0-255"))
+            bad.append((number, f"{name} is {row[col][:20]!r}, not a whole number 0-255"))
     return values, ok
 
 
