@@ -253,6 +253,11 @@ def broken_tables(root: Path, images: np.ndarray, labels: np.ndarray) -> dict[st
     cases["shape"] = ("npz", root / "shape.npz", "expected N x 28 x 28 images")
     np.savez(root / "floats.npz", x_train=images / 255, y_train=labels)
     cases["dtype"] = ("npz", root / "floats.npz", "float64 values; expected uint8")
+    np.save(root / "one.npy", images)
+    cases["npy"] = ("npz", (root / "one.npy").rename(root / "one.npz"), "a single .npy array")
+    (root / "empty.csv").write_bytes(b"")
+    cases["empty csv"] = ("csv", root / "empty.csv", "line 1: expected the header")
+    cases["only a header"] = ("csv", csv("header_only", good[:1]), "no image rows after its header")
     (root / "zip.npz").write_bytes(b"PK\x03\x04 not really")
     cases["not a zip"] = ("npz", root / "zip.npz", "not a readable .npz file")
     return cases
@@ -302,3 +307,13 @@ def test_eval_data_scores_the_test_part_and_a_csv_skipping_bad_rows(cli, digits_
     code, out, err = cli("eval", SHIPPED, "--data", tmp_path / "train.csv", "--json", "--skip-bad")
     assert code == 0 and json.loads(out)["n"] == 9
     assert "skipped 1 of 10 rows" in err and "line 5 (pixel" in err
+
+
+def test_a_huge_image_file_is_refused_unread(cli, digits_dir, tmp_path, monkeypatch):
+    from mnistlab.data import userdata
+
+    folder = shutil.copytree(digits_dir, tmp_path / "digits", ignore=shutil.ignore_patterns(".*"))
+    monkeypatch.setattr(userdata, "MAX_IMAGE_BYTES", 2**20)
+    (folder / "7" / "huge.png").write_bytes(b"\0" * (3 * 2**20))
+    code, out, err = cli("train", own_config(tmp_path, "folder", folder), "--out-dir", tmp_path / "runs")
+    assert code == 2 and f"{folder / '7' / 'huge.png'}: 3 MB, over the 1 MB an image may have" in err

@@ -329,9 +329,9 @@ def _csv_header(path: Path, header: list[str] | None, labelled: bool) -> int:
             raise UserError(f"{path}: has no label column (header pixel0..pixel783, as Kaggle's test.csv): "
                             "training and scoring need labels, `label,pixel0,...,pixel783`")
         return 0
-    got = ",".join(header or [])[:60] or "an empty file"
+    got = repr(",".join(header)[:60]) if header else "an empty line"
     raise UserError(f"{path} line 1: expected the header label,pixel0,...,pixel783 (Kaggle's digit-recognizer "
-                    f"layout; pixel0..pixel783 for an unlabelled file), got {got!r}")
+                    f"layout; pixel0..pixel783 for an unlabelled file), got {got}")
 
 
 def _rows_one_by_one(numbered: list[tuple[int, str]], bad: list, width: int, has_label: int):
@@ -382,18 +382,11 @@ def read_npz(path: Path) -> UserSet:
     """Keras' mnist.npz: x_train, y_train and (both or neither) x_test, y_test. Never unpickles anything."""
     _check_table_file(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
-            if not isinstance(f, np.lib.npyio.NpzFile):
-                raise UserError(f"{path}: a single .npy array, not an .npz file with x_train, y_train, x_test, y_test")
-            unpacked = sum(info.file_size for info in f.zip.infolist())
-            if unpacked > MAX_TABLE_BYTES:
-                raise UserError(f"{path}: unpacks to {unpacked / 2**30:.1f} GB, over the "
-                                f"{MAX_TABLE_BYTES // 2**30} GB mnistlab reads")
-            missing = [k for k in ("x_train", "y_train") if k not in f.files]
-            if missing or (("x_test" in f.files) != ("y_test" in f.files)):
-                raise UserError(f"{path}: holds {', '.join(f.files) or 'no arrays'}; expected x_train, y_train "
-                                "(and x_test, y_test), as Keras' mnist.npz")
-            arrays = {k: _npz_array(f, k, path) for k in NPZ_KEYS if k in f.files}
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy file: one array, no names
+            raise UserError(f"{path}: a single .npy array, not an .npz file with x_train, y_train, x_test, y_test")
+        with loaded as f:
+            arrays = _npz_arrays(f, path)
     except (OSError, EOFError, zipfile.BadZipFile, ValueError) as exc:
         raise UserError(f"{path}: not a readable .npz file ({str(exc)[:80] or type(exc).__name__})") from None
     parts = {}
@@ -402,6 +395,18 @@ def read_npz(path: Path) -> UserSet:
             x, y = _npz_part(path, part, arrays[f"x_{part}"], arrays[f"y_{part}"])
             parts[part] = Part(x, y, [f"{path} x_{part}[{i}]" for i in range(len(y))], [""] * len(y))
     return UserSet(DIGITS, parts)
+
+
+def _npz_arrays(f, path: Path) -> dict[str, np.ndarray]:
+    unpacked = sum(info.file_size for info in f.zip.infolist())
+    if unpacked > MAX_TABLE_BYTES:  # checked before any array is read: a small zip can unpack to anything
+        raise UserError(f"{path}: unpacks to {unpacked / 2**30:.1f} GB, over the {MAX_TABLE_BYTES // 2**30} GB "
+                        "mnistlab reads")
+    missing = [k for k in ("x_train", "y_train") if k not in f.files]
+    if missing or (("x_test" in f.files) != ("y_test" in f.files)):
+        raise UserError(f"{path}: holds {', '.join(f.files) or 'no arrays'}; expected x_train, y_train "
+                        "(and x_test, y_test), as Keras' mnist.npz")
+    return {k: _npz_array(f, k, path) for k in NPZ_KEYS if k in f.files}
 
 
 def _npz_array(f, key: str, path: Path) -> np.ndarray:
