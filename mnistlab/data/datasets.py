@@ -107,7 +107,8 @@ def normalization(spec: DatasetSpec, setting) -> tuple[float, float]:
     return float(setting.mean), float(setting.std)
 
 
-def split_indices(n: int, val_split: float, seed: int, key: str = "data.val_split") -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(n: int, val_split: float, seed: int,
+                  key: str = "data.val_split") -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded permutation: the same seed always holds out the same images."""
     n_val = int(val_split) if val_split >= 1 else int(round(val_split * n))
     if n_val >= n:

@@ -235,7 +235,7 @@ def scoring_set(path: Path, classes: list[str], prepare: str = "reading",
         own = read_folder(path, prepare, skip_bad, part="test" if "test" in layout else "train")
         which = "test" if "test" in layout else "all"
     elif kind == "csv":
-        x, y, lines, notes = read_csv(path, skip_bad, labelled=True)
+        x, y, _, notes = read_csv(path, skip_bad, labelled=True)
         own, which = UserSet(DIGITS, {"train": Part(x, y, [], [])}, notes), "all"
     elif kind == "npz":
         own = read_npz(path)
@@ -272,7 +272,7 @@ def read_csv(path: Path, skip_bad: bool = False, labelled: bool = True):
     _check_table_file(path)
     bad, chunks = [], []
     try:
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's byte-order mark is no header
             header = next(csv.reader([f.readline(100_000)]), None)
             has_label = _csv_header(path, header, labelled)
             first = 2

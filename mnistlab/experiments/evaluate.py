@@ -1,12 +1,13 @@
-"""`mnistlab eval`: evaluate a checkpoint on a split (test, or the run's own val/train), from the checkpoint alone."""
+"""`mnistlab eval`: evaluate a checkpoint on a split (test, or the run's own val/train), from the checkpoint alone,
+or on a user's own folder, CSV or npz file (--data)."""
 
 from __future__ import annotations
 
 from ..config import device_problem, validate_config
 from ..data.augment import tta_for
 from ..data.datasets import dataset_classes, load_data, resolve_root
-from ..data.userdata import scoring_set
 from ..data.pipeline import eval_batches
+from ..data.userdata import scoring_set
 from ..errors import UserError
 from ..files import make_dir
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
