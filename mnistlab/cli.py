@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   mnistlab train iter5 --set train.epochs=3      ... with a key changed for this run
   mnistlab train --resume checkpoints/iter5/RUN  finish a run that was stopped
   mnistlab eval checkpoints/iter5/RUN/best.pt --plots out/
+  mnistlab eval default --data my_digits/        score a model on your own digits (a folder per class)
   mnistlab compare iter5 mlp compact8k --seeds 1,2,3
   mnistlab sweep sweeps/iter5_lr.yaml --jobs 2   search hyperparameters on validation data
   mnistlab runs --sort test_acc                  every run so far, best first

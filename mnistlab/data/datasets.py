@@ -127,9 +127,10 @@ def fold_indices(n: int, folds: int, fold: int, seed: int) -> tuple[torch.Tensor
     return train.sort().values, val.sort().values
 
 
-def load_data(data_cfg, seed: int, root: Path) -> DataBundle:
+def load_data(data_cfg, seed: int, root: Path, progress: bool = True) -> DataBundle:
+    """`progress`: a bar while a user's folder is prepared (on a terminal, from a few hundred files on)."""
     if data_cfg.dataset in USER_DATASETS:
-        return load_user_data(data_cfg, seed, root)
+        return load_user_data(data_cfg, seed, root, progress)
     spec = DATASETS[data_cfg.dataset]
     train_x, train_y = load_split(spec, root, train=True, download=data_cfg.download)
     test_x, test_y = load_split(spec, root, train=False, download=data_cfg.download)
@@ -164,12 +165,12 @@ def dataset_classes(data_cfg) -> tuple[str, ...]:
 TEST_SPLIT_SEED = 27
 
 
-def load_user_data(data_cfg, seed: int, root: Path) -> DataBundle:
+def load_user_data(data_cfg, seed: int, root: Path, progress: bool = True) -> DataBundle:
     """A user's folder, CSV or npz file (data.path) as a DataBundle: its own train/val/test parts, what it lacks
     split off its training part (test first, with TEST_SPLIT_SEED, then validation with `seed` or the fold), and
     with data.mix a built-in dataset's training images added (`root` is where that one is read from)."""
     path = Path(data_cfg.path).expanduser()
-    own = read_user_set(data_cfg.dataset, path, data_cfg.prepare, data_cfg.skip_bad)
+    own = read_user_set(data_cfg.dataset, path, data_cfg.prepare, data_cfg.skip_bad, progress)
     parts = dict(own.parts)
     if "test" not in parts:
         keep, held = split_indices(len(parts["train"].y), data_cfg.test_split, TEST_SPLIT_SEED, "data.test_split")

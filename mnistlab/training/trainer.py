@@ -116,7 +116,7 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     keep_freed_host_memory()
     torch.manual_seed(cfg.seed)  # the model's initial weights: the same on every rank
 
-    data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))
+    data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root), progress=not quiet)
     batch_size = resolve_batch_size(cfg.train.batch_size, len(data.train_y))
     trained = create_training_model(cfg, data.num_classes, device)
     ema = build_ema(cfg.train.ema, trained)  # before wrapping: the average copies the plain model
