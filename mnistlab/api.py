@@ -36,14 +36,15 @@ def train(config: str | Path | dict, overrides: Iterable[str] = (), *, data_dir:
 
 
 def evaluate(ckpt: str | Path, split: str = "test", *, data_dir: str | None = None, device: str = "auto",
-             tta: bool | None = None, plots_dir: str | None = None) -> dict:
-    """What `mnistlab eval --json` prints: accuracy, loss, per-class accuracy, confusion matrix."""
+             tta: bool | None = None, plots_dir: str | None = None, data: str | Path | None = None) -> dict:
+    """What `mnistlab eval --json` prints: accuracy, loss, per-class accuracy, confusion matrix; `data`: your own
+    folder, CSV or npz file instead of the run's split (`eval --data`)."""
     from .experiments.evaluate import evaluate_checkpoint
 
     if split not in ("test", "val", "train"):
         raise UserError(f"split: got {split!r}; allowed: test, val, train")
     return evaluate_checkpoint(str(ckpt), split=split, data_dir=data_dir, device=device, plots_dir=plots_dir,
-                               tta=tta)
+                               tta=tta, data=None if data is None else str(data))
 
 
 def load_model(ckpt: str | Path):

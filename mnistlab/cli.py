@@ -22,6 +22,7 @@ EXAMPLES = """examples:
   mnistlab train iter5 --set train.epochs=3      ... with a key changed for this run
   mnistlab train --resume checkpoints/iter5/RUN  finish a run that was stopped
   mnistlab eval checkpoints/iter5/RUN/best.pt --plots out/
+  mnistlab eval default --data my_digits/        score a model on your own digits (a folder per class)
   mnistlab compare iter5 mlp compact8k --seeds 1,2,3
   mnistlab sweep sweeps/iter5_lr.yaml --jobs 2   search hyperparameters on validation data
   mnistlab runs --sort test_acc                  every run so far, best first
@@ -74,6 +75,13 @@ def add_eval(commands) -> None:
                    "turns (default: as the run's train.tta)")
     p.add_argument("--plots", metavar="DIR", help="also write a confusion-matrix image and a grid of the "
                    "misclassified digits into DIR")
+    p.add_argument("--data", metavar="PATH", help="score your own digits instead: a folder of class folders (its "
+                   "test/ part if it has train/), a labelled Kaggle CSV or an npz file (its test part); classes "
+                   "matched to the checkpoint's by name")
+    p.add_argument("--prepare", choices=["reading", "resize"], default="reading", help="with --data, a folder's "
+                   "images: reading (as predict reads them, default) or resize (already MNIST-like)")
+    p.add_argument("--skip-bad", action="store_true", help="with --data, skip unreadable images and bad CSV rows "
+                   "(counted and named) instead of stopping")
     p.set_defaults(handler=cmd_eval)
 
 
@@ -153,6 +161,8 @@ def add_predict(commands) -> None:
     p.add_argument("--jobs", type=positive_int, metavar="N", help="prepare up to N images at once (default: one "
                    "per CPU core, at most 8; threads, worker processes from 256 files on; N over 64 counts as "
                    "64); 1: one after another")
+    p.add_argument("--submission", metavar="FILE", help="with a Kaggle CSV file (test.csv: one 28x28 image a "
+                   "row), write Kaggle's ImageId,Label file (never over an existing file)")
     p.set_defaults(handler=cmd_predict)
 
 
@@ -313,10 +323,14 @@ def cmd_eval(args) -> int:
     args.checkpoint = named_checkpoint(args.checkpoint)
     if sys.stderr.isatty():  # loading the data and scoring 10,000 images (7 views each with --tta) takes a while
         views = " with test-time augmentation (7 views each)" if args.tta else ""
-        print(f"evaluating {args.checkpoint} on the {args.split} split{views}…", file=sys.stderr)
+        what = args.data if args.data else f"the {args.split} split"
+        print(f"evaluating {args.checkpoint} on {what}{views}…", file=sys.stderr)
 
     report = evaluate_checkpoint(args.checkpoint, split=args.split, data_dir=args.data_dir, device=args.device,
-                                 plots_dir=args.plots, tta=args.tta)
+                                 plots_dir=args.plots, tta=args.tta, data=args.data, prepare=args.prepare,
+                                 skip_bad=args.skip_bad)
+    for note in report.get("notes", []):
+        print(note, file=sys.stderr)
     if args.json:
         import json
 
@@ -361,7 +375,8 @@ def cmd_runs(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .reading.predict import expand_inputs, find_checkpoint, format_result, load_classifier, predict_files
+    from .reading.predict import (expand_inputs, find_checkpoint, format_result, is_table, load_classifier,
+                                  predict_files, predict_table, write_submission)
 
     # Mistakes in the inputs or the output folder are reported before the model loads.
     if args.multi and args.no_preprocess:
@@ -378,11 +393,20 @@ def cmd_predict(args) -> int:
         from .files import make_dir
 
         make_dir(args.sort_into, "--sort-into")
+    tables = [item for item in args.inputs if is_table(item)]
+    images = [item for item in args.inputs if not is_table(item)]
+    check_submission(args.submission, tables, images)
+    if args.sort_into and tables:
+        raise UserError("--sort-into copies image files into class folders; a CSV file's rows are not files")
     path, source = find_checkpoint(args.ckpt)
     classifier = load_classifier(path)
     print(f"checkpoint: {path} ({source})", file=sys.stderr)
-    results = predict_files(args.inputs, classifier, top_k=args.top_k, frame=not args.no_preprocess,
-                            save_dir=args.save_preprocessed, multi=args.multi, jobs=args.jobs)
+    results = predict_files(images, classifier, top_k=args.top_k, frame=not args.no_preprocess,
+                            save_dir=args.save_preprocessed, multi=args.multi, jobs=args.jobs) if images else []
+    for table in tables:  # a CSV file's rows, after the images
+        results += predict_table(table, classifier, args.top_k)
+    if args.submission:
+        print(f"wrote {write_submission(args.submission, results)} ({len(results):,} rows)", file=sys.stderr)
     sorting = sort_results(results, args.sort_into)
     if args.json:
         import json
@@ -409,6 +433,18 @@ def sort_results(results: list[dict], sort_into: str | None) -> str | UserError 
         return sorted_summary(copy_sorted(results, sort_into), sort_into)
     except UserError as exc:
         return exc
+
+
+def check_submission(submission: str | None, tables: list[str], images: list[str]) -> None:
+    """--submission needs exactly one CSV file and nothing else, and a new file name (said before any work)."""
+    if submission is None:
+        return
+    if len(tables) != 1 or images:
+        raise UserError("--submission writes Kaggle's file for one CSV file of images (test.csv); give that alone")
+    from pathlib import Path
+
+    if Path(submission).exists() or Path(submission).is_symlink():
+        raise UserError(f"--submission: {submission} exists; mnistlab never writes over it (give another name)")
 
 
 def cmd_draw(args) -> int:
@@ -498,7 +534,7 @@ def cmd_summary(args) -> int:
     from pathlib import Path
 
     from .config import load_config
-    from .data.datasets import DATASETS
+    from .data.datasets import dataset_classes
     from .models import check_model, create_model, list_models
 
     if args.target in list_models() and not Path(args.target).is_file():
@@ -510,7 +546,7 @@ def cmd_summary(args) -> int:
         raise UserError(f"{args.target!r} is neither a config file nor a model name; "
                         f"`mnistlab models` lists the models")
     name, kwargs = cfg.model.name, cfg.model.kwargs
-    num_classes = len(DATASETS[cfg.data.dataset].classes)
+    num_classes = len(dataset_classes(cfg.data))
     import warnings
 
     import torchsummary

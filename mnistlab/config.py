@@ -35,6 +35,12 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _section_or_null(value, example: str):
+    if value is None or isinstance(value, dict):
+        return value
+    raise ValueError(f"must be null or a section such as {example}")
+
+
 class CenterCropConfig(Strict):
     size: Int = Field(22, ge=4, le=28)
     p: Float = Field(1.0, ge=0.0, le=1.0)
@@ -64,9 +70,7 @@ class AugmentConfig(Strict):
     @field_validator("elastic", mode="before")
     @classmethod
     def _elastic_section(cls, value):
-        if value is None or isinstance(value, dict):
-            return value
-        raise ValueError("must be null or a section such as {alpha: 34, sigma: 4, p: 0.5}")
+        return _section_or_null(value, "{alpha: 34, sigma: 4, p: 0.5}")
 
     @field_validator("rotate", mode="before")
     @classmethod
@@ -101,8 +105,34 @@ class NormalizeConfig(Strict):
     std: Float = Field(gt=0)
 
 
+BuiltinDataset = Literal["mnist", "fashion-mnist", "emnist-balanced", "kmnist", "qmnist"]
+UserDataset = Literal["folder", "csv", "npz"]  # a user's own files, read from data.path
+USER_DATASETS = typing.get_args(UserDataset)
+
+
+def _fraction_or_count(value):
+    """val_split and test_split: a fraction in [0, 1) or a whole number of images."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
+    if value < 0 or (value >= 1 and value != int(value)):
+        raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
+    return value
+
+
+class MixConfig(Strict):
+    """data.mix: a built-in dataset's training images added to a user's set (the user's repeated `repeat` times)."""
+
+    dataset: BuiltinDataset = "mnist"
+    repeat: Int = Field(1, ge=1, le=1000)
+
+
 class DataConfig(Strict):
-    dataset: Literal["mnist", "fashion-mnist", "emnist-balanced", "kmnist", "qmnist"] = "mnist"
+    dataset: Literal[BuiltinDataset, UserDataset] = "mnist"  # one Literal (nested ones flatten): one message
+    path: Optional[str] = None  # the user's folder, .csv or .npz file (data.dataset folder, csv or npz)
+    prepare: Literal["reading", "resize"] = "reading"  # a folder's images: as predict reads them, or resized only
+    test_split: Float = 0.2  # a user's set without a test part: held out with a fixed seed (not data.seed's)
+    skip_bad: bool = False  # a user's set: skip unreadable images and bad CSV rows (counted and named) instead
+    mix: Optional[MixConfig] = None
     root: Optional[str] = None
     download: bool = True
     val_split: Float = 0.1
@@ -116,14 +146,29 @@ class DataConfig(Strict):
     pin_memory: bool = True
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
 
-    @field_validator("val_split", mode="before")
+    @field_validator("val_split", "test_split", mode="before")
     @classmethod
     def _fraction_or_count(cls, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
-        if value < 0 or (value >= 1 and value != int(value)):
-            raise ValueError("must be a fraction in [0, 1) or a whole number of training images")
-        return value
+        return _fraction_or_count(value)
+
+    @field_validator("mix", mode="before")
+    @classmethod
+    def _mix_section(cls, value):
+        return _section_or_null(value, "{dataset: mnist, repeat: 5}")
+
+    @model_validator(mode="after")
+    def _path_for_own_files(self):
+        own = self.dataset in USER_DATASETS
+        if own and not self.path:
+            raise _KeyError("data.path", None, f"data.dataset {self.dataset} reads your own files: give data.path "
+                            f"(a {'folder' if self.dataset == 'folder' else '.' + self.dataset + ' file'})")
+        if not own and self.path is not None:
+            raise _KeyError("data.path", self.path, f"is for data.dataset folder, csv or npz; {self.dataset} is "
+                            "read from data.root")
+        if not own and self.mix is not None:
+            raise _KeyError("data.mix", None, "mixes a built-in dataset into your own files: it needs data.dataset "
+                            "folder, csv or npz")
+        return self
 
     @model_validator(mode="after")
     def _fold_of_folds(self):

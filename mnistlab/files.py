@@ -74,11 +74,8 @@ def write_new_file(folder: Path, stem: str, suffix: str, data: bytes, sep: str =
     under it. Where the file system has no hard links, the name is opened with O_EXCL and written. No fsync:
     these are many small files (a folder of images), and it cost 10 ms each."""
     folder = Path(folder)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mnistlab-", suffix=".tmp")
+    tmp = _written_beside(folder, data)
     try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
         for n in range(100_000):
             target = folder / (f"{stem}{suffix}" if n == 0 else f"{stem}{sep}{n}{suffix}")
             try:
@@ -90,6 +87,39 @@ def write_new_file(folder: Path, stem: str, suffix: str, data: bytes, sep: str =
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
     raise UserError(f"no free name for {stem}{suffix} in {folder}")
+
+
+def create_file(path: Path, data: bytes, option: str = "") -> Path:
+    """`data` as a NEW file at `path`, whole or not at all, never over an existing file (a result a user
+    names, such as predict's --submission): linked into place as write_new_file does."""
+    path = Path(path)
+    taken = UserError(f"{option + ': ' if option else ''}{path} exists; mnistlab never writes over it "
+                      "(give another name)")
+    if path.exists() or path.is_symlink():
+        raise taken
+    tmp = _written_beside(path.parent, data)
+    try:
+        _link_or_copy(tmp, path, data)
+    except FileExistsError:
+        raise taken from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    return path
+
+
+def _written_beside(folder: Path, data: bytes) -> str:
+    """`data` in a hidden temporary file in `folder` (removed by the caller)."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".mnistlab-", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
 
 
 def _link_or_copy(tmp: str, target: Path, data: bytes) -> None:

@@ -12,7 +12,7 @@ import os
 import sys
 
 # Semantic names, so a caller says what a piece of text is and the look is decided here.
-SGR = {"best": "32", "result": "1;32", "error": "1;31"}  # green, bold green, bold red
+SGR = {"best": "32", "result": "1;32", "error": "1;31", "warning": "33"}  # green, bold green, bold red, yellow
 
 
 def use_colour(stream) -> bool:

@@ -32,6 +32,7 @@ from PIL import Image
 
 from conftest import run_subprocess
 from digit_styles import chalkboard, draw, pen_on_canvas, png_header_only, transparent_rgba
+from mnistlab.imaging import prepare as prepare_module
 from mnistlab.reading import predict as predict_module
 
 SHIPPED = predict_module.SHIPPED  # mnistlab/weights/default.pt of the mnistlab under test
@@ -346,7 +347,7 @@ def write_broken_files(folder: Path) -> dict[str, str]:
 @pytest.mark.parametrize("mode", ["one-by-one", "threads", "process-pool"])
 def test_a_folder_mixing_good_and_broken_files(cli, mnist_test, tmp_path, monkeypatch, mode):
     if mode == "process-pool":
-        monkeypatch.setattr(predict_module, "PARALLEL_FROM", 1)
+        monkeypatch.setattr(prepare_module, "PARALLEL_FROM", 1)
     jobs = ["--jobs", "1"] if mode == "one-by-one" else ["--jobs", "100000"]  # a typo's worth: 64 at most
     folder = tmp_path / "mixed"
     folder.mkdir()

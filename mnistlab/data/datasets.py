@@ -14,13 +14,15 @@ import os
 import socket
 import stat
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..config import USER_DATASETS
 from ..errors import UserError
+from .userdata import DIGITS, Part, folder_layout, list_classes, read_user_set
 
 DATA_DIR_ENV = "MNISTLAB_DATA_DIR"
 
@@ -74,10 +76,17 @@ class DataBundle:
     classes: tuple[str, ...]
     mean: float
     std: float
+    path: str | None = None  # a user's set (data.path): the folder or file it was read from
+    notes: list[str] = field(default_factory=list)  # warnings the trainer prints at the start (leakage, skipped files)
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def source(self) -> str:
+        """The data as the trainer's header names it: `mnist`, `folder my_digits`."""
+        return f"{self.dataset} {self.path}" if self.path else self.dataset
 
 
 def resolve_root(cli_dir: str | None, config_root: str | None) -> Path:
@@ -98,11 +107,12 @@ def normalization(spec: DatasetSpec, setting) -> tuple[float, float]:
     return float(setting.mean), float(setting.std)
 
 
-def split_indices(n: int, val_split: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split_indices(n: int, val_split: float, seed: int,
+                  key: str = "data.val_split") -> tuple[torch.Tensor, torch.Tensor]:
     """A seeded permutation: the same seed always holds out the same images."""
     n_val = int(val_split) if val_split >= 1 else int(round(val_split * n))
     if n_val >= n:
-        raise UserError(f"data.val_split: got {val_split}; that leaves no training images out of {n}")
+        raise UserError(f"{key}: got {val_split}; that leaves no training images out of {n}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     return perm[n_val:].sort().values, perm[:n_val].sort().values
 
@@ -117,7 +127,10 @@ def fold_indices(n: int, folds: int, fold: int, seed: int) -> tuple[torch.Tensor
     return train.sort().values, val.sort().values
 
 
-def load_data(data_cfg, seed: int, root: Path) -> DataBundle:
+def load_data(data_cfg, seed: int, root: Path, progress: bool = True) -> DataBundle:
+    """`progress`: a bar while a user's folder is prepared (on a terminal, from a few hundred files on)."""
+    if data_cfg.dataset in USER_DATASETS:
+        return load_user_data(data_cfg, seed, root, progress)
     spec = DATASETS[data_cfg.dataset]
     train_x, train_y = load_split(spec, root, train=True, download=data_cfg.download)
     test_x, test_y = load_split(spec, root, train=False, download=data_cfg.download)
@@ -133,6 +146,99 @@ def load_data(data_cfg, seed: int, root: Path) -> DataBundle:
         test_x=test_x, test_y=test_y,
         classes=spec.classes, mean=mean, std=std,
     )
+
+
+def dataset_classes(data_cfg) -> tuple[str, ...]:
+    """The model's classes for a data config, without loading its images (a folder's class folders are listed)."""
+    if data_cfg.dataset not in USER_DATASETS:
+        return DATASETS[data_cfg.dataset].classes
+    if data_cfg.mix is not None:
+        return DATASETS[data_cfg.mix.dataset].classes
+    if data_cfg.dataset == "folder":
+        layout = folder_layout(Path(data_cfg.path).expanduser())
+        return tuple(list_classes(layout["train"]))
+    return DIGITS
+
+
+# The test images split off a user's set that has no test part are drawn with this fixed seed, never with the
+# run's `seed`: every seed of a `compare --seeds` (and every fold) is then scored on the same test images.
+TEST_SPLIT_SEED = 27
+
+
+def load_user_data(data_cfg, seed: int, root: Path, progress: bool = True) -> DataBundle:
+    """A user's folder, CSV or npz file (data.path) as a DataBundle: its own train/val/test parts, what it lacks
+    split off its training part (test first, with TEST_SPLIT_SEED, then validation with `seed` or the fold), and
+    with data.mix a built-in dataset's training images added (`root` is where that one is read from)."""
+    path = Path(data_cfg.path).expanduser()
+    own = read_user_set(data_cfg.dataset, path, data_cfg.prepare, data_cfg.skip_bad, progress)
+    parts = dict(own.parts)
+    if "test" not in parts:
+        keep, held = split_indices(len(parts["train"].y), data_cfg.test_split, TEST_SPLIT_SEED, "data.test_split")
+        parts["train"], parts["test"] = parts["train"].take(keep), parts["train"].take(held)
+    if len(parts["test"].y) == 0:
+        raise UserError(f"data.test_split: 0 leaves {path} no test images; give a test part or a test_split above 0")
+    if "val" not in parts:
+        n = len(parts["train"].y)
+        keep, held = (fold_indices(n, data_cfg.folds, data_cfg.fold, seed) if data_cfg.folds
+                      else split_indices(n, data_cfg.val_split, seed))
+        parts["train"], parts["val"] = parts["train"].take(keep), parts["train"].take(held)
+    notes = own.notes + lacking_classes(parts, own.classes) + leakage(parts)
+    classes, train_x, train_y = own.classes, parts["train"].x, parts["train"].y
+    if data_cfg.mix is not None:
+        classes, train_x, train_y, parts = mix_builtin(data_cfg, own.classes, parts, root)
+        mine = len(parts["train"].y)
+        notes.insert(0, f"training images: {len(train_y) - mine * data_cfg.mix.repeat:,} of {data_cfg.mix.dataset} "
+                        f"and your {mine:,} x {data_cfg.mix.repeat} (data.mix); validation and test: yours")
+    x = torch.from_numpy(train_x)
+    mean, std = ((x.float().mean() / 255).item(), (x.float().std() / 255).item()) \
+        if data_cfg.normalize == "dataset" else normalization(None, data_cfg.normalize)
+    tensors = {f"{part}_{k}": torch.from_numpy(getattr(parts[part], k)) for part in ("val", "test") for k in "xy"}
+    return DataBundle(dataset=data_cfg.dataset, train_x=x, train_y=torch.from_numpy(train_y), **tensors,
+                      classes=tuple(classes), mean=mean, std=std, path=str(path), notes=notes)
+
+
+def lacking_classes(parts: dict[str, Part], classes) -> list[str]:
+    """A warning for each of val and test that lacks a class of training (a small part may; it is scored without)."""
+    notes = []
+    for part in ("val", "test"):
+        counts = np.bincount(parts[part].y, minlength=len(classes))
+        lacking = [name for name, n in zip(classes, counts) if n == 0]
+        if lacking and len(parts[part].y):
+            notes.append(f"warning: the {len(parts[part].y):,} {part} images hold no image of class "
+                         f"{', '.join(lacking)}")
+    return notes
+
+
+def leakage(parts: dict[str, Part]) -> list[str]:
+    """A warning counting the validation and test images that are also training images: the same file, or the
+    same prepared 28x28."""
+    train = parts["train"]
+    seen = {img.tobytes() for img in train.x} | {d for d in train.digests if d}
+    notes = []
+    for part in ("val", "test"):
+        p = parts[part]
+        n = sum(1 for img, digest in zip(p.x, p.digests) if img.tobytes() in seen or (digest and digest in seen))
+        if n:
+            notes.append(f"warning: leakage: {n:,} of {len(p.y):,} {part} images are also training images (the same "
+                         f"file or the same 28x28): the {part} accuracy is optimistic")
+    return notes
+
+
+def mix_builtin(data_cfg, classes, parts: dict[str, Part], root: Path):
+    """data.mix: the built-in's training images plus the user's repeated `repeat` times; every part's labels
+    mapped by class name onto the built-in's classes, which become the model's."""
+    spec = DATASETS[data_cfg.mix.dataset]
+    missing = [c for c in classes if c not in spec.classes]
+    if missing:
+        raise UserError(f"data.mix: class {missing[0]!r} of {data_cfg.path} is not among {spec.name}'s classes "
+                        f"({', '.join(spec.classes)}); mixing maps your classes onto them by name")
+    to = np.array([spec.classes.index(c) for c in classes], dtype=np.int64)
+    parts = {name: Part(p.x, to[p.y], p.names, p.digests) for name, p in parts.items()}
+    bx, by = load_split(spec, root, train=True, download=data_cfg.download)
+    repeat = data_cfg.mix.repeat
+    train_x = np.concatenate([bx.numpy(), *[parts["train"].x] * repeat])
+    train_y = np.concatenate([by.numpy(), *[parts["train"].y] * repeat])
+    return spec.classes, train_x, train_y, parts
 
 
 def load_split(spec: DatasetSpec, root: Path, train: bool, download: bool) -> tuple[torch.Tensor, torch.Tensor]:

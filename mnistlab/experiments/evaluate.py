@@ -1,11 +1,13 @@
-"""`mnistlab eval`: evaluate a checkpoint on a split (test, or the run's own val/train), from the checkpoint alone."""
+"""`mnistlab eval`: evaluate a checkpoint on a split (test, or the run's own val/train), from the checkpoint alone,
+or on a user's own folder, CSV or npz file (--data)."""
 
 from __future__ import annotations
 
 from ..config import device_problem, validate_config
 from ..data.augment import tta_for
-from ..data.datasets import DATASETS, load_data, resolve_root
+from ..data.datasets import dataset_classes, load_data, resolve_root
 from ..data.pipeline import eval_batches
+from ..data.userdata import scoring_set
 from ..errors import UserError
 from ..files import make_dir
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -13,8 +15,10 @@ from ..training.engine import amp_dtype, keep_freed_host_memory, resolve_device,
 
 
 def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = None, device: str = "auto",
-                        plots_dir: str | None = None, tta: bool | None = None) -> dict:
-    """`tta` None: as the run was scored (its train.tta)."""
+                        plots_dir: str | None = None, tta: bool | None = None, data: str | None = None,
+                        prepare: str = "reading", skip_bad: bool = False) -> dict:
+    """`tta` None: as the run was scored (its train.tta). `data`: a user's folder, CSV or npz file to score
+    instead of the run's own split (eval_set)."""
     import torch
 
     problem = device_problem(device)
@@ -24,38 +28,63 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
         make_dir(plots_dir, "--plots")  # before the work: a file in the way is a mistake to say now
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path)
+    if data is not None:
+        x, y, dataset, split, notes, cfg = eval_set(ckpt, data, prepare, skip_bad)
+    else:
+        x, y, dataset, cfg = run_split(ckpt, path, split, data_dir)
+        notes = []
+    dev = resolve_device(device)
+    keep_freed_host_memory()
+    model.to(dev)
+    mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
+    tta = bool(cfg and cfg.train.tta) if tta is None else tta
+    views = tta_for(mean, std) if tta else None
+    batch = cfg.train.eval_batch_size if cfg else 1024
+    result = score(model, eval_batches(x.to(dev), y.to(dev), batch, mean, std), dev,
+                   amp_dtype(cfg.train.amp if cfg else "off", dev), views)
+    k = len(ckpt["classes"])
+    confusion = torch.zeros(k, k, dtype=torch.long)
+    confusion.index_put_((result.labels, result.predictions), torch.ones_like(result.labels), accumulate=True)
+    counts = confusion.sum(1)
+    per_class = [acc if n else None  # a class with no images here (a user's set may lack some) has no accuracy
+                 for acc, n in zip((confusion.diag().double() / counts.clamp(min=1).double()).tolist(), counts)]
+    report = {
+        "checkpoint": str(path), "model": ckpt["model"]["name"], "dataset": dataset, "split": split,
+        "accuracy": result.acc, "loss": result.loss, "tta": tta, "n": result.n, "epoch": ckpt.get("epoch"),
+        "classes": list(ckpt["classes"]), "per_class_accuracy": per_class,
+        "confusion_matrix": confusion.tolist(), **({"notes": notes} if data is not None else {}),
+    }
+    if plots_dir is not None:
+        report["plots"] = [str(p) for p in write_eval_plots(report, model, x, result, mean, std, dev, plots_dir)]
+    return report
+
+
+def run_split(ckpt: dict, path: str, split: str, data_dir: str | None):
+    """The run's own test, val or train images (its stored config's data and seed): x, y, dataset name, config."""
     if "config" not in ckpt:
         raise UserError(f"{path}: damaged checkpoint: it holds no stored config, which eval needs for its data")
     cfg = validate_config(ckpt["config"], f"{path} (its stored config)")
-    spec = DATASETS[cfg.data.dataset]
-    if len(ckpt["classes"]) != len(spec.classes):
-        raise UserError(f"{path}: has {len(ckpt['classes'])} classes but {spec.name} has {len(spec.classes)}")
+    classes = dataset_classes(cfg.data)
+    if len(ckpt["classes"]) != len(classes):
+        raise UserError(f"{path}: has {len(ckpt['classes'])} classes but {cfg.data.dataset} has {len(classes)}")
     data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))  # the run's own split
     x, y = {"test": (data.test_x, data.test_y), "val": (data.val_x, data.val_y),
             "train": (data.train_x, data.train_y)}[split]
     if len(y) == 0:
         raise UserError(f"{path}: this run had no validation split (data.val_split: 0)")
-    dev = resolve_device(device)
-    keep_freed_host_memory()
-    model.to(dev)
-    mean, std = ckpt["normalize"]["mean"], ckpt["normalize"]["std"]
-    tta = cfg.train.tta if tta is None else tta
-    views = tta_for(mean, std) if tta else None
-    result = score(model, eval_batches(x.to(dev), y.to(dev), cfg.train.eval_batch_size, mean, std), dev,
-                      amp_dtype(cfg.train.amp, dev), views)
-    k = len(ckpt["classes"])
-    confusion = torch.zeros(k, k, dtype=torch.long)
-    confusion.index_put_((result.labels, result.predictions), torch.ones_like(result.labels), accumulate=True)
-    per_class = (confusion.diag().double() / confusion.sum(1).clamp(min=1).double()).tolist()
-    report = {
-        "checkpoint": str(path), "model": ckpt["model"]["name"], "dataset": spec.name, "split": split,
-        "accuracy": result.acc, "loss": result.loss, "tta": tta, "n": result.n, "epoch": ckpt.get("epoch"),
-        "classes": list(ckpt["classes"]), "per_class_accuracy": per_class,
-        "confusion_matrix": confusion.tolist(),
-    }
-    if plots_dir is not None:
-        report["plots"] = [str(p) for p in write_eval_plots(report, model, x, result, mean, std, dev, plots_dir)]
-    return report
+    return x, y, data.source, cfg
+
+
+def eval_set(ckpt: dict, data: str, prepare: str, skip_bad: bool):
+    """`eval --data`: a user's folder, CSV or npz file, its classes matched by name to the checkpoint's:
+    x, y, the data's name, which part, notes (skipped files) and the run's config (None if it has none)."""
+    from pathlib import Path
+
+    import torch
+
+    x, y, which, notes = scoring_set(Path(data).expanduser(), list(ckpt["classes"]), prepare, skip_bad)
+    cfg = validate_config(ckpt["config"], "the checkpoint's stored config") if "config" in ckpt else None
+    return torch.from_numpy(x), torch.from_numpy(y), str(data), which, notes, cfg
 
 
 def write_eval_plots(report: dict, model, images, result, mean: float, std: float, dev, plots_dir: str,
@@ -98,7 +127,7 @@ def format_report(report: dict) -> str:
     classes = report["classes"]
     width = max(len(c) for c in classes)
     for name, acc, row in zip(classes, report["per_class_accuracy"], report["confusion_matrix"]):
-        lines.append(f"  {name:>{width}}  {acc:7.2%}  ({sum(row):,} images)")
+        lines.append(f"  {name:>{width}}  {'-' if acc is None else format(acc, '.2%'):>7}  ({sum(row):,} images)")
     if len(classes) <= 20:
         cell = max(5, len(str(max(max(r) for r in report["confusion_matrix"]))) + 1)
         lines += ["", "confusion matrix (rows: true, columns: predicted):",

@@ -141,10 +141,10 @@ def load_row(row: Row, overrides: list[str]):
 
 def describe_model(cfg) -> tuple[int, dict[str, int]]:
     """The config's model's parameters and layer counts, without allocating its weights."""
-    from ..data.datasets import DATASETS
+    from ..data.datasets import dataset_classes
     from ..models import layer_counts, meta_model
 
-    model = meta_model(cfg.model.name, len(DATASETS[cfg.data.dataset].classes), 1, **cfg.model.kwargs)
+    model = meta_model(cfg.model.name, len(dataset_classes(cfg.data)), 1, **cfg.model.kwargs)
     return sum(p.numel() for p in model.parameters()), layer_counts(model)
 
 

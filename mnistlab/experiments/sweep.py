@@ -404,10 +404,13 @@ def run_sweep(path: str, *, n_trials: int | None = None, jobs: int = 1, storage:
 
 def check_data(base: Path, data_dir) -> None:
     """The dataset is there (or can be fetched) before any worker starts: one line now, not N failed trials."""
-    from ..config import load_config
-    from ..data.datasets import DATASETS, load_split, resolve_root
+    from ..config import USER_DATASETS, load_config
+    from ..data.datasets import DATASETS, load_data, load_split, resolve_root
 
     cfg = load_config(base)
+    if cfg.data.dataset in USER_DATASETS:  # a user's set is read, checked and its images prepared (and cached) now
+        load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))
+        return
     load_split(DATASETS[cfg.data.dataset], resolve_root(data_dir, cfg.data.root), train=False,
                download=cfg.data.download)
 

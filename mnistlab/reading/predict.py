@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
-from ..files import class_folder, folder_name, write_new_file
+from ..files import class_folder, create_file, folder_name, write_new_file
+from ..imaging.prepare import prepare_all
 
 SHIPPED = Path(__file__).resolve().parent / "weights" / "default.pt"
-PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves (threads serve)
-MAX_JOBS = 64  # --jobs beyond this is a typo, not a machine: each worker process holds ~100 MB of imports
 
 
 @dataclass
@@ -182,37 +180,6 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return paths
 
 
-def _prepare(args: tuple[str, bool, bool]):
-    """One file's 28x28 digits (one, or each of a row with `multi`), or the reason it has none."""
-    from ..imaging.image import ImageError
-    from ..imaging.preprocess import preprocess, preprocess_digits
-
-    path, frame, multi = args
-    try:
-        return (preprocess_digits(path) if multi else [preprocess(path, frame=frame)]), None
-    except ImageError as exc:
-        return None, str(exc).removeprefix(f"{path}: ")  # the result line names the path already
-
-
-def prepare_all(paths: list[Path], frame: bool, multi: bool = False,
-                jobs: int | None = None) -> list[tuple[list | None, str | None]]:
-    """Each file's digits or error, in order, `jobs` files at once (default: the CPU cores, at most 8; never
-    more than MAX_JOBS): on threads, in worker processes from PARALLEL_FROM files on. Threads start at once and
-    share the imports; OpenCV, numpy and Pillow's decoder let go of the GIL for their work, which is most of a
-    photo's cost, but not all of it, hence processes for long lists."""
-    tasks = [(str(p), frame, multi) for p in paths]
-    workers = min(jobs, MAX_JOBS) if jobs else min(os.cpu_count() or 1, 8)
-    if len(tasks) < 2 or workers < 2:
-        return [_prepare(task) for task in tasks]
-    if len(tasks) < PARALLEL_FROM:
-        with ThreadPoolExecutor(workers) as pool:
-            return list(pool.map(_prepare, tasks))
-    import multiprocessing
-
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(_prepare, tasks, chunksize=max(1, len(tasks) // (workers * 8))))
-
-
 def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, frame: bool = True,
                   save_dir: str | None = None, multi: bool = False, jobs: int | None = None) -> list[dict]:
     """One result per file: its prediction, or (multi) the list of its digits' predictions, or its error.
@@ -237,6 +204,29 @@ def predict_files(items: list[str], classifier: Classifier, top_k: int = 1, fram
     if save_dir:
         save_prepared(paths, prepared, Path(save_dir))
     return results
+
+
+def is_table(item) -> bool:
+    """A Kaggle digit-recognizer CSV file (`predict test.csv`): its rows are the images."""
+    return Path(item).suffix.lower() == ".csv" and not Path(item).is_dir()
+
+
+def predict_table(path: Path, classifier: Classifier, top_k: int = 1) -> list[dict]:
+    """Each row of a Kaggle-style CSV file (labelled or not) as an image; the rows are already MNIST-like
+    28x28s, so they are never framed. Results are named `FILE row N`, N from 1 (Kaggle's ImageId)."""
+    from ..data.userdata import read_csv
+
+    x = read_csv(Path(path), labelled=False)[0]
+    probs = classify(classifier, x.astype(np.float32) / 255)
+    k = min(top_k, len(classifier.classes))
+    return [describe(f"{path} row {n}", p, classifier.classes, k) for n, p in enumerate(probs, 1)]
+
+
+def write_submission(path: Path, results: list[dict]) -> Path:
+    """Kaggle's digit-recognizer submission: `ImageId,Label`, one row per image, ImageId from 1; never over an
+    existing file."""
+    rows = ["ImageId,Label", *(f"{n},{r['prediction']}" for n, r in enumerate(results, 1))]
+    return create_file(path, ("\n".join(rows) + "\n").encode(), "--submission")
 
 
 def predict_images(items: list, classifier: Classifier, top_k: int = 1, frame: bool = True) -> list[dict]:

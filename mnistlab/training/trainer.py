@@ -116,7 +116,7 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     keep_freed_host_memory()
     torch.manual_seed(cfg.seed)  # the model's initial weights: the same on every rank
 
-    data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))
+    data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root), progress=not quiet)
     batch_size = resolve_batch_size(cfg.train.batch_size, len(data.train_y))
     trained = create_training_model(cfg, data.num_classes, device)
     ema = build_ema(cfg.train.ema, trained)  # before wrapping: the average copies the plain model
@@ -140,6 +140,8 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
                              "early_stopping": stopper, **averaging}, world)
     params = sum(p.numel() for p in trained.parameters())
     say(header_line(cfg, data, params, batch_size, device, dtype, world))
+    for note in data.notes:  # a user's set: leakage, classes a part lacks, skipped files (shown with --quiet too)
+        log(paint(note, "warning") if note.startswith("warning") else note)
     say(f"  (* marks a new best epoch by {cfg.train.checkpoint_monitor}, saved as best.pt; lr is the learning rate "
         f"the epoch started with)")
     if cfg.train.checkpoint_monitor == "test_acc":
@@ -393,7 +395,7 @@ def header_line(cfg, data: DataBundle, params: int, batch_size: int, device, dty
     amp = (f", amp {str(dtype).removeprefix('torch.')}" if dtype else
            f", fp32 (amp {cfg.train.amp} is not used on {device.type})" if cfg.train.amp not in ("auto", "off")
            else "")
-    return (f"{cfg.name}: {cfg.model.name} ({params:,} params) on {data.dataset}, {len(data.train_y):,} train / "
+    return (f"{cfg.name}: {cfg.model.name} ({params:,} params) on {data.source}, {len(data.train_y):,} train / "
             f"{len(data.val_y):,} val / {len(data.test_y):,} test images, batch {batch_size}, device {device}"
             + amp + (f", {world.size} processes" if world.active else ""))
 
