@@ -248,8 +248,9 @@ def load_checked_config(path: str, overrides: list[str]):
     """The config file plus overrides, validated, with the model name and options checked against the registry."""
     from .config import load_config
     from .models import check_model
+    from .training.finetune import resolved_config
 
-    cfg = load_config(path, overrides)
+    cfg = resolved_config(load_config(path, overrides))  # model.init's checkpoint names a model left out
     try:
         check_model(cfg.model.name, cfg.model.kwargs)
     except UserError as exc:
@@ -293,7 +294,7 @@ def named_checkpoint(value: str) -> str:
     else is a path."""
     if value not in ("default", "latest", "best"):
         return value
-    from .reading.predict import find_checkpoint
+    from .training.choice import find_checkpoint
 
     path, source = find_checkpoint(value, said_as="")
     print(f"checkpoint: {path} ({source})", file=sys.stderr)
@@ -354,7 +355,8 @@ def cmd_runs(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .reading.predict import expand_inputs, find_checkpoint, format_result, load_classifier, predict_files
+    from .reading.predict import expand_inputs, format_result, load_classifier, predict_files
+    from .training.choice import find_checkpoint
 
     # Mistakes in the inputs or the output folder are reported before the model loads.
     if args.multi and args.no_preprocess:

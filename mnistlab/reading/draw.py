@@ -127,7 +127,8 @@ class EventLog:
 # ---------------------------------------------------------------- the window
 
 def run_draw(ckpt: str | None) -> int:
-    from .predict import find_checkpoint, load_classifier
+    from ..training.choice import find_checkpoint
+    from .predict import load_classifier
 
     path, source = find_checkpoint(ckpt)
     try:
