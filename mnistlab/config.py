@@ -330,10 +330,11 @@ class TrainConfig(Strict):
     def _freeze_choice(cls, value):
         if value is None or value == "body":
             return value
-        if isinstance(value, str):
-            return [value]  # one prefix
-        if isinstance(value, list) and value and all(isinstance(v, str) and v.strip() for v in value):
-            return value
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            value = [value]  # one prefix
+        if isinstance(value, list) and value and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                     and str(v).strip() for v in value):
+            return [str(v) for v in value]  # a Sequential's layers are named 0, 1, ...: [0, 1] means them
         raise ValueError("must be null, body, or a list of parameter-name prefixes such as [features.0, features.1]")
 
     @field_validator("ema", mode="before")

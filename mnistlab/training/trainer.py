@@ -431,7 +431,8 @@ def header_line(cfg, data: DataBundle, params: tuple[int, int], batch_size: int,
 def init_line(init: dict, data: DataBundle) -> str:
     """What model.init started the run from, and its inputs' normalization: the checkpoint's unless
     data.normalize gives {mean, std} (training/finetune.py resolve_init)."""
-    return (f"  model.init {init['from']}: {init['path']} (sha256 {init['sha256'][:12]})\n"
+    named = f" {init['from']}" if init["from"] != init["path"] else ""  # default, latest, best: which file
+    return (f"  model.init{named}: {init['path']} (sha256 {init['sha256'][:12]})\n"
             f"  inputs normalised with mean {data.mean:.4g}, std {data.std:.4g}")
 
 
