@@ -304,7 +304,7 @@ def row_cells(r: dict) -> list[str]:
 
     epochs = "—" if r["epochs_run"] is None else f"{r['epochs_run']}/{r['epochs'] or '?'}"
     state = r["state"] + (", smoke" if r["smoke"] else "")
-    model = (r["model"] or "—") + ("*" if r["init"] else "")  # notes() says what the mark means
+    model = (r["model"] or "—") + ("*" if r.get("init") else "")  # notes() says what the mark means
     return [r["name"], model, "—" if r["params"] is None else f"{r['params']:,}", epochs,
             pct(r["val_acc"]), pct(r["test_acc"]), format_duration(r["time_s"]), short_date(r["date"]), state,
             shown_path(r["directory"])]
@@ -364,7 +364,7 @@ def notes(records: list[dict]) -> list[str]:
     elif commands:
         out.append("unfinished: stopped before the end; `mnistlab train --resume DIRECTORY` finishes one "
                    "(each one's command: --filter state=unfinished --json)")
-    if any(r["init"] for r in records):
+    if any(r.get("init") for r in records):
         out.append("model*: fine-tuned: it started from model.init's checkpoint (--json's `init` names it and its hash)")
     if any(r["smoke"] for r in records):
         out.append("smoke: train.limit_* set, so trained or scored on part of the data; not comparable")
