@@ -137,10 +137,7 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
 
     data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root))
     batch_size = resolve_batch_size(cfg.train.batch_size, len(data.train_y))
-    trained = create_training_model(cfg, data.num_classes, device)
-    head_line = load_start(trained, start, data.classes) if start else None  # before the average copies it
-    init = start.record if start else previous.get("init") if previous else None
-    trainable = apply_freeze(trained, cfg.train.freeze, cfg.model.name)
+    trained, init, trainable, head_line = starting_model(cfg, data, device, start, previous)
     ema = build_ema(cfg.train.ema, trained)  # before wrapping: the average copies the plain model
     model = ema.module if ema is not None else trained
     net = compile_if_asked(wrap_distributed(trained, world, device, cfg.train.sync_batchnorm), cfg.train.compile)
@@ -162,7 +159,7 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
                              "early_stopping": stopper, **averaging}, world)
     params = sum(p.numel() for p in trained.parameters())
     say(header_line(cfg, data, (params, trainable), batch_size, device, dtype, world))
-    for line in ([init_line(init, data)] if init else []) + ([head_line] if head_line else []):
+    for line in filter(None, [init and init_line(init, data), head_line]):
         say(line)
     say(f"  (* marks a new best epoch by {cfg.train.checkpoint_monitor}, saved as best.pt; lr is the learning rate "
         f"the epoch started with)")
@@ -182,6 +179,16 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
                     batches, generators,
                     optimizer, scheduler, when, scaler, stopper, saver, first_epoch, run_dir, resume_hint, stopped,
                     lock, say, log, quiet, tb)
+
+
+def starting_model(cfg, data: DataBundle, device, start: Start | None, previous: dict | None):
+    """The model to train, on `device`: model.init's weights loaded (before the weight average copies
+    them) and train.freeze applied. Also what it started from (a resumed run's last.pt says), the line
+    about the classifier head (None if nothing to say), and how many parameter values train."""
+    trained = create_training_model(cfg, data.num_classes, device)
+    head_line = load_start(trained, start, data.classes) if start else None
+    init = start.record if start else previous.get("init") if previous else None
+    return trained, init, apply_freeze(trained, cfg.train.freeze, cfg.model.name), head_line
 
 
 def make_batches(cfg, data: DataBundle, batch_size: int, device, world: World, generators) -> dict[str, Any]:
