@@ -25,12 +25,14 @@ def train(config: str | Path | dict, overrides: Iterable[str] = (), *, data_dir:
     `overrides` ("train.epochs=3", as --set); return the run's summary (run_dir, test_acc, ...)."""
     from .config import load_config
     from .models import check_model
+    from .training.finetune import resolved_config
     from .training.trainer import run_training
 
     if isinstance(config, dict):
         cfg = load_config(None, list(overrides), raw=config)
     else:
         cfg = load_config(config, list(overrides))
+    cfg = resolved_config(cfg)
     check_model(cfg.model.name, cfg.model.kwargs)
     return run_training(cfg, data_dir=data_dir, out_dir=out_dir, quiet=quiet, log=log, resume=resume)
 
@@ -64,7 +66,8 @@ def predict(images: Any, ckpt: str | Path | None = None, *, top_k: int = 1, fram
     """Read digits: image paths, PIL images or arrays (H x W grey, or H x W x 3/4), one or a list. Each is
     prepared as `mnistlab predict` prepares files (frame=False: already MNIST-style 28x28). One dict per
     image, as `predict --json` gives, without "path" for images that were not files."""
-    from .reading.predict import find_checkpoint, load_classifier, predict_images
+    from .reading.predict import load_classifier, predict_images
+    from .training.choice import find_checkpoint
 
     items = images if isinstance(images, (list, tuple)) else [images]
     path, _ = find_checkpoint(None if ckpt is None else str(ckpt))

@@ -266,7 +266,9 @@ def load_checked_config(path: str, overrides: list[str]):
 
     cfg = load_config(path, overrides)  # a typo is reported before torch is imported (seconds on a busy machine)
     from .models import check_model
+    from .training.finetune import resolved_config
 
+    cfg = resolved_config(cfg)  # model.init's checkpoint names a model left out
     try:
         check_model(cfg.model.name, cfg.model.kwargs)
     except UserError as exc:
@@ -310,7 +312,7 @@ def named_checkpoint(value: str) -> str:
     else is a path."""
     if value not in ("default", "latest", "best"):
         return value
-    from .reading.predict import find_checkpoint
+    from .training.choice import find_checkpoint
 
     path, source = find_checkpoint(value, said_as="")
     print(f"checkpoint: {path} ({source})", file=sys.stderr)
@@ -375,8 +377,9 @@ def cmd_runs(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .reading.predict import (expand_inputs, find_checkpoint, format_result, is_table, load_classifier,
-                                  predict_files, predict_table, write_submission)
+    from .reading.predict import (expand_inputs, format_result, is_table, load_classifier, predict_files,
+                                  predict_table, write_submission)
+    from .training.choice import find_checkpoint
 
     # Mistakes in the inputs or the output folder are reported before the model loads.
     if args.multi and args.no_preprocess:

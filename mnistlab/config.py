@@ -212,7 +212,17 @@ class ModelConfig(BaseModel):
     """`name` picks the registry entry; every other key goes to its builder."""
 
     model_config = ConfigDict(extra="allow")
-    name: str
+    name: Optional[str] = None  # with `init` and no name, the checkpoint's architecture (training/finetune.py)
+    # the weights to start from: default (the shipped model), latest, best (as --ckpt names them) or a .pt path
+    init: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _name_or_init(self):
+        if self.name is None and self.init is None:
+            raise _KeyError("model.name", _NOT_GIVEN, "required unless model.init names a checkpoint")
+        if self.init is not None and not self.init.strip():
+            raise _KeyError("model.init", self.init, "give default, latest, best or a checkpoint's path")
+        return self
 
     @model_validator(mode="after")
     def _finite_options(self):
@@ -359,6 +369,21 @@ class TrainConfig(Strict):
     # metrics, the step loss every 50 steps, the hyperparameters with the final scores
     tensorboard: bool = False
     ema: Optional[EmaConfig] = None  # `ema: true` is {decay: 0.999}
+    # parameters that do not train: body (all but the classifier head, its BatchNorm kept in eval mode)
+    # or a list of parameter-name prefixes (checked against the model's names when it is built)
+    freeze: Union[Literal["body"], list[str], None] = None
+
+    @field_validator("freeze", mode="before")
+    @classmethod
+    def _freeze_choice(cls, value):
+        if value is None or value == "body":
+            return value
+        if isinstance(value, (str, int)) and not isinstance(value, bool):
+            value = [value]  # one prefix
+        if isinstance(value, list) and value and all(isinstance(v, (str, int)) and not isinstance(v, bool)
+                                                     and str(v).strip() for v in value):
+            return [str(v) for v in value]  # a Sequential's layers are named 0, 1, ...: [0, 1] means them
+        raise ValueError("must be null, body, or a list of parameter-name prefixes such as [features.0, features.1]")
 
     @field_validator("ema", mode="before")
     @classmethod
@@ -475,6 +500,9 @@ def device_problem(value) -> str | None:
         return None
     allowed = ["auto", "cpu", "cuda", "cuda:N", "mps"]
     return f"allowed: {', '.join(allowed)}{did_you_mean(value, allowed)}"
+
+
+_NOT_GIVEN = object()  # a _KeyError's value for a key that is missing: its message then stands alone
 
 
 class _KeyError(ValueError):
@@ -657,6 +685,8 @@ def _describe(error: dict, raw: dict) -> str:
     kind, loc, value = error["type"], error["loc"], error.get("input")
     ctx = error.get("ctx") or {}
     original = ctx.get("error")
+    if isinstance(original, _KeyError) and original.value is _NOT_GIVEN:
+        return f"{original.key}: {original.message}"
     if isinstance(original, _KeyError):
         return f"{original.key}: got {original.value!r}; {original.message}"
     key, annotation = _dotted(loc)

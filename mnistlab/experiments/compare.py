@@ -52,11 +52,12 @@ def check_all(paths: list[str], overrides: list[str]) -> None:
     anything trains (a typo in the fifth config must not wait for four trainings to surface)."""
     from ..config import load_config
     from ..models import check_model
+    from ..training.finetune import resolved_config
 
     problems = []
     for path in paths:
         try:
-            cfg = load_config(path, overrides)
+            cfg = resolved_config(load_config(path, overrides))
             check_model(cfg.model.name, cfg.model.kwargs)
         except UserError as exc:
             problems.append(one_line(exc if str(path) in str(exc) else f"{path}: {exc}"))

@@ -67,6 +67,7 @@ def read_run(run_dir: Path) -> dict:
     return {
         "name": text(config.get("name")) or run_dir.parent.name,  # run directories are <name>/<timestamp>
         "model": text(section(config, "model").get("name")),
+        "init": init_of(config, summary),
         "dataset": text(section(config, "data").get("dataset")),
         "state": state,
         "smoke": any(train.get(k) is not None for k in ("limit_train_batches", "limit_eval_batches")),
@@ -135,6 +136,16 @@ def read_metrics(path: Path) -> list[dict]:
         raise UserError(f"{path.name} is damaged: no epoch column")
     # "nan" is a figure here: a diverged run's last row
     return [{k: float(v) if v not in ("", None) else None for k, v in row.items() if k is not None} for row in reader]
+
+
+def init_of(config: dict, summary: dict | None) -> dict | None:
+    """What a fine-tuned run started from: summary.json's record (from, path, sha256) of a finished run,
+    else model.init as its config gives it; None for a run trained from scratch."""
+    given = text(section(config, "model").get("init"))
+    recorded = (summary or {}).get("init")
+    if isinstance(recorded, dict) and all(isinstance(recorded.get(k), str) for k in ("from", "path", "sha256")):
+        return {k: recorded[k] for k in ("from", "path", "sha256")}
+    return {"from": given} if given else None
 
 
 def section(config: dict | None, name: str) -> dict:
@@ -293,7 +304,8 @@ def row_cells(r: dict) -> list[str]:
 
     epochs = "—" if r["epochs_run"] is None else f"{r['epochs_run']}/{r['epochs'] or '?'}"
     state = r["state"] + (", smoke" if r["smoke"] else "")
-    return [r["name"], r["model"] or "—", "—" if r["params"] is None else f"{r['params']:,}", epochs,
+    model = (r["model"] or "—") + ("*" if r.get("init") else "")  # notes() says what the mark means
+    return [r["name"], model, "—" if r["params"] is None else f"{r['params']:,}", epochs,
             pct(r["val_acc"]), pct(r["test_acc"]), format_duration(r["time_s"]), short_date(r["date"]), state,
             shown_path(r["directory"])]
 
@@ -352,6 +364,8 @@ def notes(records: list[dict]) -> list[str]:
     elif commands:
         out.append("unfinished: stopped before the end; `mnistlab train --resume DIRECTORY` finishes one "
                    "(each one's command: --filter state=unfinished --json)")
+    if any(r.get("init") for r in records):
+        out.append("model*: fine-tuned: it started from model.init's checkpoint (--json's `init` names it and its hash)")
     if any(r["smoke"] for r in records):
         out.append("smoke: train.limit_* set, so trained or scored on part of the data; not comparable")
     if any(r["state"] in ("pruned", "failed") for r in records):

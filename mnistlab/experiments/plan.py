@@ -81,6 +81,7 @@ def plan(comparison: Comparison, reuse: bool, log) -> Iterator[Step]:
     Rows join comparison.rows as the plan reaches them. A config that fails to load ends its row with
     its error; a row marked `stopped` (one of its runs failed) gets no further seeds."""
     from ..config import load_config
+    from ..training.finetune import resolved_config
 
     for index, path in enumerate(comparison.paths):
         row = Row(config=Path(path).stem, path=str(path))
@@ -91,7 +92,8 @@ def plan(comparison: Comparison, reuse: bool, log) -> Iterator[Step]:
             for seed, fold in replicates(comparison, cfg.seed):
                 if row.stopped:
                     break
-                cfg = load_config(row.path, [*comparison.overrides, *replicate_overrides(comparison, seed, fold)])
+                cfg = resolved_config(load_config(row.path, [*comparison.overrides,
+                                                             *replicate_overrides(comparison, seed, fold)]))
                 yield plan_step(Step(index, row, seed, cfg, fold=fold), comparison.out_dir, reuse, log)
         except Exception as exc:  # noqa: BLE001  (see failure_message)
             row.error, row.stopped = failure_message(exc), True
@@ -129,8 +131,9 @@ def plan_step(step: Step, out_dir: Path, reuse: bool, log) -> Step:
 def load_row(row: Row, overrides: list[str]):
     """The config (without a seed override) with the row's model, parameters and layers filled in."""
     from ..config import load_config
+    from ..training.finetune import resolved_config
 
-    cfg = load_config(row.path, overrides)
+    cfg = resolved_config(load_config(row.path, overrides))  # model.init's checkpoint names the model
     row.config, row.model = cfg.name, cfg.model.name
     try:
         row.params, row.layers = describe_model(cfg)

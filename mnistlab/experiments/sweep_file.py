@@ -182,6 +182,7 @@ def fixed_overrides(sweep: SweepConfig) -> list[str]:
 def check_against_schema(sweep: SweepConfig, base: Path, where: Path) -> None:
     """Every value a trial can take, at the ends of each range, validated as a config (model included)."""
     from ..models import check_model
+    from ..training.finetune import resolved_config
 
     fixed, folds = fixed_overrides(sweep), [f"data.folds={sweep.folds}", "data.fold=0"] if sweep.folds else []
     try:
@@ -196,7 +197,7 @@ def check_against_schema(sweep: SweepConfig, base: Path, where: Path) -> None:
             values = [int(v) for v in values]
         for value in values:
             try:
-                cfg = load_config(base, [*fixed, *folds, override(key, value)])
+                cfg = resolved_config(load_config(base, [*fixed, *folds, override(key, value)]))
                 check_model(cfg.model.name, cfg.model.kwargs)
             except UserError as exc:
                 raise UserError(f"{where}: space.{key} = {value!r}: {exc}") from None

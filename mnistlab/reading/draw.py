@@ -179,7 +179,8 @@ class EventLog:
 # ---------------------------------------------------------------- the window
 
 def run_draw(ckpt: str | None, collect: str | None = None) -> int:
-    from .predict import find_checkpoint, load_classifier
+    from ..training.choice import find_checkpoint
+    from .predict import load_classifier
 
     if collect:
         make_dir(collect, "--collect")  # a mistake in the folder is said before the window opens

@@ -53,7 +53,8 @@ def run_server(ckpt: str | None, host: str = "127.0.0.1", port: int = 8000, max_
         raise UserError(f"mnistlab serve needs fastapi, uvicorn and python-multipart: {INSTALL}")
     import uvicorn
 
-    from .predict import find_checkpoint, load_classifier
+    from ..training.choice import find_checkpoint
+    from .predict import load_classifier
 
     path, source = find_checkpoint(ckpt)
     # Bound here, before the model loads: a port in use is one line at once, not uvicorn's log and exit later.

@@ -32,6 +32,7 @@ from .checkpoint_saver import (CheckpointSaver, ResumePoint, find_resume_point, 
                                unlock)
 from .ema import build_ema
 from .distributed import World, barrier, init_world, ranks_agree, shutdown, sum_across, sync_buffers
+from .finetune import Start, apply_freeze, load_start, read_start, resolve_init
 from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, keep_freed_host_memory, resolve_device, score,
                      train_one_epoch)
 from .optim import build_optimizer, build_scheduler, current_lr
@@ -53,10 +54,10 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
     world, device_setting = init_world(cfg.device)
     t = point = None
     try:
-        point = find_resume_point(resume, cfg, world) if resume else None
+        cfg, start, point = starting_point(cfg, resume, world)
         if point is not None and point.summary is not None:
             return already_finished(point, log if world.is_main else _silent)
-        t = setup(cfg, world, device_setting, data_dir, out_dir, quiet, log, point)
+        t = setup(cfg, world, device_setting, data_dir, out_dir, quiet, log, point, start)
         stopped_early, train_time = train_epochs(t, on_epoch)
         return finish(t, stopped_early, train_time, score_test)
     finally:
@@ -69,6 +70,21 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
 
 def _silent(*args, **kwargs) -> None:
     pass
+
+
+def starting_point(cfg, resume, world: World):
+    """The config with model.init resolved, the checkpoint to start from, and where a resumed run stands.
+    A resumed run continues its own last.pt, never model.init's weights (which `latest` may name anew);
+    one stopped before its first epoch ended starts from model.init again."""
+    start = read_start(cfg.model.init) if cfg.model.init and (cfg.model.name is None or not resume) else None
+    cfg = resolve_init(cfg, start) if start else cfg
+    point = find_resume_point(resume, cfg, world) if resume else None
+    if point is not None and point.ckpt is not None:
+        return cfg, None, point
+    if cfg.model.init and start is None:
+        start = read_start(cfg.model.init)
+        cfg = resolve_init(cfg, start)
+    return cfg, start, point
 
 
 @dataclass
@@ -86,6 +102,8 @@ class Training:
     trained: torch.nn.Module  # the plain model the optimizer steps (`model` itself unless train.ema)
     ema: Any  # train.ema's AveragedModel (its .module is `model`), or None
     params: int
+    trainable: int  # parameter values that train (all but train.freeze's)
+    init: dict | None  # model.init's checkpoint as summary.json records it: from, path, sha256
     batches: dict[str, Any]  # train, val, test
     generators: dict[str, torch.Generator]  # shuffle, augment
     optimizer: torch.optim.Optimizer
@@ -105,7 +123,8 @@ class Training:
     tb: TensorBoardLogger | None  # train.tensorboard's event files (rank 0 only)
 
 
-def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool, log, point) -> Training:
+def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool, log, point,
+          start: Start | None = None) -> Training:
     log = log if world.is_main else _silent
     say = _silent if quiet else log
     previous = point.ckpt if point is not None else None
@@ -118,7 +137,7 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
 
     data = load_data(cfg.data, cfg.seed, resolve_root(data_dir, cfg.data.root), progress=not quiet)
     batch_size = resolve_batch_size(cfg.train.batch_size, len(data.train_y))
-    trained = create_training_model(cfg, data.num_classes, device)
+    trained, init, trainable, head_line = starting_model(cfg, data, device, start, previous)
     ema = build_ema(cfg.train.ema, trained)  # before wrapping: the average copies the plain model
     model = ema.module if ema is not None else trained
     net = compile_if_asked(wrap_distributed(trained, world, device, cfg.train.sync_batchnorm), cfg.train.compile)
@@ -126,7 +145,7 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
                   "augment": torch.Generator(device=device)}
     batches = make_batches(cfg, data, batch_size, device, world, generators)
 
-    optimizer = build_optimizer(cfg.train.optimizer, net.parameters())
+    optimizer = build_optimizer(cfg.train.optimizer, [p for p in net.parameters() if p.requires_grad])
     # last.pt's state_dict is `model`'s; with an average it also keeps the trained weights and the average
     averaging = {"ema": ema, "trained_weights": trained} if ema is not None else {}
     scheduler, when = build_scheduler(cfg.train.scheduler, optimizer, cfg.train.epochs, len(batches["train"]))
@@ -135,11 +154,13 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     stopper = EarlyStopping(es.monitor, es.patience, es.min_delta) if es else None
     run_dir = open_run_dir(cfg, world, out_dir, point)
     lock = point.lock if point is not None else lock_run_dir(run_dir) if world.is_main else None
-    saver = CheckpointSaver(run_dir, cfg.train.checkpoint_monitor, payload_builder(cfg, model, data),
+    saver = CheckpointSaver(run_dir, cfg.train.checkpoint_monitor, payload_builder(cfg, model, data, init),
                             {"optimizer": optimizer, "scheduler": scheduler, "scaler": scaler,
                              "early_stopping": stopper, **averaging}, world)
     params = sum(p.numel() for p in trained.parameters())
-    say(header_line(cfg, data, params, batch_size, device, dtype, world))
+    say(header_line(cfg, data, (params, trainable), batch_size, device, dtype, world))
+    for line in filter(None, [init and init_line(init, data), head_line]):
+        say(line)
     for note in data.notes:  # a user's set: leakage, classes a part lacks, skipped files (shown with --quiet too)
         log(paint(note, "warning") if note.startswith("warning") else note)
     say(f"  (* marks a new best epoch by {cfg.train.checkpoint_monitor}, saved as best.pt; lr is the learning rate "
@@ -156,9 +177,20 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     resume_hint = f"mnistlab train --resume {run_dir}" + (f" --data-dir {data_dir}" if data_dir else "")
     tb = (TensorBoardLogger(run_dir, config_to_dict(cfg), params, len(batches["train"]))
           if cfg.train.tensorboard and world.is_main else None)
-    return Training(cfg, world, device, dtype, data, batch_size, model, net, trained, ema, params, batches, generators,
+    return Training(cfg, world, device, dtype, data, batch_size, model, net, trained, ema, params, trainable, init,
+                    batches, generators,
                     optimizer, scheduler, when, scaler, stopper, saver, first_epoch, run_dir, resume_hint, stopped,
                     lock, say, log, quiet, tb)
+
+
+def starting_model(cfg, data: DataBundle, device, start: Start | None, previous: dict | None):
+    """The model to train, on `device`: model.init's weights loaded (before the weight average copies
+    them) and train.freeze applied. Also what it started from (a resumed run's last.pt says), the line
+    about the classifier head (None if nothing to say), and how many parameter values train."""
+    trained = create_training_model(cfg, data.num_classes, device)
+    head_line = load_start(trained, start, data.classes) if start else None
+    init = start.record if start else previous.get("init") if previous else None
+    return trained, init, apply_freeze(trained, cfg.train.freeze, cfg.model.name), head_line
 
 
 def make_batches(cfg, data: DataBundle, batch_size: int, device, world: World, generators) -> dict[str, Any]:
@@ -180,14 +212,16 @@ def make_batches(cfg, data: DataBundle, batch_size: int, device, world: World, g
                                  world.rank, world.size)}
 
 
-def payload_builder(cfg, model, data: DataBundle) -> Callable[[int, dict], dict]:
-    """The run's checkpoint payload for an epoch and its metrics (the model's current weights)."""
+def payload_builder(cfg, model, data: DataBundle, init: dict | None = None) -> Callable[[int, dict], dict]:
+    """The run's checkpoint payload for an epoch and its metrics (the model's current weights); with
+    model.init, what the run started from (a resumed run reads it back from last.pt)."""
     config = config_to_dict(cfg)
 
     def payload(epoch: int, metrics: dict) -> dict:
-        return model_payload(model, model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, classes=data.classes,
-                             mean=data.mean, std=data.std, input_size=[1, *data.train_x.shape[1:]],
-                             config=config, metrics=metrics, epoch=epoch)
+        built = model_payload(model, model_name=cfg.model.name, model_kwargs=cfg.model.kwargs, classes=data.classes,
+                              mean=data.mean, std=data.std, input_size=[1, *data.train_x.shape[1:]],
+                              config=config, metrics=metrics, epoch=epoch)
+        return {**built, "init": dict(init)} if init else built
 
     return payload
 
@@ -328,6 +362,8 @@ def build_summary(t: Training, scores: dict, stopped_early: bool, train_time: fl
     tta = {k: scores[k] for k in ("tta", "test_acc_single_view", "val_acc_tta") if k in scores}
     return {
         "name": cfg.name, "model": cfg.model.name, "model_kwargs": cfg.model.kwargs, "params": t.params,
+        **({"init": t.init} if t.init else {}),
+        **({"freeze": cfg.train.freeze, "trainable_params": t.trainable} if cfg.train.freeze else {}),
         "dataset": data.dataset, "num_classes": data.num_classes, "seed": cfg.seed,
         **({"folds": cfg.data.folds, "fold": cfg.data.fold} if cfg.data.folds else {}),
         "test_acc": scores["test_acc"], "test_loss": scores["test_loss"], "test_n": scores["test_n"],
@@ -391,13 +427,24 @@ def wrap_distributed(model, world: World, device: torch.device, sync_batchnorm: 
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def header_line(cfg, data: DataBundle, params: int, batch_size: int, device, dtype, world: World) -> str:
+def header_line(cfg, data: DataBundle, params: tuple[int, int], batch_size: int, device, dtype, world: World) -> str:
+    """The run in one line; `params` is (all, training): train.freeze's frozen ones are counted apart."""
+    total, trainable = params
+    counted = f"{total:,} params" + (f", {trainable:,} of them train" if trainable != total else "")
     amp = (f", amp {str(dtype).removeprefix('torch.')}" if dtype else
            f", fp32 (amp {cfg.train.amp} is not used on {device.type})" if cfg.train.amp not in ("auto", "off")
            else "")
-    return (f"{cfg.name}: {cfg.model.name} ({params:,} params) on {data.source}, {len(data.train_y):,} train / "
+    return (f"{cfg.name}: {cfg.model.name} ({counted}) on {data.source}, {len(data.train_y):,} train / "
             f"{len(data.val_y):,} val / {len(data.test_y):,} test images, batch {batch_size}, device {device}"
             + amp + (f", {world.size} processes" if world.active else ""))
+
+
+def init_line(init: dict, data: DataBundle) -> str:
+    """What model.init started the run from, and its inputs' normalization: the checkpoint's unless
+    data.normalize gives {mean, std} (training/finetune.py resolve_init)."""
+    named = f" {init['from']}" if init["from"] != init["path"] else ""  # default, latest, best: which file
+    return (f"  model.init{named}: {init['path']} (sha256 {init['sha256'][:12]})\n"
+            f"  inputs normalised with mean {data.mean:.4g}, std {data.std:.4g}")
 
 
 def epoch_line(row: dict, epochs: int, improved: bool) -> str:
