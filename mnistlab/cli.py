@@ -77,7 +77,7 @@ def add_eval(commands) -> None:
                    "misclassified digits into DIR")
     p.add_argument("--data", metavar="PATH", help="score your own digits instead: a folder of class folders (its "
                    "test/ part if it has train/), a labelled Kaggle CSV or an npz file (its test part); classes "
-                   "matched to the checkpoint's by name")
+                   "matched to the checkpoint's by name; or a built-in dataset's name (mnist) for its test set")
     p.add_argument("--prepare", choices=["reading", "resize"], default="reading", help="with --data, a folder's "
                    "images: reading (as predict reads them, default) or resize (already MNIST-like)")
     p.add_argument("--skip-bad", action="store_true", help="with --data, skip unreadable images and bad CSV rows "

@@ -317,3 +317,14 @@ def test_a_huge_image_file_is_refused_unread(cli, digits_dir, tmp_path, monkeypa
     (folder / "7" / "huge.png").write_bytes(b"\0" * (3 * 2**20))
     code, out, err = cli("train", own_config(tmp_path, "folder", folder), "--out-dir", tmp_path / "runs")
     assert code == 2 and f"{folder / '7' / 'huge.png'}: 3 MB, over the 1 MB an image may have" in err
+
+
+def test_eval_data_names_a_built_in_test_set_for_what_a_fine_tuned_model_still_reads(cli, mnist_root):
+    from mnistlab.training.choice import shipped_accuracy
+
+    code, out, err = cli("eval", "default", "--data", "mnist", "--data-dir", mnist_root, "--json")
+    report = json.loads(out)
+    assert code == 0 and report["n"] == 10_000 and report["dataset"] == "mnist", err
+    assert report["accuracy"] == pytest.approx(shipped_accuracy(), abs=1e-9)
+    code, _, err = cli("eval", "default", "--data", "fashion-mnist", "--data-dir", mnist_root)
+    assert code == 2 and "classes" in err and "Traceback" not in err

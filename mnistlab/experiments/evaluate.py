@@ -3,9 +3,11 @@ or on a user's own folder, CSV or npz file (--data)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ..config import device_problem, validate_config
 from ..data.augment import tta_for
-from ..data.datasets import dataset_classes, load_data, resolve_root
+from ..data.datasets import DATASETS, dataset_classes, load_data, load_split, resolve_root
 from ..data.pipeline import eval_batches
 from ..data.userdata import scoring_set
 from ..errors import UserError
@@ -28,7 +30,9 @@ def evaluate_checkpoint(path: str, split: str = "test", data_dir: str | None = N
         make_dir(plots_dir, "--plots")  # before the work: a file in the way is a mistake to say now
     ckpt = load_checkpoint(path)
     model = model_from_checkpoint(ckpt, path)
-    if data is not None:
+    if data is not None and data in DATASETS and not Path(data).exists():  # `--data mnist`: a built-in's test set
+        x, y, dataset, split, notes, cfg = builtin_test_set(ckpt, data, data_dir)
+    elif data is not None:
         x, y, dataset, split, notes, cfg = eval_set(ckpt, data, prepare, skip_bad)
     else:
         x, y, dataset, cfg = run_split(ckpt, path, split, data_dir)
@@ -75,11 +79,23 @@ def run_split(ckpt: dict, path: str, split: str, data_dir: str | None):
     return x, y, data.source, cfg
 
 
+def builtin_test_set(ckpt: dict, name: str, data_dir: str | None):
+    """`eval --data mnist`: a built-in dataset's whole test set, for a model trained on something else (a user's
+    set, mixed or not): how much of MNIST a fine-tuned model still reads. Its classes must be the checkpoint's,
+    by name (a head for other classes cannot be scored on it)."""
+    spec = DATASETS[name]
+    if list(spec.classes) != list(ckpt["classes"]):
+        raise UserError(f"--data {name}: the checkpoint's classes ({', '.join(ckpt['classes'][:12])}) are not "
+                        f"{name}'s ({', '.join(spec.classes[:12])})")
+    cfg = validate_config(ckpt["config"], "the checkpoint's stored config") if "config" in ckpt else None
+    root = resolve_root(data_dir, cfg.data.root if cfg else None)
+    x, y = load_split(spec, root, train=False, download=cfg.data.download if cfg else True)
+    return x, y, name, "test", [], cfg
+
+
 def eval_set(ckpt: dict, data: str, prepare: str, skip_bad: bool):
     """`eval --data`: a user's folder, CSV or npz file, its classes matched by name to the checkpoint's:
     x, y, the data's name, which part, notes (skipped files) and the run's config (None if it has none)."""
-    from pathlib import Path
-
     import torch
 
     x, y, which, notes = scoring_set(Path(data).expanduser(), list(ckpt["classes"]), prepare, skip_bad)
