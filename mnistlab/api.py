@@ -42,10 +42,12 @@ def evaluate(ckpt: str | Path, split: str = "test", *, data_dir: str | None = No
     """What `mnistlab eval --json` prints: accuracy, loss, per-class accuracy, confusion matrix; `data`: your own
     folder, CSV or npz file instead of the run's split (`eval --data`)."""
     from .experiments.evaluate import evaluate_checkpoint
+    from .training.choice import find_checkpoint
 
     if split not in ("test", "val", "train"):
         raise UserError(f"split: got {split!r}; allowed: test, val, train")
-    return evaluate_checkpoint(str(ckpt), split=split, data_dir=data_dir, device=device, plots_dir=plots_dir,
+    path, _ = find_checkpoint(str(ckpt), said_as="")  # default, latest and best as `mnistlab eval` reads them
+    return evaluate_checkpoint(str(path), split=split, data_dir=data_dir, device=device, plots_dir=plots_dir,
                                tta=tta, data=None if data is None else str(data))
 
 
