@@ -196,6 +196,8 @@ def add_serve(commands) -> None:
     p.add_argument("--port", type=port_number, default=8000, help="default: 8000")
     p.add_argument("--max-upload-mb", type=positive_int, default=16, metavar="MB",
                    help="largest request body accepted (default: 16)")
+    p.add_argument("--body-timeout", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="answer 408 to a request whose body has not all come in this time (default: 30)")
     p.set_defaults(handler=cmd_serve)
 
 
@@ -213,6 +215,18 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {text}")
     return value
 
 
@@ -502,7 +516,8 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     from .reading.serve import run_server
 
-    return run_server(args.ckpt, host=args.host, port=args.port, max_upload=args.max_upload_mb * 2**20)
+    return run_server(args.ckpt, host=args.host, port=args.port, max_upload=args.max_upload_mb * 2**20,
+                      body_timeout=args.body_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:
