@@ -414,10 +414,10 @@ def cmd_configs(args) -> int:
 
 
 def cmd_init(args) -> int:
-    import re
     from pathlib import Path
 
-    from .config import folder_name_problem, load_config, resolve_config
+    from .config import folder_name_problem, load_config
+    from .yamlfile import parse_yaml
 
     path = Path(args.name if args.name.endswith((".yaml", ".yml")) else f"{args.name}.yaml")
     name = path.stem
@@ -427,20 +427,39 @@ def cmd_init(args) -> int:
     if path.exists() or path.is_symlink():
         raise UserError(f"{path} exists; mnistlab never writes over it (give another name)")
     if args.source:
-        text = resolve_config(args.source).read_text(encoding="utf-8")
-        text = re.sub(r"(?m)^name:.*$", f"name: {name}", text) if re.search(r"(?m)^name:", text) \
-            else f"name: {name}\n{text}"
+        text = init_from(args.source, name)
     else:
         template = Path(__file__).resolve().parent / "configs" / "_template.yaml.txt"
         text = template.read_text(encoding="utf-8").format(name=name, path=path)
+    load_config(raw=parse_yaml(text, str(path)))  # what is written must load: checked before anything is written
     try:
         with open(path, "x", encoding="utf-8") as f:
             f.write(text)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
-    load_config(path)  # what was written must load
     print(f"wrote {path}; train it with: mnistlab train {path}")
     return 0
+
+
+def init_from(source: str, name: str) -> str:
+    """The text of --from's config (comments kept) with `name:` set; a source that is not a config that loads
+    (not a regular file, too big, not UTF-8, not YAML, invalid) is one line naming it, and nothing is written."""
+    import re
+
+    from .config import load_config, resolve_config
+    from .files import read_small_text
+    from .yamlfile import MAX_BYTES
+
+    found = resolve_config(source)
+    try:
+        load_config(found)  # the source's own problems, named as its own
+        text = read_small_text(found, MAX_BYTES)
+    except UserError as exc:  # the config's own messages name it, mostly
+        raise UserError(f"--from: {exc}" if str(found) in str(exc) else f"--from {source}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--from {source}: cannot read {found}: {one_line(exc, 120)}") from None
+    return re.sub(r"(?m)^name:.*$", f"name: {name}", text) if re.search(r"(?m)^name:", text) \
+        else f"name: {name}\n{text}"
 
 
 def cmd_models(args) -> int:
