@@ -183,7 +183,9 @@ def add_export(commands) -> None:
     p.add_argument("--data-dir", help="dataset root holding the test images the export is checked on "
                    "(default: the checkpoint config's, then $MNISTLAB_DATA_DIR, then ./data)")
     p.add_argument("--check", type=positive_int, default=1000, metavar="N",
-                   help="test images to compare PyTorch and onnxruntime on (default: 1000)")
+                   help="test images to compare PyTorch and onnxruntime on (default: 1000; at most 10,000)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing ONNX model at the output "
+                   "(never a checkpoint, nor the one exported)")
     p.set_defaults(handler=cmd_export)
 
 
@@ -525,7 +527,8 @@ def cmd_export(args) -> int:
     if args.checkpoint == "default" and not args.output:
         args.output = "default.onnx"  # not beside the shipped model, inside the installed package
     args.checkpoint = named_checkpoint(args.checkpoint)
-    report = export_onnx(args.checkpoint, args.output, data_dir=args.data_dir, check=args.check)
+    report = export_onnx(args.checkpoint, args.output, data_dir=args.data_dir, check=args.check,
+                         overwrite=args.overwrite)
     print(f"{report['summary']}")
     print(f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB, ONNX opset {report['opset']}; input "
           f"N x 1 x 28 x 28 in [0, 1], normalization inside the graph; classes in its metadata)")

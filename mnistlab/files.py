@@ -16,19 +16,7 @@ from .errors import UserError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the rest of a shared machine
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    _write_then(path, data, os.replace)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -38,18 +26,23 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_new_bytes(path: Path, data: bytes) -> None:
     """Write a file that must not exist yet, atomically: the complete file appears under its name, or
     nothing does, and a file that appeared there meanwhile is never replaced (FileExistsError)."""
+    _write_then(path, data, os.link)  # a link fails if the name is taken, where os.replace would take it over
+
+
+def _write_then(path: Path, data: bytes, publish) -> None:
+    """`data` in a temporary file beside `path`, flushed to disk, then published under `path` by `publish`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        os.fchmod(fd, 0o644)
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from the rest of a shared machine
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.link(tmp, path)  # fails if the name is taken, where os.replace would take it over
+        publish(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+            os.unlink(tmp)  # after os.replace, gone already; after os.link, the second name
 
 
 MAX_RUN_FILE = 16 << 20  # bytes; summary.json, trial.json and a config are kilobytes, metrics.csv a row an epoch
