@@ -113,3 +113,23 @@ def test_init_from_a_good_config_still_works(tmp_path):
     assert result.returncode == 0, result.stderr
     text = (tmp_path / "mine.yaml").read_text()
     assert "name: mine" in text and "#" in text  # comments kept
+
+
+# ---------------------------------------------------------------- predict --multi on a picture of thousands of marks
+
+def test_multi_on_thousands_of_marks_is_not_quadratic(tmp_path):
+    """5,000 dots: each blob was once checked against each digit so far with a pass over the whole picture
+    (a minute and more; 400 dots took 12 s). Now a few seconds; the timeout is only a generous bound."""
+    from PIL import Image, ImageDraw
+
+    side = 71  # 71 x 71 > 5,000 places
+    image = Image.new("L", (side * 24 + 40, side * 24 + 40), 255)
+    draw = ImageDraw.Draw(image)
+    for i in range(5000):
+        y, x = divmod(i, side)
+        draw.ellipse([20 + x * 24, 20 + y * 24, 28 + x * 24, 28 + y * 24], fill=0)
+    image.save(tmp_path / "dots.png")
+    result = cli_process("predict", tmp_path / "dots.png", "--multi", "--json", "--ckpt", SHIPPED, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (found,) = json.loads(result.stdout)
+    assert len(found["digits"]) > 500
