@@ -216,7 +216,7 @@ def test_a_run_being_trained_is_running_and_listing_writes_nothing(cli, tmp_path
 
 HOSTILE = {
     "config.yaml": [b"\xff\xfe binary", b"- a list\n- not a mapping\n", b"a: [unclosed\n", b"a: 1\na: 2\n",
-                    b"&a [*a]\n"],
+                    b"&a [*a]\n", b"model: iter5\ntrain: {epochs: -3}\n", b"model: iter5\nseed: " + b"9" * 60 + b"\n"],
     "summary.json": [b"", b"[1, 2]", b'{"test_acc": "99%"}', b'{"params": true}', b'{"test_acc": NaN}', b"\xff",
                      # out of range: each once printed nonsense or raised while the table was drawn
                      b'{"test_acc": 2.5}', b'{"val_acc": -0.1}', b'{"params": ' + b"9" * 400 + b"}",
@@ -227,7 +227,8 @@ HOSTILE = {
                     b"epoch\n" + b"1\n" * 3,
                     b"epoch,val_acc\nnan,0.9\n", b"epoch,val_acc\ninf,0.9\n", b"epoch,val_acc\n1e400,0.9\n",
                     b"epoch,val_acc\n-1,0.9\n", b"epoch,val_acc\n1.5,0.9\n", b"epoch,val_acc\n1,inf\n",
-                    b"epoch,val_acc\n1,7\n", b"epoch,time_s\n1,-3\n"],
+                    b"epoch,val_acc\n1,7\n", b"epoch,time_s\n1,-3\n", b"epoch,time_s\n1,nan\n",
+                    b"epoch,val_acc\n1,nan\n"],
     "trial.json": [b"{", b'"a string"'],
 }
 

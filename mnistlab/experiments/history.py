@@ -116,6 +116,10 @@ def read_config(path: Path) -> dict:
     raw = read_yaml_file(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path.name} is damaged: not a mapping of keys")
+    shown = {"train.epochs": whole(section(raw, "train").get("epochs")), "seed": whole(raw.get("seed"))}
+    problem = next(filter(None, (figure_problem(k, v) for k, v in shown.items())), None)
+    if problem:
+        raise UserError(f"{path.name} is damaged: {problem}")
     return raw
 
 
@@ -134,11 +138,10 @@ def read_json_object(path: Path) -> dict:
 # show nonsense (a 250% accuracy) or fail to print it (a 400-digit integer is no float).
 FIGURES = {"test_acc": (0, 1, False), "val_acc": (0, 1, False), "train_acc": (0, 1, False),
            "test_loss": (0, math.inf, False), "val_loss": (0, math.inf, False), "train_loss": (0, math.inf, False),
-           "train_time_s": (0, math.inf, False), "time_per_epoch_s": (0, math.inf, False),
-           "time_s": (0, math.inf, False), "lr": (0, math.inf, False), "train_images_per_s": (0, math.inf, False),
-           "params": (0, 1e15, True),
+           "train_time_s": (0, 1e9, False), "time_per_epoch_s": (0, 1e9, False), "time_s": (0, 1e9, False),
+           "lr": (0, math.inf, False), "train_images_per_s": (0, math.inf, False), "params": (0, 1e15, True),
            "test_n": (0, 1e12, True), "epochs_run": (0, 1e9, True), "best_epoch": (0, 1e9, True),
-           "epoch": (1, 1e9, True)}
+           "epoch": (1, 1e9, True), "train.epochs": (1, 1e9, True), "seed": (0, 2**32 - 1, True)}
 
 
 def figure_problem(key: str, value, nan_allowed: bool = False) -> str | None:
@@ -187,7 +190,8 @@ def read_metrics(path: Path) -> list[dict]:
     rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items() if k is not None} for row in reader]
     for number, row in enumerate(rows, 2):
         problem = figure_problem("epoch", row["epoch"]) if row["epoch"] is not None else "no epoch"
-        problem = problem or next(filter(None, (figure_problem(k, v, nan_allowed=True) for k, v in row.items())), None)
+        problem = problem or next(filter(None, (figure_problem(k, v, nan_allowed=k.endswith("loss"))
+                                                for k, v in row.items())), None)
         if problem:
             raise UserError(f"{path.name} is damaged: line {number}: {problem}")
     return rows
