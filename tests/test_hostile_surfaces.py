@@ -27,7 +27,7 @@ def hostile_run(run_dir: Path, kind: str) -> Path:
     """A run directory whose config.yaml, summary.json and metrics.csv are FIFOs (reading one waits for a writer
     that never comes) or sparse 40 MB files."""
     run_dir.mkdir(parents=True)
-    for name in ("config.yaml", "summary.json", "metrics.csv"):
+    for name in ("config.yaml", "summary.json", "metrics.csv", ".lock"):
         if kind == "fifo":
             os.mkfifo(run_dir / name)
         else:
@@ -57,11 +57,13 @@ calls = {
     "--ckpt best": lambda: predict.finished_runs(root),
     "resume": lambda: checkpoint_saver.read_json(run_dir / "summary.json"),
     "curves": lambda: report.read_metrics(run_dir),
+    "lock probe": lambda: history.being_trained(run_dir),
+    "lock": lambda: checkpoint_saver.unlock(checkpoint_saver.lock_run_dir(run_dir)),
 }
 for name, call in calls.items():
     try:
         print(name, "->", call())
-    except UserError as exc:
+    except (UserError, OSError) as exc:
         print(name, "-> refused:", exc)
 """
 
@@ -78,6 +80,9 @@ def test_every_reader_of_run_files_refuses_pipes_and_huge_files(tmp_path, kind):
     assert said["sweep summary"] == "{}"
     for name in ("compare summary", "resume", "curves"):
         assert said[name].startswith("refused: ") and ("not a regular file" in said[name] or "MB" in said[name])
+    assert said["lock probe"] == "False"
+    assert said["lock"] == ("None" if kind == "huge" else "refused: [Errno 6] No such device or address: "
+                                                           f"'{tmp_path / kind}/sweeps/trials/x-trial0001/20261124-120000/.lock'")
 
 
 # ---------------------------------------------------------------- init --from

@@ -267,8 +267,8 @@ def being_trained(run_dir: Path) -> bool:
         import fcntl
     except ImportError:  # no locks on this system: nothing can be known
         return False
-    try:
-        with open(run_dir / ".lock", "rb") as handle:
+    try:  # not blocking: a FIFO there would keep a plain open() waiting for a writer for ever
+        with os.fdopen(os.open(run_dir / ".lock", os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the file closes
     except BlockingIOError:
         return True

@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -117,7 +119,12 @@ def lock_run_dir(run_dir: Path):
         import fcntl
     except ImportError:
         return None
-    handle = open(run_dir / ".lock", "a")  # noqa: SIM115  (held open on purpose)
+    # Not blocking: a FIFO put there would keep a plain open() waiting for a reader for ever.
+    fd = os.open(run_dir / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o644)
+    handle = os.fdopen(fd, "a")  # held open on purpose
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise UserError(f"{run_dir / '.lock'} is not a regular file (a pipe or a device?); remove it")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
