@@ -15,6 +15,7 @@ round trip (skipped without it).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -252,6 +253,7 @@ def test_export_never_writes_over_a_checkpoint_or_an_unasked_file(cli, exported,
     old_onnx = tmp_path / "best.onnx"
     old_onnx.write_bytes(exported[0].read_bytes())
     (tmp_path / "link.onnx").symlink_to(ckpt)
+    os.mkfifo(tmp_path / "pipe.onnx")  # opening it to look would wait for ever
     before = {p: p.read_bytes() for p in (ckpt, other_run, notes, old_onnx)}
     check = ["--check", "5", "--data-dir", tmp_path]
     for args, message in [
@@ -260,6 +262,7 @@ def test_export_never_writes_over_a_checkpoint_or_an_unasked_file(cli, exported,
         ([ckpt, "-o", tmp_path / "link.onnx", "--overwrite"], "is the checkpoint being exported"),
         ([ckpt, "-o", other_run, "--overwrite"], "exists and is not an ONNX model (a checkpoint?)"),
         ([ckpt, "-o", notes, "--overwrite"], "exists and is not an ONNX model"),
+        ([ckpt, "-o", tmp_path / "pipe.onnx", "--overwrite"], "exists and is not an ONNX model"),
         ([ckpt], f"-o: {old_onnx} exists; give another file name, or --overwrite to replace it"),
         ([ckpt, "-o", old_onnx], "--overwrite to replace it"),
     ]:

@@ -103,9 +103,11 @@ def refuse_existing(source: Path, target: Path, overwrite: bool) -> None:
 def looks_like_onnx(path: Path) -> bool:
     """An ONNX model (a protobuf ModelProto opens with its ir_version: field 1, a varint: byte 0x08), not a
     checkpoint (a zip archive, or a pickle) nor anything else."""
+    if not path.is_file():  # a FIFO would keep open() waiting
+        return False
     try:
         with open(path, "rb") as f:
-            return path.is_file() and f.read(1) == b"\x08"
+            return f.read(1) == b"\x08"
     except OSError:
         return False
 
