@@ -199,7 +199,7 @@ def add_serve(commands) -> None:
     p.add_argument("--max-upload-mb", type=positive_int, default=16, metavar="MB",
                    help="largest request body accepted (default: 16)")
     p.add_argument("--body-timeout", type=positive_float, default=30.0, metavar="SECONDS",
-                   help="answer 408 to a request whose body has not all come in this time (default: 30)")
+                   help="answer 408 to a request whose head or body has not all come in this time (default: 30)")
     p.set_defaults(handler=cmd_serve)
 
 

@@ -282,6 +282,26 @@ def test_a_stalled_body_is_answered_408_while_others_are_served(server, drawings
     assert "Traceback" not in server.output()
 
 
+def test_a_stalled_request_head_is_answered_408_while_others_are_served(server, drawings):
+    """uvicorn has no deadline for headers; its connections count towards limit_concurrency (64)."""
+    stalled = []
+    for _ in range(3):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=BODY_TIMEOUT_S + 30)
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: localhost\r\nContent-Ty")
+        stalled.append(sock)
+    good = drawings["7"].read_bytes()
+    assert httpx.post(f"{server.url}/predict", content=good, timeout=60).json()["prediction"] == "7"
+    for sock in stalled:
+        with sock:
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 408 ") and json.loads(body) == {
+            "error": f"the request head did not arrive within {BODY_TIMEOUT_S} s"}, answer
+    assert "Traceback" not in server.output()
+
+
 def test_a_client_leaving_mid_upload_is_one_log_line(server, drawings):
     good = drawings["7"].read_bytes()
     before = server.lines().count("\n")

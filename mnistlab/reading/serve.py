@@ -17,8 +17,9 @@ parameter 400 too), {"path": ..., "error": ...} as predict --json writes it for 
 cannot be read as a digit (422: not an image, truncated, a decompression bomb, no ink).
 
 Bodies are read up to the limit and no further, whatever Content-Length claims, and within
-BODY_TIMEOUT_S: a client that stalls mid-body is answered 408 and its connection closed, so stalled
-clients cannot hold the service's open-request slots (limit_concurrency) for ever. A client that
+BODY_TIMEOUT_S: a client that stalls mid-body is answered 408 and its connection closed, and so is one
+that stalls in its request head (headers_in_time), so stalled clients cannot hold the service's places
+(limit_concurrency counts connections) for ever. A client that
 disconnects mid-upload is one log line. The interactive /docs page is off: Swagger UI loads its
 scripts from a CDN, which an offline machine cannot reach; /openapi.json is served. FastAPI, uvicorn and
 python-multipart are the optional extra `mnistlab[serve]`, imported when the command runs.
@@ -79,9 +80,53 @@ def run_server(ckpt: str | None, host: str = "127.0.0.1", port: int = 8000, max_
     print(f"mnistlab serve: {path} ({source}, {classifier.backend}) on http://{shown}:{port}/ "
           f"(POST /predict, GET /health; Ctrl+C stops)", file=sys.stderr, flush=True)
     # limit_concurrency: beyond 64 open requests uvicorn answers 503 at once instead of queueing without end.
-    config = uvicorn.Config(app, log_level="info", limit_concurrency=64, timeout_keep_alive=5)
+    config = uvicorn.Config(app, log_level="info", limit_concurrency=64, timeout_keep_alive=5,
+                            http=headers_in_time(body_timeout))
     uvicorn.Server(config).run(sockets=[listening])
     return 0
+
+
+def headers_in_time(timeout: float):
+    """uvicorn's HTTP/1.1 protocol (h11) with a deadline for each request's headers, which uvicorn lacks: a
+    connection that has not sent a whole request head within `timeout` seconds of opening (or of its last
+    answer) is answered 408 and closed. Stalled connections count towards limit_concurrency, so 64 of them
+    would otherwise leave everyone else 503s."""
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    late = b'{"error":"the request head did not arrive within %g s"}' % timeout
+    answer = (b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+              b"content-length: %d\r\n\r\n%s" % (len(late), late))
+
+    class Protocol(H11Protocol):
+        due = None
+
+        def connection_made(self, transport):
+            super().connection_made(transport)
+            self.arm()
+
+        def on_response_complete(self):
+            super().on_response_complete()
+            self.arm()
+
+        def connection_lost(self, exc):
+            self.disarm()
+            super().connection_lost(exc)
+
+        def arm(self):
+            self.disarm()
+            self.due = self.loop.call_later(timeout, self.head_late)
+
+        def disarm(self):
+            if self.due is not None:
+                self.due.cancel()
+
+        def head_late(self):
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # no whole head yet
+                self.transport.write(answer)
+                self.transport.close()
+
+    return Protocol
 
 
 def _importable(module: str) -> bool:
