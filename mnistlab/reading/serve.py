@@ -262,11 +262,14 @@ def documented_responses() -> dict[str, dict]:
     def error(what: str, model=Error) -> dict:
         return {"model": model, "description": what}
 
-    query = {400: error("an unknown or repeated query parameter")}
+    # uvicorn's own answer beyond limit_concurrency, before the app sees the request
+    busy = {503: {"description": "over 64 requests open at once (uvicorn's plain-text answer)",
+                  "content": {"text/plain": {"schema": {"type": "string"}}}}}
+    query = {400: error("an unknown or repeated query parameter"), **busy}
     as_json = {"content": {"application/json": {"schema": Error.model_json_schema()}}}  # the page's is HTML
-    return {"page": {400: {**as_json, "description": query[400]["description"]}},
+    return {"page": {400: {**as_json, "description": query[400]["description"]}, **busy},
             "health": {200: {"model": Health}, **query},
-            "predict": {200: {"model": Reading, "description": "the digit read"},
+            "predict": {**busy, 200: {"model": Reading, "description": "the digit read"},
                         400: error("empty or malformed body, a bad or unknown query parameter"),
                         408: error("the body was not sent within the body timeout"),
                         413: error("the body is over the size limit"),
