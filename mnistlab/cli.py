@@ -199,7 +199,9 @@ def add_export(commands) -> None:
     p.add_argument("--data-dir", help="dataset root holding the test images the export is checked on "
                    "(default: the checkpoint config's, then $MNISTLAB_DATA_DIR, then ./data)")
     p.add_argument("--check", type=positive_int, default=1000, metavar="N",
-                   help="test images to compare PyTorch and onnxruntime on (default: 1000)")
+                   help="test images to compare PyTorch and onnxruntime on (default: 1000; at most 10,000)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing ONNX model at the output "
+                   "(never a checkpoint, nor the one exported)")
     p.set_defaults(handler=cmd_export)
 
 
@@ -212,6 +214,8 @@ def add_serve(commands) -> None:
     p.add_argument("--port", type=port_number, default=8000, help="default: 8000")
     p.add_argument("--max-upload-mb", type=positive_int, default=16, metavar="MB",
                    help="largest request body accepted (default: 16)")
+    p.add_argument("--body-timeout", type=positive_float, default=30.0, metavar="SECONDS",
+                   help="answer 408 to a request whose head or body has not all come in this time (default: 30)")
     p.set_defaults(handler=cmd_serve)
 
 
@@ -229,6 +233,18 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 3600):
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most 3600, got {text}")
     return value
 
 
@@ -470,10 +486,10 @@ def cmd_configs(args) -> int:
 
 
 def cmd_init(args) -> int:
-    import re
     from pathlib import Path
 
-    from .config import folder_name_problem, load_config, resolve_config
+    from .config import folder_name_problem, load_config
+    from .yamlfile import parse_yaml
 
     path = Path(args.name if args.name.endswith((".yaml", ".yml")) else f"{args.name}.yaml")
     name = path.stem
@@ -483,20 +499,39 @@ def cmd_init(args) -> int:
     if path.exists() or path.is_symlink():
         raise UserError(f"{path} exists; mnistlab never writes over it (give another name)")
     if args.source:
-        text = resolve_config(args.source).read_text(encoding="utf-8")
-        text = re.sub(r"(?m)^name:.*$", f"name: {name}", text) if re.search(r"(?m)^name:", text) \
-            else f"name: {name}\n{text}"
+        text = init_from(args.source, name)
     else:
         template = Path(__file__).resolve().parent / "configs" / "_template.yaml.txt"
         text = template.read_text(encoding="utf-8").format(name=name, path=path)
+    load_config(raw=parse_yaml(text, str(path)))  # what is written must load: checked before anything is written
     try:
         with open(path, "x", encoding="utf-8") as f:
             f.write(text)
     except OSError as exc:
         raise UserError(f"cannot write {path}: {exc.strerror}") from None
-    load_config(path)  # what was written must load
     print(f"wrote {path}; train it with: mnistlab train {path}")
     return 0
+
+
+def init_from(source: str, name: str) -> str:
+    """The text of --from's config (comments kept) with `name:` set; a source that is not a config that loads
+    (not a regular file, too big, not UTF-8, not YAML, invalid) is one line naming it, and nothing is written."""
+    import re
+
+    from .config import load_config, resolve_config
+    from .files import read_small_text
+    from .yamlfile import MAX_BYTES
+
+    found = resolve_config(source)
+    try:
+        load_config(found)  # the source's own problems, named as its own
+        text = read_small_text(found, MAX_BYTES)
+    except UserError as exc:  # the config's own messages name it, mostly
+        raise UserError(f"--from: {exc}" if str(found) in str(exc) else f"--from {source}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"--from {source}: cannot read {found}: {one_line(exc, 120)}") from None
+    return re.sub(r"(?m)^name:.*$", f"name: {name}", text) if re.search(r"(?m)^name:", text) \
+        else f"name: {name}\n{text}"
 
 
 def cmd_models(args) -> int:
@@ -568,7 +603,8 @@ def cmd_export(args) -> int:
     if args.checkpoint == "default" and not args.output:
         args.output = "default.onnx"  # not beside the shipped model, inside the installed package
     args.checkpoint = named_checkpoint(args.checkpoint)
-    report = export_onnx(args.checkpoint, args.output, data_dir=args.data_dir, check=args.check)
+    report = export_onnx(args.checkpoint, args.output, data_dir=args.data_dir, check=args.check,
+                         overwrite=args.overwrite)
     print(f"{report['summary']}")
     print(f"wrote {report['output']} ({report['bytes'] / 1e6:.1f} MB, ONNX opset {report['opset']}; input "
           f"N x 1 x 28 x 28 in [0, 1], normalization inside the graph; classes in its metadata)")
@@ -578,7 +614,8 @@ def cmd_export(args) -> int:
 def cmd_serve(args) -> int:
     from .reading.serve import run_server
 
-    return run_server(args.ckpt, host=args.host, port=args.port, max_upload=args.max_upload_mb * 2**20)
+    return run_server(args.ckpt, host=args.host, port=args.port, max_upload=args.max_upload_mb * 2**20,
+                      body_timeout=args.body_timeout)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,6 +10,7 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,21 @@ from .errors import UserError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    _write_then(path, data, os.replace)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_new_bytes(path: Path, data: bytes) -> None:
+    """Write a file that must not exist yet, atomically: the complete file appears under its name, or
+    nothing does, and a file that appeared there meanwhile is never replaced (FileExistsError)."""
+    _write_then(path, data, os.link)  # a link fails if the name is taken, where os.replace would take it over
+
+
+def _write_then(path: Path, data: bytes, publish) -> None:
+    """`data` in a temporary file beside `path`, flushed to disk, then published under `path` by `publish`."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -25,15 +41,34 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        publish(tmp, path)
+    finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+            os.unlink(tmp)  # after os.replace, gone already; after os.link, the second name
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+MAX_RUN_FILE = 16 << 20  # bytes; summary.json, trial.json and a config are kilobytes, metrics.csv a row an epoch
+
+
+def read_small_text(path: Path, limit: int = MAX_RUN_FILE, name: str | None = None) -> str:
+    """A run's file (summary.json, metrics.csv, config.yaml, ...) as UTF-8 text. A FIFO, a device or a file over
+    `limit` bytes is one UserError at once: it is opened without blocking and looked at before it is read, so
+    a pipe nobody writes to cannot keep a command waiting. OSError and UnicodeDecodeError pass to the caller.
+    `name` is how the messages call the file (default: its path)."""
+    path = Path(path)
+    name = name or str(path)
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        info = os.fstat(f.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise UserError(f"{name} is not a regular file (a pipe or a device?)")
+        if info.st_size > limit:
+            raise UserError(f"{name} is {info.st_size / 1e6:.1f} MB, over the {limit / 1e6:g} MB such a file "
+                            f"can be")
+        data = f.read(limit + 1)
+    if len(data) > limit:  # it grew while we looked
+        raise UserError(f"{name} is over the {limit / 1e6:g} MB such a file can be")
+    return data.decode("utf-8")
 
 
 def csv_value(value) -> str:

@@ -9,9 +9,12 @@ is drawn, so the CLI and training stay fast to start.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from pathlib import Path
+
+from .files import read_small_text
 
 
 def _figure(width: float, height: float):
@@ -43,8 +46,9 @@ def _save(fig, path: str | Path) -> Path:
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
     """metrics.csv as dicts of floats (None where a column was empty, e.g. no validation split)."""
-    with open(Path(run_dir) / "metrics.csv", newline="", encoding="utf-8") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+    text = read_small_text(Path(run_dir) / "metrics.csv")  # a FIFO or a huge file is refused, not waited on
+    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
+            for row in csv.DictReader(io.StringIO(text))]
 
 
 def _plot_series(ax, rows: list[dict], key: str, scale: float = 1.0, **style) -> bool:
@@ -163,7 +167,7 @@ def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
     summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text(encoding="utf-8")) if summary_file.exists() else {}
+    summary = json.loads(read_small_text(summary_file)) if summary_file.exists() else {}
     fig = _figure(15, 4.5)
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
     _plot_series(loss_ax, rows, "train_loss", color="tab:blue", label="train")

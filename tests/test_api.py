@@ -72,3 +72,61 @@ def test_predict_takes_paths_pil_images_and_arrays(tmp_path):
     assert len(results[2]["top_k"]) == 2
     with pytest.raises(UserError, match="images\\[0\\]"):
         mnistlab.predict([42], ckpt="default")
+
+
+def test_a_dict_config_without_a_name_is_named_after_its_model(tmp_path, mnist_root):
+    """The docstring's example, as written: {"model": "iter5", "train": {"epochs": 3}} (epochs cut for the test)."""
+    summary = mnistlab.train({"model": "iter5", "train": {"epochs": 3}}, [*TINY, "train.limit_train_batches=3"],
+                             out_dir=tmp_path, data_dir=str(mnist_root))
+    assert summary["name"] == "iter5" and Path(summary["run_dir"]).parent == tmp_path / "iter5"
+    report = mnistlab.evaluate(summary["run_dir"] + "/best.pt", data_dir=str(mnist_root), device="cpu")
+    assert report["n"] == 10_000
+
+
+def blank(shape, dtype=np.uint8, value=0):
+    return np.full(shape, value, dtype)
+
+
+BAD_CALLS = [
+    ("predict", {"images": blank((28, 28)), "top_k": 0}, "top_k: got 0"),
+    ("predict", {"images": blank((28, 28)), "top_k": True}, "top_k: got True"),
+    ("predict", {"images": blank((28, 28)), "top_k": "3"}, "top_k: got '3'"),
+    ("predict", {"images": blank((28, 28)), "frame": "no"}, "frame: got 'no'"),
+    ("predict", {"images": blank((28, 28)), "ckpt": 5}, "ckpt: got 5"),
+    ("predict", {"images": blank((28,))}, "images[0]: an array of shape 28; give H x W"),
+    ("predict", {"images": blank((28, 28, 2))}, "shape 28 x 28 x 2"),
+    ("predict", {"images": [blank((4, 28, 28, 3))]}, "shape 4 x 28 x 28 x 3"),
+    ("predict", {"images": blank((28, 28), np.float64, np.nan)}, "floats must be finite and in [0, 1]"),
+    ("predict", {"images": blank((28, 28), np.float32, 200.0)}, "floats must be finite and in [0, 1]"),
+    ("predict", {"images": blank((28, 28), np.int64, 300)}, "whole numbers from 300 to 300"),
+    ("predict", {"images": blank((28, 28), bool)}, "an array of bool"),
+    ("predict", {"images": blank((28, 28), object)}, "an array of object"),
+    ("train", {"config": 5}, "config: got 5"),
+    ("train", {"config": "iter5", "overrides": "train.epochs=3"}, "overrides: got 'train.epochs=3'"),
+    ("train", {"config": "iter5", "overrides": [3]}, "overrides: got 3 (type int) among them"),
+    ("train", {"config": "iter5", "quiet": "yes"}, "quiet: got 'yes'"),
+    ("train", {"config": "iter5", "log": 3}, "log: got 3"),
+    ("train", {"config": "iter5", "out_dir": 7}, "out_dir: got 7"),
+    ("evaluate", {"ckpt": 3}, "ckpt: got 3"),
+    ("evaluate", {"ckpt": "x.pt", "split": ["test"]}, "split: got ['test']"),
+    ("evaluate", {"ckpt": "x.pt", "tta": "yes"}, "tta: got 'yes'"),
+    ("evaluate", {"ckpt": "x.pt", "device": None}, "device: got None"),
+    ("load_model", {"ckpt": None}, "ckpt: got None"),
+]
+
+
+@pytest.mark.parametrize("function, kwargs, message", BAD_CALLS, ids=[f"{f}-{m[:24]}" for f, _, m in BAD_CALLS])
+def test_arguments_are_checked_with_one_line(function, kwargs, message):
+    """Each once raised a TypeError or IndexError from deep inside, or read a picture wrongly in silence."""
+    with pytest.raises(UserError) as caught:
+        getattr(mnistlab, function)(**kwargs)
+    assert message in str(caught.value) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_arrays_of_whole_numbers_and_single_channels_are_read(tmp_path):
+    image = Image.new("L", (200, 200), 255)
+    ImageDraw.Draw(image).line([(100, 30), (100, 170)], fill=0, width=16)
+    array = np.asarray(image)
+    results = mnistlab.predict([array.astype(np.int64), array[:, :, None], array.astype(np.float64) / 255],
+                               ckpt="default")
+    assert [r["prediction"] for r in results] == ["1"] * 3

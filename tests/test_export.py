@@ -15,6 +15,7 @@ round trip (skipped without it).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -108,6 +109,8 @@ def test_the_metadata_names_classes_and_normalization(exported):
     first = [node.op_type for node in model.graph.node if "image" in node.input]
     assert first == ["Sub"]  # the image goes into (x - mean) / std, nothing else
     assert printed.splitlines()[1].startswith(f"wrote {path} (")
+    assert meta["source"] == "default.pt"  # no path of the exporting machine in the file
+    assert str(SHIPPED.parent).encode() not in path.read_bytes() and str(REPO).encode() not in path.read_bytes()
 
 
 def mnist_pages(folder: Path, mnist_test, count: int) -> Path:
@@ -228,6 +231,7 @@ def usage_cases(tmp: Path, onnx_file: Path) -> list[tuple[list, str]]:
         (["export", SHIPPED, "-o", tmp / "dir"], "is a directory; give a file name"),
         (["export", SHIPPED, "--format", "tflite"], "invalid choice: 'tflite'"),
         (["export", SHIPPED, "--check", "0"], "must be at least 1"),
+        (["export", SHIPPED, "--check", "1000000000"], "--check: give 1 to 10,000 test images"),
     ]
 
 
@@ -236,6 +240,90 @@ def test_mistakes_are_one_line_and_exit_2(cli, exported, tmp_path):
         code, out, err = cli(*args)
         assert code == 2 and out == "" and err.count("\n") == 1 and message in err, (args, err)
         assert "Traceback" not in err
+
+
+def test_export_never_writes_over_a_checkpoint_or_an_unasked_file(cli, exported, tmp_path):
+    """-o onto its own source once replaced the checkpoint by the ONNX model; onto any file, replaced it."""
+    ckpt = tmp_path / "best.pt"
+    ckpt.write_bytes(SHIPPED.read_bytes())
+    other_run = tmp_path / "other_best.pt"
+    other_run.write_bytes(SHIPPED.read_bytes())
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    old_onnx = tmp_path / "best.onnx"
+    old_onnx.write_bytes(exported[0].read_bytes())
+    (tmp_path / "link.onnx").symlink_to(ckpt)
+    os.mkfifo(tmp_path / "pipe.onnx")  # opening it to look would wait for ever
+    before = {p: p.read_bytes() for p in (ckpt, other_run, notes, old_onnx)}
+    check = ["--check", "5", "--data-dir", tmp_path]
+    for args, message in [
+        ([ckpt, "-o", ckpt], "is the checkpoint being exported"),
+        ([ckpt, "-o", ckpt, "--overwrite"], "is the checkpoint being exported"),
+        ([ckpt, "-o", tmp_path / "link.onnx", "--overwrite"], "is the checkpoint being exported"),
+        ([ckpt, "-o", other_run, "--overwrite"], "exists and is not an ONNX model (a checkpoint?)"),
+        ([ckpt, "-o", notes, "--overwrite"], "exists and is not an ONNX model"),
+        ([ckpt, "-o", tmp_path / "pipe.onnx", "--overwrite"], "exists and is not an ONNX model"),
+        ([ckpt], f"-o: {old_onnx} exists; give another file name, or --overwrite to replace it"),
+        ([ckpt, "-o", old_onnx], "--overwrite to replace it"),
+    ]:
+        code, out, err = cli("export", *args, *check)
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err, (args, err)
+    assert {p: p.read_bytes() for p in before} == before
+    code, out, err = cli("export", ckpt, "--overwrite", *check)  # an ONNX model, asked for: replaced
+    assert code == 0 and f"wrote {old_onnx}" in out, err
+    assert ckpt.read_bytes() == before[ckpt] and not list(tmp_path.glob(".*.tmp"))
+
+
+def onnx_variant(source: Path, target: Path, change) -> Path:
+    import onnx
+
+    model = onnx.load(str(source))
+    change(model)
+    onnx.save(model, str(target))
+    return target
+
+
+def test_an_onnx_file_unlike_its_metadata_is_refused(cli, exported, tmp_path):
+    """The graph is checked against what its metadata promises before any image is read with it."""
+    from onnx import helper
+
+    def fixed_batch(model):
+        model.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 1
+
+    def three_classes(model):
+        (entry,) = [p for p in model.metadata_props if p.key == "classes"]
+        entry.value = json.dumps(["a", "b", "c"])
+
+    def renamed_input(model):
+        model.graph.input[0].name = "pixels"
+        for node in model.graph.node:
+            node.input[:] = ["pixels" if name == "image" else name for name in node.input]
+
+    def two_outputs(model):
+        model.graph.output.append(helper.make_tensor_value_info("image_copy", 1, ["batch", 1, 28, 28]))
+        model.graph.node.append(helper.make_node("Identity", ["image"], ["image_copy"]))
+
+    def no_classes(model):
+        (entry,) = [p for p in model.metadata_props if p.key == "classes"]
+        entry.value = "[]"
+
+    image = tmp_path / "d.png"
+    Image.new("L", (28, 28)).save(image)
+    for change, message in [(fixed_batch, "its input has shape [1, 1, 28, 28], not N x 1 x 28 x 28 with any N"),
+                            (three_classes, "not N x 3 (the 3 classes it names)"),
+                            (renamed_input, "its input is 'pixels'"),
+                            (two_outputs, "1 inputs and 2 outputs"),
+                            (no_classes, "its classes are not a list of distinct names")]:
+        bad = onnx_variant(exported[0], tmp_path / f"{change.__name__}.onnx", change)
+        code, out, err = cli("predict", image, "--ckpt", bad)
+        assert code == 2 and err.count("\n") == 1 and message in err, (change.__name__, err)
+        assert "Traceback" not in err
+
+
+def test_eval_of_an_onnx_file_says_what_to_do(cli, exported):
+    code, out, err = cli("eval", exported[0])
+    assert code == 2 and err.count("\n") == 1 and "corrupt" not in err
+    assert "is an ONNX model (mnistlab export writes them), not a checkpoint: give the .pt it was exported from" in err
 
 
 def test_onnx_files_predict_cannot_use(cli, exported, tmp_path):

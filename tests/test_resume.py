@@ -64,8 +64,13 @@ def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path, mnist_ro
     first = train(tmp_path, mnist_root, "--set", "train.epochs=1")
     assert first.returncode == 0, first.stderr
     (run_dir,) = (tmp_path / "iter7").iterdir()
-    code, out, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--resume", run_dir)
+    code, out, err = cli("train", "--resume", run_dir)
     assert code == 0 and "already finished" in out  # finishing a finished run is done at once
+    for extra in (["--set", "train.epochs=3"], ["--set", "train.optimizer.lr=0.5"],  # were ignored in silence
+                  [REPO / "configs" / "iter7.yaml", *ARGS]):  # ARGS say 4 epochs; the run had 1
+        code, out, err = cli("train", "--resume", run_dir, *extra)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert f"{run_dir} has already finished, so nothing is trained and train." in err and "would not apply" in err
     (run_dir / "summary.json").unlink()
     code, _, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--set", "train.optimizer.lr=0.1",
                        "--resume", run_dir)

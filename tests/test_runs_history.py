@@ -216,10 +216,19 @@ def test_a_run_being_trained_is_running_and_listing_writes_nothing(cli, tmp_path
 
 HOSTILE = {
     "config.yaml": [b"\xff\xfe binary", b"- a list\n- not a mapping\n", b"a: [unclosed\n", b"a: 1\na: 2\n",
-                    b"&a [*a]\n"],
-    "summary.json": [b"", b"[1, 2]", b'{"test_acc": "99%"}', b'{"params": true}', b'{"test_acc": NaN}', b"\xff"],
+                    b"&a [*a]\n", b"model: iter5\ntrain: {epochs: -3}\n", b"model: iter5\nseed: " + b"9" * 60 + b"\n"],
+    "summary.json": [b"", b"[1, 2]", b'{"test_acc": "99%"}', b'{"params": true}', b'{"test_acc": NaN}', b"\xff",
+                     # out of range: each once printed nonsense or raised while the table was drawn
+                     b'{"test_acc": 2.5}', b'{"val_acc": -0.1}', b'{"params": ' + b"9" * 400 + b"}",
+                     b'{"params": -5}', b'{"epochs_run": 1.5}', b'{"train_time_s": 1e999}', b'{"test_acc": Infinity}',
+                     b'{"finished_at": "yesterday"}', b'{"finished_at": 12}', b'{"finished_at": "0001-01-01T00:00:00"}',
+                     b'{"finished_at": "9999-12-31T23:59:59-12:00"}'],
     "metrics.csv": [b"epoch,val_acc\n1,abc\n", b"\x00\x01\x02", b"just,some\nwords,here\n", b"",
-                    b"epoch\n" + b"1\n" * 3],
+                    b"epoch\n" + b"1\n" * 3,
+                    b"epoch,val_acc\nnan,0.9\n", b"epoch,val_acc\ninf,0.9\n", b"epoch,val_acc\n1e400,0.9\n",
+                    b"epoch,val_acc\n-1,0.9\n", b"epoch,val_acc\n1.5,0.9\n", b"epoch,val_acc\n1,inf\n",
+                    b"epoch,val_acc\n1,7\n", b"epoch,time_s\n1,-3\n", b"epoch,time_s\n1,nan\n",
+                    b"epoch,val_acc\n1,nan\n"],
     "trial.json": [b"{", b'"a string"'],
 }
 
@@ -251,6 +260,21 @@ def test_damaged_files_make_their_row_say_so(cli, tmp_path):
     assert code == 0 and err == "" and max(map(len, out.splitlines())) <= 120
     damaged = len(cases) - 1 + len(fifos)  # all but the readable metrics.csv
     assert sum(line.startswith("damaged: ") for line in out.splitlines()) == damaged
+
+
+def test_an_unfinished_sweep_trial_is_not_resumed_outside_its_sweep(cli, tmp_path):
+    """A trial killed mid-run has no trial.json yet; `train --resume` would finish it where the study never
+    counts it, so the listing sends people to the sweep instead."""
+    killed = write_run(tmp_path / "sweeps" / "lr" / "trials" / "lr-trial0003" / "20261124-120000", "iter5",
+                       ["name=lr-trial0003"], rows=[(0.1, 0.97, 7.0)])
+    alone = write_run(tmp_path / "checkpoints" / "iter5" / "20261124-120000", rows=[(0.1, 0.97, 7.0)])
+    records = {r["directory"]: r for r in runs_json(cli, tmp_path)}
+    trial, run = records[str(killed)], records[str(alone)]
+    assert trial["state"] == run["state"] == "unfinished" and trial["study"] == "lr"
+    assert trial["resume"] is None and run["resume"] == f"mnistlab train --resume {alone}"
+    code, out, err = cli("runs", tmp_path)
+    assert code == 0 and f"--resume {killed}" not in out and "lr-trial0003" not in out.split("unfinished:")[-1]
+    assert "unfinished sweep trials: their sweep finishes them" in out
 
 
 def test_listing_imports_no_torch(roots):

@@ -19,11 +19,12 @@ import io
 import json
 import math
 import os
+import re
 import shlex
-import stat
 from datetime import datetime
 from pathlib import Path
 
+from .. import files
 from ..errors import UserError, did_you_mean, one_line
 from ..yamlfile import read_yaml_file
 from .runs import SUMMARY_NUMBERS, format_duration, well_formed
@@ -64,6 +65,7 @@ def read_run(run_dir: Path) -> dict:
     rows = read_part(run_dir / "metrics.csv", read_metrics, problems) if summary is None else None
     state = state_of(run_dir, summary, trial, problems)
     train = section(config, "train")
+    sweep = sweep_of(run_dir, trial)
     return {
         "name": text(config.get("name")) or run_dir.parent.name,  # run directories are <name>/<timestamp>
         "model": text(section(config, "model").get("name")),
@@ -75,12 +77,25 @@ def read_run(run_dir: Path) -> dict:
         **scores(summary, rows, train.get("checkpoint_monitor")),
         "date": run_date(run_dir, summary),
         "seed": whole(config.get("seed")),
-        "study": text(trial.get("study")),
+        "study": text(trial.get("study")) or (sweep and sweep[1]),
         "trial": whole(trial.get("trial")),
         "directory": os.path.abspath(run_dir),
-        "resume": f"mnistlab train --resume {shlex.quote(str(run_dir))}" if state == "unfinished" else None,
+        # a sweep's trial is finished by its sweep (run again, it re-runs the trial inside the study); resumed
+        # alone, it would end outside the study and the sweep would never count it
+        "resume": f"mnistlab train --resume {shlex.quote(str(run_dir))}" if state == "unfinished" and not sweep
+        else None,
         "problem": "; ".join(problems) or None,
     }
+
+
+def sweep_of(run_dir: Path, trial: dict) -> tuple[Path, str] | None:
+    """(the sweep's folder, its study) for a sweep trial's run, else None. A trial's runs lie in
+    <sweep folder>/trials/<study>-trialNNNN/<time>/; trial.json is written only once the trial has ended."""
+    folder = run_dir.parent
+    named = re.fullmatch(r"(.+)-trial\d{4,}", folder.name)
+    if folder.parent.name == "trials" and named:
+        return folder.parent.parent, named[1]
+    return (run_dir.parent, str(trial.get("study"))) if trial else None
 
 
 def read_part(path: Path, reader, problems: list[str]):
@@ -93,7 +108,7 @@ def read_part(path: Path, reader, problems: list[str]):
         problems.append(one_line(exc, 160))
     except OSError as exc:
         problems.append(f"{path.name}: cannot read it: {exc.strerror or exc}")
-    except (ValueError, csv.Error, RecursionError) as exc:  # UnicodeDecodeError, JSONDecodeError included
+    except (ValueError, csv.Error, RecursionError, OverflowError) as exc:  # UnicodeDecodeError, JSONDecodeError too
         problems.append(f"{path.name} is damaged: {one_line(exc, 120)}")
     return None
 
@@ -102,16 +117,15 @@ def read_config(path: Path) -> dict:
     raw = read_yaml_file(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path.name} is damaged: not a mapping of keys")
+    shown = {"train.epochs": whole(section(raw, "train").get("epochs")), "seed": whole(raw.get("seed"))}
+    problem = next(filter(None, (figure_problem(k, v) for k, v in shown.items())), None)
+    if problem:
+        raise UserError(f"{path.name} is damaged: {problem}")
     return raw
 
 
 def read_small_text(path: Path, limit: int) -> str:
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):  # a FIFO would keep the listing waiting forever
-        raise UserError(f"{path.name} is damaged: not a regular file")
-    if info.st_size > limit:
-        raise UserError(f"{path.name} is damaged: {info.st_size / 1e6:.1f} MB")
-    return path.read_text(encoding="utf-8")
+    return files.read_small_text(path, limit, name=path.name)
 
 
 def read_json_object(path: Path) -> dict:
@@ -121,12 +135,51 @@ def read_json_object(path: Path) -> dict:
     return value
 
 
+# What each figure may be: (least, most, whole number). A figure outside makes its file damaged: the table would
+# show nonsense (a 250% accuracy) or fail to print it (a 400-digit integer is no float).
+FIGURES = {"test_acc": (0, 1, False), "val_acc": (0, 1, False), "train_acc": (0, 1, False),
+           "test_loss": (0, math.inf, False), "val_loss": (0, math.inf, False), "train_loss": (0, math.inf, False),
+           "train_time_s": (0, 1e9, False), "time_per_epoch_s": (0, 1e9, False), "time_s": (0, 1e9, False),
+           "lr": (0, math.inf, False), "train_images_per_s": (0, math.inf, False), "params": (0, 1e15, True),
+           "test_n": (0, 1e12, True), "epochs_run": (0, 1e9, True), "best_epoch": (0, 1e9, True),
+           "epoch": (1, 1e9, True), "train.epochs": (1, 1e9, True), "seed": (0, 2**32 - 1, True)}
+
+
+def figure_problem(key: str, value, nan_allowed: bool = False) -> str | None:
+    """Why a figure of a run's file cannot be shown, or None (absent figures are fine)."""
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return f"{key} is not a number"
+    if isinstance(value, float) and math.isnan(value) and nan_allowed:
+        return None  # a diverged run's loss
+    least, most, whole_number = FIGURES.get(key, (-math.inf, math.inf, False))
+    if isinstance(value, int) and abs(value) > 1e15:
+        return f"{key} {str(value)[:12]}... is out of range"
+    if not math.isfinite(value):
+        return f"{key} is not a finite number"
+    if not least <= value <= most or (whole_number and not float(value).is_integer()):
+        return f"{key} {value:.6g} is out of range" + (" (a whole number)" if whole_number else "")
+    return None
+
+
 def read_summary_file(path: Path) -> dict:
     summary = read_json_object(path)
-    if not well_formed(summary) or not all(math.isfinite(summary[k]) for k in SUMMARY_NUMBERS
-                                           if summary.get(k) is not None):
-        raise UserError(f"{path.name} is damaged: a figure in it is not a finite number")
+    problem = next(filter(None, (figure_problem(k, summary.get(k)) for k in SUMMARY_NUMBERS)), None)
+    if not well_formed(summary) or problem:
+        raise UserError(f"{path.name} is damaged: {problem or 'a figure in it is not a number'}")
+    finished = summary.get("finished_at")
+    if finished is not None and local_time(finished) is None:
+        raise UserError(f"{path.name} is damaged: finished_at {one_line(repr(finished), 40)} is not a date")
     return summary
+
+
+def local_time(value) -> str | None:
+    """An ISO 8601 date from a file in local time, or None when it is not one (or out of range)."""
+    try:
+        return datetime.fromisoformat(value).astimezone().isoformat(timespec="seconds")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -135,7 +188,14 @@ def read_metrics(path: Path) -> list[dict]:
     if "epoch" not in (reader.fieldnames or []):  # the trainer writes the header with the first row
         raise UserError(f"{path.name} is damaged: no epoch column")
     # "nan" is a figure here: a diverged run's last row
-    return [{k: float(v) if v not in ("", None) else None for k, v in row.items() if k is not None} for row in reader]
+    rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items() if k is not None} for row in reader]
+    for number, row in enumerate(rows, 2):
+        problem = figure_problem("epoch", row["epoch"]) if row["epoch"] is not None else "no epoch"
+        problem = problem or next(filter(None, (figure_problem(k, v, nan_allowed=k.endswith("loss"))
+                                                for k, v in row.items())), None)
+        if problem:
+            raise UserError(f"{path.name} is damaged: line {number}: {problem}")
+    return rows
 
 
 def init_of(config: dict, summary: dict | None) -> dict | None:
@@ -189,19 +249,16 @@ def best_row(rows: list[dict], monitor: str) -> dict | None:
 
 def run_date(run_dir: Path, summary: dict | None) -> str | None:
     """When the run finished (summary.json), else when it last wrote a file; local time, ISO 8601."""
-    finished = (summary or {}).get("finished_at")
-    try:
-        if isinstance(finished, str):
-            return datetime.fromisoformat(finished).astimezone().isoformat(timespec="seconds")
-    except ValueError:
-        pass
+    finished = local_time((summary or {}).get("finished_at"))
+    if finished:
+        return finished
     times = []
     for path in (run_dir / "metrics.csv", run_dir / "config.yaml"):
         try:
-            times.append(path.stat().st_mtime)
-        except OSError:  # absent, or deleted while we look
+            times.append(datetime.fromtimestamp(path.stat().st_mtime).astimezone())
+        except (OSError, OverflowError, ValueError):  # absent, deleted while we look, or a time out of range
             pass
-    return datetime.fromtimestamp(max(times)).astimezone().isoformat(timespec="seconds") if times else None
+    return max(times).isoformat(timespec="seconds") if times else None
 
 
 def state_of(run_dir: Path, summary: dict | None, trial: dict, problems: list[str]) -> str:
@@ -221,8 +278,8 @@ def being_trained(run_dir: Path) -> bool:
         import fcntl
     except ImportError:  # no locks on this system: nothing can be known
         return False
-    try:
-        with open(run_dir / ".lock", "rb") as handle:
+    try:  # not blocking: a FIFO there would keep a plain open() waiting for a writer for ever
+        with os.fdopen(os.open(run_dir / ".lock", os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
             fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the file closes
     except BlockingIOError:
         return True
@@ -358,7 +415,7 @@ def shown_path(directory: str) -> str:
 
 def notes(records: list[dict]) -> list[str]:
     out = []
-    commands = [r["resume"] for r in records if r["state"] == "unfinished"]
+    commands = [r["resume"] for r in records if r["state"] == "unfinished" and r["resume"]]
     if commands and len(commands) <= 3 and all(len(c) + 2 <= WIDTH for c in commands):  # a few: ready to paste
         out += ["unfinished: stopped before the end; to finish:", *(f"  {c}" for c in commands)]
     elif commands:
@@ -366,6 +423,9 @@ def notes(records: list[dict]) -> list[str]:
                    "(each one's command: --filter state=unfinished --json)")
     if any(r.get("init") for r in records):
         out.append("model*: fine-tuned: it started from model.init's checkpoint (--json's `init` names it and its hash)")
+    if any(r["state"] == "unfinished" and not r["resume"] for r in records):
+        out.append("unfinished sweep trials: their sweep finishes them (its `mnistlab sweep` command again), "
+                   "not train --resume")
     if any(r["smoke"] for r in records):
         out.append("smoke: train.limit_* set, so trained or scored on part of the data; not comparable")
     if any(r["state"] in ("pruned", "failed") for r in records):

@@ -21,6 +21,9 @@ from pathlib import Path
 
 import yaml
 
+from ..errors import UserError
+from ..files import read_small_text
+
 REUSE_IGNORED = (("data", "root"), ("data", "download"))
 
 
@@ -35,7 +38,7 @@ class Run:
 
 
 def read_summary(run_dir: Path) -> dict:
-    return json.loads((Path(run_dir) / "summary.json").read_text(encoding="utf-8"))
+    return json.loads(read_small_text(Path(run_dir) / "summary.json"))
 
 
 def reuse_key(config: dict) -> dict:
@@ -99,9 +102,9 @@ def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
     for summary_file in (Path(out_dir) / str(config["name"])).glob("*/summary.json"):
         run_dir = summary_file.parent
         try:
-            stored = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-            summary = json.loads(summary_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError, yaml.YAMLError):
+            stored = yaml.safe_load(read_small_text(run_dir / "config.yaml"))
+            summary = json.loads(read_small_text(summary_file))
+        except (OSError, ValueError, yaml.YAMLError, UserError):
             continue  # a damaged run is simply not a candidate
         if isinstance(stored, dict) and well_formed(summary) and reuse_key(resolved(stored)) == wanted \
                 and same_device(summary.get("device"), device) and (run_dir / "metrics.csv").exists():
@@ -121,8 +124,8 @@ def find_unfinished_run(out_dir: Path, config: dict) -> Path | None:
         if (run_dir / "summary.json").exists():
             continue
         try:
-            stored = yaml.safe_load(config_file.read_text(encoding="utf-8"))
-        except (OSError, ValueError, yaml.YAMLError):
+            stored = yaml.safe_load(read_small_text(config_file))
+        except (OSError, ValueError, yaml.YAMLError, UserError):
             continue
         if isinstance(stored, dict) and reuse_key(resolved(stored)) == wanted and not is_locked(run_dir):
             found.append((config_file.stat().st_mtime, run_dir))

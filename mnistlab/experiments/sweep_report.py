@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 
 from ..errors import UserError, one_line
-from ..files import atomic_write_text, csv_value
+from ..files import atomic_write_text, csv_value, read_small_text
 from .runs import format_duration
 
 SCORED = "mnistlab:test_scored"  # study user attribute: the trials scored on the test set, in order
@@ -47,8 +47,8 @@ def retry_note(trial) -> str:
 
 def read_summary(run_dir: Path) -> dict:
     try:
-        value = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        value = json.loads(read_small_text(run_dir / "summary.json"))
+    except (OSError, ValueError, UserError):
         return {}
     return value if isinstance(value, dict) else {}
 

@@ -12,12 +12,17 @@ should a future torch drop it, the export fails with a line saying so.
 Nothing is written until onnxruntime has run the model on test digits and agreed with PyTorch:
 the checkpoint's own dataset's test images when they are on disk, else random images, and the
 report says which.
+
+Nothing is written over: an existing output is refused unless `overwrite` (--overwrite) is given, and
+even then only an ONNX model is replaced, never the checkpoint being exported nor any other checkpoint.
+The file names its source by file name only: no path of the exporting machine goes into it.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import time
 import warnings
 from pathlib import Path
@@ -31,9 +36,13 @@ from .onnxmodel import FORMAT, FORMAT_VERSION, INPUT, OUTPUT, onnx_logits, open_
 OPSET = 17  # onnxruntime has run opset 17 since 1.13 (2022); newer opsets add nothing these models use
 # Logits may differ by float32 rounding (another convolution algorithm, BatchNorm folded): far below this.
 TOLERANCE = 1e-4  # relative to the largest logit, at least 1
+MAX_CHECK = 10_000  # --check: MNIST's whole test set; random images beyond it would only cost memory and time
 
 
-def export_onnx(ckpt_path: str, out: str | None = None, data_dir: str | None = None, check: int = 1000) -> dict:
+def export_onnx(ckpt_path: str, out: str | None = None, data_dir: str | None = None, check: int = 1000,
+                overwrite: bool = False) -> dict:
+    if isinstance(check, bool) or not isinstance(check, int) or not 1 <= check <= MAX_CHECK:
+        raise UserError(f"--check: give 1 to {MAX_CHECK:,} test images, got {check!r}")
     require("onnx", "mnistlab export")
     require("onnxruntime", "mnistlab export")
     from ..training.checkpoint import load_checkpoint
@@ -43,7 +52,7 @@ def export_onnx(ckpt_path: str, out: str | None = None, data_dir: str | None = N
     source = Path(ckpt_path)
     if source.suffix.lower() == ".onnx":
         raise UserError(f"{source} is an ONNX model already; export takes a checkpoint (.pt)")
-    target = _output_path(source, out)
+    target = output_path(source, out, overwrite)
     # Read twice, a second or two at most: load_classifier checks the entries and builds the model as predict
     # does; the dict gives the model's name, config and metrics for the metadata.
     classifier = load_classifier(source)
@@ -59,18 +68,15 @@ def export_onnx(ckpt_path: str, out: str | None = None, data_dir: str | None = N
                         f"allowed {limit:.1e}; same prediction for {agree:,} of {len(images):,}); nothing written",
                         exit_code=1)
     data = _with_metadata(graph, ckpt, classifier, source, summary)
-    from ..files import atomic_write_bytes
-
-    atomic_write_bytes(target, data)
+    write_output(target, data, overwrite)
     return {"checkpoint": str(source), "output": str(target), "bytes": len(data), "opset": OPSET,
             "classes": classifier.classes, "checked_on": checked_on, "n": len(images), "max_abs_logit_diff": diff,
             "same_prediction": agree, "summary": summary, "seconds": time.perf_counter() - started}
 
 
-def _output_path(source: Path, out: str | None) -> Path:
-    """-o, else the checkpoint's name with .onnx beside it; its folder must exist and be writable."""
-    import os
-
+def output_path(source: Path, out: str | None, overwrite: bool = False) -> Path:
+    """-o, else the checkpoint's name with .onnx beside it; its folder must exist and be writable, and an existing
+    file there is refused (with `overwrite`, replaced only when it is an ONNX model and not the source)."""
     target = Path(out) if out else source.with_suffix(".onnx")
     if target.is_dir():
         raise UserError(f"-o: {target} is a directory; give a file name such as {target / 'model.onnx'}")
@@ -79,7 +85,45 @@ def _output_path(source: Path, out: str | None) -> Path:
         raise UserError(f"-o: the folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
         raise UserError(f"-o: {folder} is not writable")
+    if target.exists() or target.is_symlink():
+        refuse_existing(source, target, overwrite)
     return target
+
+
+def refuse_existing(source: Path, target: Path, overwrite: bool) -> None:
+    if target.exists() and source.exists() and os.path.samefile(source, target):
+        raise UserError(f"-o: {target} is the checkpoint being exported; give another file name")
+    if not looks_like_onnx(target):
+        raise UserError(f"-o: {target} exists and is not an ONNX model (a checkpoint?); mnistlab export never "
+                        f"writes over it: give another file name")
+    if not overwrite:
+        raise UserError(f"-o: {target} exists; give another file name, or --overwrite to replace it")
+
+
+def looks_like_onnx(path: Path) -> bool:
+    """An ONNX model (a protobuf ModelProto opens with its ir_version: field 1, a varint: byte 0x08), not a
+    checkpoint (a zip archive, or a pickle) nor anything else."""
+    if not path.is_file():  # a FIFO would keep open() waiting
+        return False
+    try:
+        with open(path, "rb") as f:
+            return f.read(1) == b"\x08"
+    except OSError:
+        return False
+
+
+def write_output(target: Path, data: bytes, overwrite: bool) -> None:
+    from ..files import atomic_write_bytes, write_new_bytes
+
+    try:
+        if overwrite and target.exists():
+            atomic_write_bytes(target, data)  # checked to be an ONNX model, not the source (output_path)
+        else:
+            write_new_bytes(target, data)
+    except FileExistsError:
+        raise UserError(f"-o: {target} appeared while the model was exported; nothing written over it") from None
+    except OSError as exc:
+        raise UserError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def check_images(ckpt: dict, data_dir: str | None, count: int) -> tuple[np.ndarray, str]:
@@ -155,7 +199,8 @@ def _with_metadata(graph: bytes, ckpt: dict, classifier, source: Path, checked: 
     model.doc_string = (f"{ckpt['model']['name']} from {source.name}: input {INPUT} float32 N x 1 x 28 x 28 in "
                         f"[0, 1], white ink on black, framed as MNIST's; output {OUTPUT} N x {len(classifier.classes)}"
                         f" (softmax gives probabilities); the normalization is inside the graph")
-    metrics = {k: v for k, v in (ckpt.get("metrics") or {}).items() if isinstance(v, (int, float, str))}
+    # numbers only: a text could carry a path of this machine
+    metrics = {k: v for k, v in (ckpt.get("metrics") or {}).items() if isinstance(v, (int, float))}
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION), "classes": json.dumps(classifier.classes),
             "normalize": json.dumps({"mean": classifier.mean, "std": classifier.std, "inside_graph": True}),
             "input": f"{INPUT}: float32 N x 1 x 28 x 28, values in [0, 1], white ink on black",

@@ -59,16 +59,38 @@ def read_onnx(path: Path) -> tuple[object, list[str], float, float]:
         raise UserError(f"{path}: ONNX format version {meta['format_version']} is newer than this mnistlab "
                         f"understands ({FORMAT_VERSION}); upgrade mnistlab")
     try:
-        classes = [str(c) for c in json.loads(meta["classes"])]
+        classes = json.loads(meta["classes"])
         normalize = json.loads(meta["normalize"])
         mean, std = float(normalize["mean"]), float(normalize["std"])
-        (given,), (_out,) = session.get_inputs(), session.get_outputs()
-    except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path}: damaged mnistlab ONNX model: its metadata or inputs are not what "
-                        f"mnistlab export writes") from None
-    if given.name != INPUT or list(given.shape[1:]) != [1, 28, 28]:
-        raise UserError(f"{path}: expects {given.name} of shape {given.shape}; mnistlab prepares N x 1 x 28 x 28")
+    except (KeyError, TypeError, ValueError, RecursionError):
+        raise UserError(f"{path}: damaged mnistlab ONNX model: its metadata is not what mnistlab export "
+                        f"writes") from None
+    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)
+            and len(set(classes)) == len(classes)):
+        raise UserError(f"{path}: damaged mnistlab ONNX model: its classes are not a list of distinct names")
+    problem = graph_problem(session, len(classes))
+    if problem:
+        raise UserError(f"{path}: does not match its own metadata: {problem}; export it again with "
+                        f"mnistlab export CHECKPOINT")
     return session, classes, mean, std
+
+
+def graph_problem(session, classes: int) -> str | None:
+    """What makes the graph unlike what its metadata promises, or None: one input INPUT of float32 N x 1 x 28 x 28
+    with a free batch N, and one output OUTPUT of float32 N x classes."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) != 1:
+        return f"{len(inputs)} inputs and {len(outputs)} outputs, not one of each"
+    (given,), (answer,) = inputs, outputs
+    if given.name != INPUT or given.type != "tensor(float)":
+        return f"its input is {given.name!r} of {given.type}, not {INPUT!r} of tensor(float)"
+    if len(given.shape) != 4 or isinstance(given.shape[0], int) or list(given.shape[1:]) != [1, 28, 28]:
+        return f"its input has shape {given.shape}, not N x 1 x 28 x 28 with any N"
+    if answer.name != OUTPUT or answer.type != "tensor(float)":
+        return f"its output is {answer.name!r} of {answer.type}, not {OUTPUT!r} of tensor(float)"
+    if len(answer.shape) != 2 or answer.shape[1] != classes:
+        return f"its output has shape {answer.shape}, not N x {classes} (the {classes} classes it names)"
+    return None
 
 
 def onnx_logits(session, images: np.ndarray, batch_size: int = 1024) -> np.ndarray:

@@ -175,8 +175,7 @@ def predict_images(items: list, classifier: Classifier, top_k: int = 1, frame: b
             names.append(str(item))
             continue
         if isinstance(item, np.ndarray):
-            array = item if item.dtype == np.uint8 else (np.clip(item, 0, 1) * 255).round().astype(np.uint8)
-            item = Image.fromarray(array)
+            item = Image.fromarray(array_pixels(item, f"images[{n}]"))
         if not isinstance(item, Image.Image):
             raise UserError(f"images[{n}]: got a {type(item).__name__}; give a path, a PIL image or a numpy array")
         try:
@@ -187,6 +186,32 @@ def predict_images(items: list, classifier: Classifier, top_k: int = 1, frame: b
     probs = classify(classifier, np.stack(digits)) if digits else []
     results = [describe(name, row, classifier.classes, top_k) for name, row in zip(names, probs)]
     return [{k: v for k, v in r.items() if not (k == "path" and v is None)} for r in results]
+
+
+def array_pixels(array: np.ndarray, name: str) -> np.ndarray:
+    """An array as the uint8 pixels of a picture: H x W grey, or H x W x 1/3/4; uint8, other whole numbers in
+    0-255, or finite floats in [0, 1]. Anything else is one UserError naming it, never a silent clip (a float
+    picture in 0-255 clipped to [0, 1] was read as blank paper)."""
+    from ..imaging.image import MAX_PIXELS
+
+    shape = " x ".join(map(str, array.shape)) or "a scalar"
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
+        raise UserError(f"{name}: an array of shape {shape}; give H x W (grey) or H x W x 3/4 (RGB, RGBA)")
+    if array.shape[0] * array.shape[1] > MAX_PIXELS:
+        raise UserError(f"{name}: {array.shape[1]}x{array.shape[0]} pixels, over the {MAX_PIXELS:,} a picture may have")
+    array = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
+    if array.dtype == np.uint8:
+        return np.ascontiguousarray(array)
+    if array.dtype.kind in "iu":
+        if array.size and (array.min() < 0 or array.max() > 255):
+            raise UserError(f"{name}: whole numbers from {array.min()} to {array.max()}; give pixels in 0-255")
+        return array.astype(np.uint8)
+    if array.dtype.kind == "f":
+        if array.size and not (np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1):
+            raise UserError(f"{name}: floats must be finite and in [0, 1] (pixels in 0-255 as floats: divide "
+                            f"by 255, or give uint8)")
+        return (array * 255).round().astype(np.uint8)
+    raise UserError(f"{name}: an array of {array.dtype}; give uint8, whole numbers in 0-255 or floats in [0, 1]")
 
 
 def save_prepared(paths: list[Path], prepared, out: Path) -> None:

@@ -99,6 +99,9 @@ def load_checkpoint(path: str | Path) -> dict:
         raise UserError(f"{path} is a directory; give a checkpoint file such as {path / 'best.pt'}")
     if not path.is_file():
         raise UserError(f"{path} is not a regular file (a pipe or a device?); give a checkpoint file")
+    if path.suffix.lower() == ".onnx":  # not "corrupt": a model in another format, which only some commands run
+        raise UserError(f"{path} is an ONNX model (mnistlab export writes them), not a checkpoint: give the .pt it "
+                        f"was exported from; predict, draw and serve run an .onnx file (--ckpt {path.name})")
     ckpt = _torch_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not an mnistlab checkpoint (a bare state_dict or another tool's file?)")

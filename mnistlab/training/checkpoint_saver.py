@@ -11,15 +11,17 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from ..config import config_to_dict, config_to_yaml
+from ..config import config_to_dict, config_to_yaml, validate_config
 from ..errors import UserError, one_line
-from ..files import atomic_write_text, csv_value
+from ..files import atomic_write_text, csv_value, read_small_text
 from ..yamlfile import read_yaml_file
 from .checkpoint import load_checkpoint, make_run_dir, save_checkpoint
 from .distributed import World, broadcast_object
@@ -117,7 +119,12 @@ def lock_run_dir(run_dir: Path):
         import fcntl
     except ImportError:
         return None
-    handle = open(run_dir / ".lock", "a")  # noqa: SIM115  (held open on purpose)
+    # Not blocking: a FIFO put there would keep a plain open() waiting for a reader for ever.
+    fd = os.open(run_dir / ".lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o644)
+    handle = os.fdopen(fd, "a")  # held open on purpose
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise UserError(f"{run_dir / '.lock'} is not a regular file (a pipe or a device?); remove it")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -179,6 +186,8 @@ def find_resume_point(resume: str | Path, cfg, world: World) -> ResumePoint:
     if path.is_file() and path.name != "last.pt":
         raise UserError(f"--resume: {path} holds no training state (a best.pt?); give the run directory")
     run_dir = run_dir_of(path)
+    if (run_dir / "summary.json").is_file():
+        check_nothing_to_apply(run_dir, cfg)
     lock = lock_run_dir(run_dir) if world.is_main else None
     if world.is_main:
         for leftover in run_dir.glob(".*.tmp"):  # an atomic write cut short by the kill
@@ -195,6 +204,20 @@ def find_resume_point(resume: str | Path, cfg, world: World) -> ResumePoint:
     check_same_world(ckpt["training_state"].get("world_size", 1), world.size)
     check_schedule_stretch(ckpt.get("config", {}), cfg)
     return ResumePoint(run_dir, ckpt, lock=lock)
+
+
+def check_nothing_to_apply(run_dir: Path, cfg) -> None:
+    """A finished run is not trained again, so a config that differs from its own (--set, --device, another
+    file) would be ignored in silence: refused instead, naming the first difference."""
+    try:
+        was = config_to_dict(validate_config(read_config_yaml(run_dir)))
+    except UserError:  # a config.yaml this version no longer reads: nothing to compare with
+        return
+    difference = first_difference(was, config_to_dict(cfg), ignore={"data.root", "data.download"})
+    if difference:
+        key, before, now = difference
+        raise UserError(f"--resume: {run_dir} has already finished, so nothing is trained and {key}={now!r} (the "
+                        f"run had {before!r}) would not apply; train a new run with it instead")
 
 
 def check_training_state(ckpt: dict, last: Path) -> None:
@@ -241,7 +264,7 @@ def check_schedule_stretch(was: dict, cfg) -> None:
 
 def read_json(path: Path) -> dict:
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(read_small_text(path))  # a FIFO or a huge file: one UserError at once
     except (OSError, ValueError) as exc:
         raise UserError(f"{path} is damaged: {one_line(exc, 120)}") from None
     if not isinstance(value, dict):

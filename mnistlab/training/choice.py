@@ -69,13 +69,15 @@ def finished_runs(root: Path) -> list[dict]:
     summary holds a non-finite figure, are left out."""
     import yaml
 
+    from ..files import read_small_text
+
     found = []
     for summary_file in root.glob("**/summary.json") if root.is_dir() else []:
         run_dir = summary_file.parent
         try:
-            summary = json.loads(summary_file.read_text(encoding="utf-8"))
-            train = (yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8")) or {}).get("train", {})
-        except (OSError, ValueError, yaml.YAMLError, AttributeError):
+            summary = json.loads(read_small_text(summary_file))  # a FIFO or a huge file is passed over at once
+            train = (yaml.safe_load(read_small_text(run_dir / "config.yaml")) or {}).get("train", {})
+        except (OSError, ValueError, yaml.YAMLError, AttributeError, UserError):
             continue
         acc = summary.get("test_acc") if isinstance(summary, dict) else None
         if not isinstance(acc, (int, float)) or summary.get("dataset") != "mnist" or not (run_dir / "best.pt").is_file():
