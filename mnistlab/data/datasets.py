@@ -175,7 +175,7 @@ def load_user_data(data_cfg, seed: int, root: Path, progress: bool = True) -> Da
     if "test" not in parts:
         keep, held = split_indices(len(parts["train"].y), data_cfg.test_split, TEST_SPLIT_SEED, "data.test_split")
         parts["train"], parts["test"] = parts["train"].take(keep), parts["train"].take(held)
-    if len(parts["test"].y) == 0:
+    if len(parts["test"].y) == 0:  # (an empty test/ folder is an error of the reader's)
         raise UserError(f"data.test_split: 0 leaves {path} no test images; give a test part or a test_split above 0")
     if "val" not in parts:
         n = len(parts["train"].y)
