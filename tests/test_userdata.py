@@ -320,3 +320,17 @@ def test_a_huge_image_file_is_refused_unread(cli, digits_dir, tmp_path, monkeypa
     (folder / "7" / "huge.png").write_bytes(b"\0" * (3 * 2**20))
     code, out, err = cli("train", own_config(tmp_path, "folder", folder), "--out-dir", tmp_path / "runs")
     assert code == 2 and f"{folder / '7' / 'huge.png'}: 3 MB, over the 1 MB an image may have" in err
+
+
+def test_a_class_the_splits_leave_without_training_images_is_a_warning():
+    from mnistlab.data.datasets import lacking_classes
+    from mnistlab.data.userdata import Part
+
+    def part(labels):
+        return Part(np.zeros((len(labels), 28, 28), np.uint8), np.array(labels, np.int64), [""] * len(labels),
+                    [""] * len(labels))
+
+    notes = lacking_classes({"train": part([0, 0, 1]), "val": part([1]), "test": part([2, 0])}, ("a", "b", "c"))
+    assert notes[0].startswith("warning: no training image of class c is left")
+    assert notes[1] == "warning: the 1 val images hold no image of class a, c"
+    assert len(notes) == 2

@@ -198,8 +198,14 @@ def load_user_data(data_cfg, seed: int, root: Path, progress: bool = True) -> Da
 
 
 def lacking_classes(parts: dict[str, Part], classes) -> list[str]:
-    """A warning for each of val and test that lacks a class of training (a small part may; it is scored without)."""
+    """A warning for each of val and test that lacks a class of training (a small part may; it is scored without),
+    and for a class the split left without training images."""
     notes = []
+    counts = np.bincount(parts["train"].y, minlength=len(classes))
+    untrained = [name for name, n in zip(classes, counts) if n == 0]
+    if untrained:  # a class of a few images can land wholly in the split-off val/test images
+        notes.append(f"warning: no training image of class {', '.join(untrained)} is left after the validation and "
+                     "test images were split off: the model cannot learn it (add images, or lower the splits)")
     for part in ("val", "test"):
         counts = np.bincount(parts[part].y, minlength=len(classes))
         lacking = [name for name, n in zip(classes, counts) if n == 0]
