@@ -177,6 +177,8 @@ def test_eval_data_scores_a_folder_by_class_name(cli, digits_dir, tmp_path):
     shutil.copy(digits_dir / "1" / "0.png", letters / "x" / "a.png")
     code, out, err = cli("eval", SHIPPED, "--data", letters)
     assert code == 2 and "class 'x' of" in err and "not among the checkpoint's classes" in err
+    code, out, err = cli("eval", SHIPPED, "--data", digits_dir, "--split", "val")
+    assert code == 2 and "--split picks one of the run's own splits" in err
 
 
 def test_predict_a_kaggle_csv_and_write_a_submission(cli, mnist_test, tmp_path):
