@@ -338,6 +338,8 @@ def named_checkpoint(value: str) -> str:
 def cmd_eval(args) -> int:
     from .experiments.evaluate import evaluate_checkpoint, format_report
 
+    if args.data and args.split != "test":
+        raise UserError("--split picks one of the run's own splits; --data scores your own set instead: give one")
     args.checkpoint = named_checkpoint(args.checkpoint)
     if sys.stderr.isatty():  # loading the data and scoring 10,000 images (7 views each with --tta) takes a while
         views = " with test-time augmentation (7 views each)" if args.tta else ""

@@ -177,6 +177,8 @@ def test_eval_data_scores_a_folder_by_class_name(cli, digits_dir, tmp_path):
     shutil.copy(digits_dir / "1" / "0.png", letters / "x" / "a.png")
     code, out, err = cli("eval", SHIPPED, "--data", letters)
     assert code == 2 and "class 'x' of" in err and "not among the checkpoint's classes" in err
+    code, out, err = cli("eval", SHIPPED, "--data", digits_dir, "--split", "val")
+    assert code == 2 and "--split picks one of the run's own splits" in err
 
 
 def test_predict_a_kaggle_csv_and_write_a_submission(cli, mnist_test, tmp_path):
@@ -220,6 +222,9 @@ def broken_folders(root: Path, good: Path) -> dict[str, tuple[Path, str]]:
     cases["unknown test class"] = (root / "split", "class '5' is not among the training classes")
     shutil.copytree(good, root / "split" / "train", ignore=shutil.ignore_patterns(".*"))
     shutil.copytree(good / "1", root / "split" / "test" / "5")
+    cases["empty test part"] = (root / "split_empty", "holds no images")
+    shutil.copytree(good, root / "split_empty" / "train", ignore=shutil.ignore_patterns(".*"))
+    (root / "split_empty" / "test").mkdir()
     cases["fifo"] = (copy("fifo"), "not a regular file")
     os.mkfifo(root / "fifo" / "7" / "pipe.png")
     cases["missing"] = (root / "nowhere", "cannot read")
@@ -328,3 +333,17 @@ def test_eval_data_names_a_built_in_test_set_for_what_a_fine_tuned_model_still_r
     assert report["accuracy"] == pytest.approx(shipped_accuracy(), abs=1e-9)
     code, _, err = cli("eval", "default", "--data", "fashion-mnist", "--data-dir", mnist_root)
     assert code == 2 and "classes" in err and "Traceback" not in err
+
+
+def test_a_class_the_splits_leave_without_training_images_is_a_warning():
+    from mnistlab.data.datasets import lacking_classes
+    from mnistlab.data.userdata import Part
+
+    def part(labels):
+        return Part(np.zeros((len(labels), 28, 28), np.uint8), np.array(labels, np.int64), [""] * len(labels),
+                    [""] * len(labels))
+
+    notes = lacking_classes({"train": part([0, 0, 1]), "val": part([1]), "test": part([2, 0])}, ("a", "b", "c"))
+    assert notes[0].startswith("warning: no training image of class c is left")
+    assert notes[1] == "warning: the 1 val images hold no image of class a, c"
+    assert notes[2:] == ["warning: the 2 test images hold no image of class b"]

@@ -2,8 +2,8 @@
 
 An entry per file, keyed by the sha256 of the file's bytes: a changed file is prepared again, an
 unchanged one (renamed or moved between classes too) is read back. A cache file holds one preparation
-setting of one folder, and its name carries PREPARE_VERSION: bump it whenever imaging/ prepares a
-picture differently, so no old 28x28 is ever read back. Stored as a plain .npz (numpy arrays, no
+setting of one folder, and its name carries imaging.prepare.PREPARE_VERSION (bumped whenever imaging/
+prepares a picture differently), so no old 28x28 is ever read back. Stored as a plain .npz (numpy arrays, no
 pickle); a damaged or foreign cache file is prepared again, never an error. The cache sits in the
 folder itself (DIR/.mnistlab-cache/, hidden, so the folder reader skips it), else under
 $XDG_CACHE_HOME/mnistlab (~/.cache/mnistlab) when the folder is read-only.
@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..files import atomic_write_bytes
-from ..imaging.prepare import prepare_all
+from ..imaging.prepare import PREPARE_VERSION, prepare_all
 
-PREPARE_VERSION = 1  # bump when imaging/ prepares a picture differently
 CACHE_FOLDER = ".mnistlab-cache"
 
 

@@ -175,7 +175,7 @@ def load_user_data(data_cfg, seed: int, root: Path, progress: bool = True) -> Da
     if "test" not in parts:
         keep, held = split_indices(len(parts["train"].y), data_cfg.test_split, TEST_SPLIT_SEED, "data.test_split")
         parts["train"], parts["test"] = parts["train"].take(keep), parts["train"].take(held)
-    if len(parts["test"].y) == 0:
+    if len(parts["test"].y) == 0:  # (an empty test/ folder is an error of the reader's)
         raise UserError(f"data.test_split: 0 leaves {path} no test images; give a test part or a test_split above 0")
     if "val" not in parts:
         n = len(parts["train"].y)
@@ -198,8 +198,14 @@ def load_user_data(data_cfg, seed: int, root: Path, progress: bool = True) -> Da
 
 
 def lacking_classes(parts: dict[str, Part], classes) -> list[str]:
-    """A warning for each of val and test that lacks a class of training (a small part may; it is scored without)."""
+    """A warning for each of val and test that lacks a class of training (a small part may; it is scored without),
+    and for a class the split left without training images."""
     notes = []
+    counts = np.bincount(parts["train"].y, minlength=len(classes))
+    untrained = [name for name, n in zip(classes, counts) if n == 0]
+    if untrained:  # a class of a few images can land wholly in the split-off val/test images
+        notes.append(f"warning: no training image of class {', '.join(untrained)} is left after the validation and "
+                     "test images were split off: the model cannot learn it (add images, or lower the splits)")
     for part in ("val", "test"):
         counts = np.bincount(parts[part].y, minlength=len(classes))
         lacking = [name for name, n in zip(classes, counts) if n == 0]

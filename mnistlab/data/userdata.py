@@ -127,7 +127,7 @@ def read_folder(root: Path, prepare: str, skip_bad: bool, progress: bool = True,
     if part is not None:
         layout = {"train": layout[part]}
     listed = {name: list_classes(folder) for name, folder in layout.items()}
-    classes, notes = check_classes(layout, listed, 1 if part else 2)
+    classes = check_classes(layout, listed, 1 if part else 2)
     files, labels, parts = [], [], []
     for part_name, by_class in listed.items():
         for name, paths in by_class.items():
@@ -143,7 +143,7 @@ def read_folder(root: Path, prepare: str, skip_bad: bool, progress: bool = True,
     for i, error in zip(readable, errors):
         if error:
             problems[i] = error
-    notes += _bad_files(files, problems, skip_bad, root)
+    notes = _bad_files(files, problems, skip_bad, root)
     keep = [i for i in range(len(files)) if i not in problems]
     out = {}
     for name in layout:
@@ -155,7 +155,7 @@ def read_folder(root: Path, prepare: str, skip_bad: bool, progress: bool = True,
 
 
 def check_classes(layout: dict[str, Path], listed: dict[str, dict[str, list[Path]]],
-                  least: int = 2) -> tuple[list[str], list[str]]:
+                  least: int = 2) -> list[str]:
     """The training part's class names: an empty class folder, fewer than `least` classes (a classifier needs
     two) or a val/test class that training lacks is an error. (A class a val or test part lacks is a warning,
     datasets.lacking_classes.)"""
@@ -172,7 +172,11 @@ def check_classes(layout: dict[str, Path], listed: dict[str, dict[str, list[Path
         if unknown:
             raise UserError(f"{layout[part] / unknown[0]}: class {unknown[0]!r} is not among the training classes "
                             f"({', '.join(train)}): the model could never predict it")
-    return list(train), []
+    empty = [part for part in ("val", "test") if part in listed and not any(listed[part].values())]
+    if empty:
+        raise UserError(f"{layout[empty[0]]}: holds no images; fill its class folders, or remove it to have its "
+                        f"images split off train/ (data.{empty[0]}_split)")
+    return list(train)
 
 
 def _digests(files: list[Path]) -> tuple[list[str], dict[int, str]]:
@@ -247,6 +251,8 @@ def scoring_set(path: Path, classes: list[str], prepare: str = "reading",
     if unknown:
         raise UserError(f"--data: class {unknown[0]!r} of {path} is not among the checkpoint's classes "
                         f"({', '.join(classes)}); classes are matched by name")
+    if len(own.parts["train"].y) == 0:
+        raise UserError(f"--data: {path} holds no images to score")
     to = np.array([classes.index(name) for name in own.classes], dtype=np.int64)
     return own.parts["train"].x, to[own.parts["train"].y], which, own.notes
 

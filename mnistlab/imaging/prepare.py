@@ -11,6 +11,9 @@ import sys
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
+# The version of the 28x28s this package makes from a picture: bump it whenever preprocess.py, sheet.py or
+# image.py would prepare any picture differently, so that no cached 28x28 (data/datacache.py) is read back.
+PREPARE_VERSION = 1
 PARALLEL_FROM = 256  # below this many files a process pool costs more than it saves (threads serve)
 MAX_JOBS = 64  # --jobs beyond this is a typo, not a machine: each worker process holds ~100 MB of imports
 PROGRESS_FROM = 300  # files; fewer are prepared in a few seconds, without a bar
