@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -111,9 +112,6 @@ def finished_run(root: Path, name: str, figures: dict, finished: int) -> Path:
     shutil.copy(SHIPPED, run_dir / "best.pt")
     (run_dir / "config.yaml").write_text(f"name: {name}\ntrain:\n  limit_train_batches: null\n")
     (run_dir / "summary.json").write_text(json.dumps({"dataset": "mnist", **figures}))
-    Path(run_dir / "summary.json").touch()
-    import os
-
     os.utime(run_dir / "summary.json", (finished, finished))
     return run_dir / "best.pt"
 
