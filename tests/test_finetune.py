@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -111,9 +112,6 @@ def finished_run(root: Path, name: str, figures: dict, finished: int) -> Path:
     shutil.copy(SHIPPED, run_dir / "best.pt")
     (run_dir / "config.yaml").write_text(f"name: {name}\ntrain:\n  limit_train_batches: null\n")
     (run_dir / "summary.json").write_text(json.dumps({"dataset": "mnist", **figures}))
-    Path(run_dir / "summary.json").touch()
-    import os
-
     os.utime(run_dir / "summary.json", (finished, finished))
     return run_dir / "best.pt"
 
@@ -211,3 +209,14 @@ def test_bad_values_are_one_line(mnist_root, tmp_path, monkeypatch, cli, model, 
     code, _, err = cli("train", cfg, "--data-dir", mnist_root, *SMALL, *STILL, "--quiet")
     assert expected in one_line_error(code, err)
     assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").glob("*/*/best.pt"))
+
+
+def test_compare_reuses_a_fine_tuned_run(mnist_root, tmp_path, cli):
+    """The run's config.yaml holds the resolved model: compare's second call finds the run it trained."""
+    cfg = config(tmp_path / "tuned.yaml", "{init: default}", train="freeze: body")
+    args = ["--out-dir", tmp_path / "cmp", "--data-dir", mnist_root, *SMALL, *STILL]
+    code, out, err = cli("compare", cfg, *args)
+    assert code == 0 and "1 run(s) trained, 0 reused" in out, err
+    code, out, err = cli("compare", cfg, *args)
+    assert code == 0 and "0 run(s) trained, 1 reused" in out, err
+    assert "cnn3_bn" in (tmp_path / "cmp" / "comparison.md").read_text()

@@ -14,7 +14,7 @@ KEYS = ["name", "seed", "device", "data", "data.dataset", "data.val_split", "dat
         "train.optimizer.lr", "train.optimizer.momentum", "train.scheduler", "train.scheduler.name",
         "train.scheduler.step_size", "train.early_stopping", "train.early_stopping.patience",
         "train.checkpoint_monitor", "train.label_smoothing", "train.amp", "train.limit_train_batches", "train.tta",
-        "train.compile", "train.channels_last", "bogus",
+        "train.compile", "train.channels_last", "model.init", "train.freeze", "bogus",
         "train.bogus", "data.augment.bogus"]
 
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
