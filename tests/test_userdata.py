@@ -138,6 +138,10 @@ def test_train_on_a_folder_of_named_classes_then_predict_prints_them(cli, mnist_
     assert summary["dataset"] == "folder" and summary["num_classes"] == 2
     code, out, err = cli("predict", folder / "one" / "0.png", "--ckpt", run / "best.pt", "--json")
     assert code == 0 and json.loads(out)[0]["prediction"] in ("one", "zero")
+    from mnistlab.training.choice import find_checkpoint
+
+    assert find_checkpoint("latest", tmp_path / "runs")[0] == run / "best.pt"  # a fine-tune on your own set
+    assert find_checkpoint(None, tmp_path / "runs")[1] == "the default model shipped with mnistlab"  # not MNIST's
 
 
 @pytest.mark.parametrize("kind", ["csv", "npz"])

@@ -64,8 +64,9 @@ def shipped_accuracy() -> float:
 
 
 def finished_runs(root: Path) -> list[dict]:
-    """Finished MNIST-digit runs under `root` with a test score: path of best.pt, accuracy, finish time, and
-    whether the run was full (no limit_* setting, all test images scored). Damaged runs, and runs whose
+    """Finished runs under `root` with a test score: path of best.pt, accuracy, finish time, and whether the
+    run was full: MNIST, no limit_* setting, all 10,000 test images scored (only those compare for `best`;
+    `latest` is any run, a fine-tune on your own digits included). Damaged runs, and runs whose
     summary holds a non-finite figure, are left out."""
     import yaml
 
@@ -80,12 +81,12 @@ def finished_runs(root: Path) -> list[dict]:
         except (OSError, ValueError, yaml.YAMLError, AttributeError, UserError):
             continue
         acc = summary.get("test_acc") if isinstance(summary, dict) else None
-        if not isinstance(acc, (int, float)) or summary.get("dataset") != "mnist" or not (run_dir / "best.pt").is_file():
+        if not isinstance(acc, (int, float)) or not (run_dir / "best.pt").is_file():
             continue
         if any(isinstance(v, float) and not math.isfinite(v) for v in summary.values()):
             continue  # json reads NaN and Infinity: a diverged or damaged run is no one's best
         smoke = any(train.get(k) for k in ("limit_train_batches", "limit_eval_batches")) if isinstance(train, dict) \
             else True
         found.append({"path": run_dir / "best.pt", "test_acc": float(acc), "finished": summary_file.stat().st_mtime,
-                      "full": not smoke and summary.get("test_n") == 10_000})
+                      "full": not smoke and summary.get("dataset") == "mnist" and summary.get("test_n") == 10_000})
     return found
