@@ -34,8 +34,8 @@ from pathlib import Path
 from ..errors import UserError, one_line
 from ..files import atomic_write_text
 from .sweep_file import SweepConfig, fixed_overrides, grid_size, override
-from .sweep_report import RETRIES, RETRY_OF, run_dir_path
-from .sweep_storage import advisory_lock, describe, make_storage, masked, storage_url, study_lock  # noqa: F401
+from .sweep_report import RETRIES, RETRY_OF
+from .sweep_storage import describe, make_storage, storage_url, study_lock
 
 HEARTBEAT_ENV = "MNISTLAB_SWEEP_HEARTBEAT_S"  # tests make it short
 HEARTBEAT_DEFAULT_S, HEARTBEAT_BOUNDS_S = 10.0, (0.1, 3600.0)  # an hour's silence is the longest a trial may wait
@@ -67,7 +67,7 @@ def quiet_optuna():
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", category=FutureWarning, module=r"optuna\b")
+        warnings.filterwarnings("ignore", module=r"optuna(\.|$)")  # e.g. importances from too few trials
         warnings.filterwarnings("ignore", message=r".*(deprecated|removed) in v\d", category=FutureWarning)
         yield
 
@@ -402,6 +402,7 @@ def run_sweep(path: str, *, n_trials: int | None = None, jobs: int = 1, storage:
               data_dir: str | None = None, confirm_seeds: str | None = None, worker: int | None = None,
               log=print) -> int:
     """`mnistlab sweep`: workers here until the study is done, then the report (and --confirm-seeds)."""
+    from ..config import folder_name_problem
     from ..files import make_dir
     from .parallel import stop_on_signals
     from .plan import parse_seeds
@@ -409,11 +410,12 @@ def run_sweep(path: str, *, n_trials: int | None = None, jobs: int = 1, storage:
 
     heartbeat_s()  # the environment and every option are checked before any trial
     parse_seeds(confirm_seeds, "--confirm-seeds")
+    problem = folder_name_problem(study, "--study: the study name")
+    if problem:
+        raise UserError(problem)
     storage = storage_url(storage)
     sweep, base = load_sweep(path, list(overrides))
     sweep = sweep.model_copy(update={k: v for k, v in (("study", study), ("n_trials", n_trials)) if v is not None})
-    if study is not None:
-        type(sweep).model_validate({**sweep.model_dump(), "study": study})  # the name becomes a folder
     sweep_dir = make_dir(Path(out_dir) if out_dir else Path("checkpoints") / "sweeps" / sweep.study, "--out-dir")
     with quiet_optuna(), stop_on_signals():  # SIGTERM and SIGHUP stop it as Ctrl-C does
         if worker is not None:  # one of the processes started below

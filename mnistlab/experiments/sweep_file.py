@@ -164,9 +164,10 @@ def study_from_file_name(path: Path) -> str:
     """The study's default name: the file's stem, each character other than a letter, digit, '.', '_'
     or '-' made '-'; then held to the rule of `study:` and --study (it becomes a folder)."""
     name = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem)
-    problem = folder_name_problem(name, f"the study name {name!r} (from the file name)")
+    shown = repr(name) if len(name) <= 40 else f"{name[:20]!r}... ({len(name)} characters)"
+    problem = folder_name_problem(name, f"the study name {shown} (from the file name)")
     if problem:
-        raise UserError(f"{path}: {problem}; give the sweep a `study:` name (or --study)")
+        raise UserError(f"{path.name}: {problem}; give the sweep a `study:` name (or --study)")
     return name
 
 

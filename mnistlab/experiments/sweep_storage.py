@@ -16,6 +16,7 @@ What holds:
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -135,7 +136,7 @@ def journal_damage(data: bytes) -> tuple[int, int, str] | None:
     """(line, byte offset, what) of the first damaged record, or None: every record is a whole line of
     JSON (an object), ended by a newline."""
     offset = 0
-    for number, line in enumerate(data.splitlines(keepends=True), start=1):
+    for number, line in enumerate(io.BytesIO(data), start=1):  # lines end at b"\n" only, as Optuna reads them
         if not line.endswith(b"\n"):
             return number, offset, "its last record is cut short (no end of line)"
         try:
