@@ -21,7 +21,8 @@ from test_sweep import postgres  # noqa: F401  (the fixture: a real PostgreSQL s
 import optuna  # noqa: E402  (a dependency of mnistlab)
 
 FAST = ["--set", "train.epochs=1", "--set", "train.limit_train_batches=3", "--set", "train.limit_eval_batches=1"]
-SLOW = ["--set", "train.epochs=20", "--set", "train.limit_train_batches=40", "--set", "train.limit_eval_batches=2"]
+SLOW = ["--set", "train.epochs=100", "--set", "train.limit_train_batches=40", "--set", "train.limit_eval_batches=2",
+        "--set", "train.early_stopping=null"]  # minutes: killed long before the end
 SWEEP = """base: iter5
 study: {study}
 n_trials: {n}
@@ -61,7 +62,7 @@ def one_line_error(code, err, *expected):
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:s?mode=memory&uri=true"])
 def test_a_storage_that_dies_with_the_process_is_refused(cli, tmp_path, mnist_root, url):
     code, _, err = cli("sweep", sweep_file(tmp_path), "--storage", url, "--out-dir", tmp_path / "out",
-                       "--data-dir", mnist_root)
+                       "--data-dir", mnist_root, *FAST)
     one_line_error(code, err, "memory")
     assert not (tmp_path / "out" / "trials").exists()
 
@@ -106,7 +107,7 @@ def test_a_study_name_on_the_command_line_is_one_line(cli, tmp_path, name):
 
 def test_confirm_seeds_is_checked_before_the_sweep_and_named_as_given(cli, tmp_path, mnist_root):
     code, _, err = cli("sweep", sweep_file(tmp_path), "--confirm-seeds", "1,x", "--out-dir", tmp_path / "out",
-                       "--data-dir", mnist_root)
+                       "--data-dir", mnist_root, *FAST)
     one_line_error(code, err, "--confirm-seeds: got '1,x'")
     assert not (tmp_path / "out" / "trials").exists()
 
