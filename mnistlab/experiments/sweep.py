@@ -428,6 +428,7 @@ def run_study(path, sweep: SweepConfig, base: Path, sweep_dir: Path, storage, ov
               confirm_seeds, log) -> int:
     """Workers here (this process, or `jobs` processes) until the study is done; then the report."""
     check_data(base, data_dir)
+    make_storage(storage, sweep_dir)  # a storage refused here is one line, not one per worker
     log(f"sweep {sweep.study}: {sweep.n_trials} trials of {base} on {sweep.objective} ({sweep.sampler} sampler, "
         f"{sweep.pruner} pruner{f', {sweep.folds} folds' if sweep.folds else ''}), storage "
         f"{describe(storage, sweep_dir)}, {jobs} worker(s) here; results in {sweep_dir}")
