@@ -116,8 +116,11 @@ def add_sweep(commands) -> None:
     p.add_argument("--jobs", type=positive_int, default=1, metavar="N", help="worker processes on this machine "
                    "(one GPU each where there are GPUs, else the CPU cores shared; default 1)")
     p.add_argument("--storage", metavar="URL", help="postgresql://user@host/db: workers on every machine join one "
-                   "study (default: a journal file in the sweep folder, for this machine's workers)")
-    p.add_argument("--study", metavar="NAME", help="the study's name (default: the file's `study`, else its stem)")
+                   "study (default: $MNISTLAB_STORAGE, which keeps a password off the command line, else a journal "
+                   "file in the sweep folder, for this machine's workers)")
+    p.add_argument("--study", metavar="NAME", help="the study's name, a folder: 1 to 100 letters, digits, '.', '_' "
+                   "and '-', the first a letter or digit (default: the file's `study`, else the file's name without "
+                   ".yaml, other characters made '-')")
     p.add_argument("--out-dir", metavar="DIR", help="the sweep folder: trials' runs, tables, plots, best.yaml "
                    "(default: checkpoints/sweeps/STUDY)")
     add_config_options(p)

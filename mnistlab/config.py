@@ -491,7 +491,7 @@ def folder_name_problem(value: str | None, what: str) -> str | None:
     """Names that become folders (runs, studies, `init`'s configs): what is wrong with one, or None."""
     if value is None or re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", value):
         return None
-    return f"{what} becomes a folder: use letters, digits, '.', '_' and '-' only"
+    return f"{what} becomes a folder: 1 to 100 letters, digits, '.', '_' and '-', the first a letter or digit"
 
 
 def device_problem(value) -> str | None:

@@ -101,7 +101,7 @@ def test_two_local_workers_run_each_trial_once(local_sweep):
     assert all(t.state.name == "COMPLETE" for t in trials)
     assert len({t.user_attrs["run_dirs"][0] for t in trials}) == 4  # each trial trained once, in its own run
     for t in trials:
-        run = Path(t.user_attrs["run_dirs"][0])
+        run = out / t.user_attrs["run_dirs"][0]  # recorded relative to the sweep folder
         record = json.loads((run / "trial.json").read_text())
         assert record["trial"] == t.number and record["params"] == t.params and record["state"] == "complete"
     lines = [x for x in result.stdout.splitlines() if x.startswith("trial ")]
@@ -113,7 +113,7 @@ def test_only_the_best_trial_sees_the_test_set_once(local_sweep):
     study = load_study(out / "study.journal", "tiny")
     best = study.best_trial
     for t in study.trials:
-        summary = json.loads((Path(t.user_attrs["run_dirs"][0]) / "summary.json").read_text())
+        summary = json.loads((out / t.user_attrs["run_dirs"][0] / "summary.json").read_text())
         if t.number == best.number:
             assert summary["test_n"] == 10_000 and "once, after the sweep chose" in summary["test_scored"]
         else:
@@ -163,7 +163,7 @@ def test_pruning_stops_a_hopeless_trial(tmp_path, mnist_root):
     run_worker(sweep, base, out, None, str(mnist_root), log=lines.append)
     trials = load_study(out / "study.journal", "prune").trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE", "PRUNED"], lines
-    (run,) = [Path(p) for p in trials[2].user_attrs["run_dirs"]]
+    (run,) = [out / p for p in trials[2].user_attrs["run_dirs"]]
     assert json.loads((run / "trial.json").read_text())["state"] == "pruned"
     assert (run / "metrics.csv").read_text().count("\n") < 1 + 4  # stopped before its last epoch
     assert not (run / "summary.json").exists()
@@ -205,7 +205,7 @@ def test_a_cross_validated_sweep_averages_its_folds(tmp_path, mnist_root):
                       "--out-dir", tmp_path / "out", "--data-dir", mnist_root)
     assert result.returncode == 0, result.stderr[-3000:]
     (trial,) = load_study(tmp_path / "out" / "study.journal", "cv").trials
-    runs = [Path(p) for p in trial.user_attrs["run_dirs"]]
+    runs = [tmp_path / "out" / p for p in trial.user_attrs["run_dirs"]]
     summaries = [json.loads((r / "summary.json").read_text()) for r in runs]
     assert sorted(s["fold"] for s in summaries) == [0, 1, 2] and {s["folds"] for s in summaries} == {3}
     assert trial.value == pytest.approx(sum(s["val_acc"] for s in summaries) / 3)
@@ -363,8 +363,8 @@ def test_postgres_workers_one_killed_one_joining(tmp_path, mnist_root, postgres)
     assert states.count("COMPLETE") + states.count("PRUNED") == 5
     assert states.count("FAIL") == 1  # the killed worker's trial, retried under a new number
     assert len({t.number for t in trials}) == len(trials)
-    retried = [t for t in trials if t.system_attrs.get("failed_trial") is not None]
-    assert len(retried) == 1 and retried[0].params == trials[retried[0].system_attrs["failed_trial"]].params
+    retried = [t for t in trials if t.user_attrs.get("mnistlab:retry_of") is not None]
+    assert len(retried) == 1 and retried[0].params == trials[retried[0].user_attrs["mnistlab:retry_of"]].params
     assert retried[0].state.name in ("COMPLETE", "PRUNED")
 
 

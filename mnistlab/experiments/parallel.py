@@ -17,6 +17,8 @@ override, so config.yaml and summary.json record the GPU it used.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -55,10 +57,78 @@ class Job:
     started: float = 0.0  # time.monotonic()
 
 
-def sigint_default() -> None:
-    """In a worker, before exec: Ctrl-C reaches it as SIGINT from us, which it must not ignore even when
-    this process does (a compare started in the background of a script inherits SIGINT ignored)."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, taken as Ctrl-C is; `code` is the exit status a shell gives such a death."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.code = 128 + signum
+
+
+@contextlib.contextmanager
+def stop_on_signals():
+    """While this process runs workers: SIGTERM and SIGHUP (as SIGINT) raise KeyboardInterrupt, so the path
+    that stops the workers on Ctrl-C runs for them too. By default they would end this process at once and
+    leave its workers running, orphans in sessions of their own. An ignored SIGHUP (nohup) stays ignored."""
+    def interrupt(signum, frame):
+        raise Interrupted(signum)
+
+    wanted = [signal.SIGINT, signal.SIGTERM, *([signal.SIGHUP] if signal.getsignal(signal.SIGHUP) != signal.SIG_IGN
+                                               else [])]
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread (a caller's thread): signals stay as they are
+        for signum in wanted:
+            previous[signum] = signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT
+                                             else interrupt)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def worker_setup(parent: int):
+    """A worker's preexec_fn: it takes Ctrl-C as SIGINT from us, which it must not ignore even when this
+    process does (a command started in the background of a script inherits SIGINT ignored); and on Linux
+    the kernel sends it SIGTERM when this process ends, however it ends (SIGKILL included): no orphans."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork, called after it
+    except (OSError, AttributeError):  # not Linux
+        prctl = None
+
+    def setup() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:  # the parent ended before the request took hold
+                os._exit(1)
+
+    return setup
+
+
+def stop_processes(procs: list[subprocess.Popen], grace_s: float) -> None:
+    """SIGINT to each running process, then up to grace_s in all for them to end; SIGKILL to the rest."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + grace_s
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def kill_left(procs: list[subprocess.Popen]) -> None:
+    """After an unexpected error or a second interrupt: whatever still runs is killed, and waited for."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 def worker_error(returncode: int, output: str) -> str:
@@ -100,14 +170,13 @@ class ParallelRunner:
         self.planned: dict[int, list] = {}  # row -> the seeds (or (seed, fold)s) the plan gave it, in order
 
     def run(self, steps) -> None:
-        try:
-            self.fill_slots(steps)
-        except KeyboardInterrupt:  # stop the children as Ctrl-C stops `mnistlab train`
-            self.stop_all()
-        finally:
-            for job in self.running:  # only after an unexpected error (or a second Ctrl-C): no orphans
-                job.proc.kill()
-                job.proc.wait()
+        with stop_on_signals():  # SIGTERM, SIGHUP: as Ctrl-C
+            try:
+                self.fill_slots(steps)
+            except KeyboardInterrupt:  # stop the children as Ctrl-C stops `mnistlab train`
+                self.stop_all()
+            finally:
+                kill_left([job.proc for job in self.running])  # after an unexpected error (or a second Ctrl-C)
         self.assemble()
 
     def fill_slots(self, steps) -> None:
@@ -151,7 +220,7 @@ class ParallelRunner:
         # A session of its own: Ctrl-C reaches the child once, from stop_all, not also from the terminal.
         job.proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=job.output, stderr=subprocess.STDOUT,
                                     env={**os.environ, "OMP_NUM_THREADS": str(self.threads)},
-                                    start_new_session=True, preexec_fn=sigint_default)
+                                    start_new_session=True, preexec_fn=worker_setup(os.getpid()))
         self.running.append(job)
         self.log(f"== {step.cfg.name} ({label(replicate_key(step.seed, step.fold))}): training in worker "
                  f"{slot + 1}/{self.jobs} ({job.device})")

@@ -63,15 +63,16 @@ class Step:
     resume: Path | None = None  # an unfinished run of this config to finish instead of starting afresh
 
 
-def parse_seeds(text: str | None) -> list[int] | None:
+def parse_seeds(text: str | None, option: str = "--seeds") -> list[int] | None:
+    """The random seeds of `option` (named in its errors as the user gave it: --seeds, --confirm-seeds)."""
     if text is None:
         return None
     try:
         seeds = [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
-        raise UserError(f"--seeds: got {text!r}; expected whole numbers separated by commas, e.g. 1,2,3") from None
+        raise UserError(f"{option}: got {text!r}; expected whole numbers separated by commas, e.g. 1,2,3") from None
     if not seeds or any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
-        raise UserError(f"--seeds: got {text!r}; expected distinct non-negative whole numbers, e.g. 1,2,3")
+        raise UserError(f"{option}: got {text!r}; expected distinct non-negative whole numbers, e.g. 1,2,3")
     return seeds
 
 

@@ -10,8 +10,9 @@ What holds, and how:
   counts and asks for its next trial under a study-wide lock (a file lock beside the journal;
   PostgreSQL's advisory lock), so two workers never both take the last one.
 - A worker killed at any moment loses nothing: every running trial sends a heartbeat; one silent for
-  STALE_S is marked failed by whichever worker looks next and re-enqueued with the same parameters
-  (Optuna's RetryFailedTrialCallback), so the count still ends at n_trials. Workers wait for the
+  STALE_BEATS heartbeats is marked failed by whichever worker looks next and enqueued again with the same
+  parameters (enqueue_retry), so the count still ends at n_trials. A worker that was only paused, and
+  wakes to find its trial failed and retried, drops it and goes on (Superseded). Workers wait for the
   trials others are running before they leave, so none is left running while one worker lives.
 - Running the same command again continues the study: finished trials are kept, the rest is run.
 """
@@ -20,91 +21,87 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import socket
 import statistics
 import threading
 import time
+import warnings
 import zlib
 from pathlib import Path
 
 from ..errors import UserError, one_line
 from ..files import atomic_write_text
-from .sweep_file import SweepConfig, fixed_overrides, override
+from .sweep_file import SweepConfig, fixed_overrides, grid_size, override
+from .sweep_report import RETRIES, RETRY_OF
+from .sweep_storage import describe, make_storage, storage_url, study_lock
 
-HEARTBEAT_S = float(os.environ.get("MNISTLAB_SWEEP_HEARTBEAT_S", "10"))  # tests make it short
-STALE_S = 6 * HEARTBEAT_S
+HEARTBEAT_ENV = "MNISTLAB_SWEEP_HEARTBEAT_S"  # tests make it short
+HEARTBEAT_DEFAULT_S, HEARTBEAT_BOUNDS_S = 10.0, (0.1, 3600.0)  # an hour's silence is the longest a trial may wait
+STALE_BEATS = 6  # a trial whose worker missed this many heartbeats is taken for dead
 MAX_RETRY = 3
 BEAT = "mnistlab:heartbeat"
 
 
-# ---------------------------------------------------------------- the study
-
-def make_storage(url: str | None, sweep_dir: Path):
-    import optuna
-
-    if url is None:
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(sweep_dir / "study.journal")))
-    if not url.startswith(("postgresql", "sqlite", "mysql")):
-        raise UserError(f"--storage: got {url!r}; give postgresql://user@host/db (or leave it out: a journal file "
-                        f"in the sweep folder)")
+def heartbeat_s() -> float:
+    """Seconds between a running trial's heartbeats: MNISTLAB_SWEEP_HEARTBEAT_S, checked."""
+    text = os.environ.get(HEARTBEAT_ENV, "").strip() or str(HEARTBEAT_DEFAULT_S)
     try:
-        return rdb_storage(url)
-    except ImportError as exc:
-        raise UserError(f"--storage: {one_line(exc, 80)}; for PostgreSQL: pip install 'mnistlab[postgres]'") from None
-    except Exception as exc:  # noqa: BLE001  (SQLAlchemy's errors: a server that cannot be reached is the user's)
-        raise UserError(f"--storage: cannot open {url}: {one_line(exc, 160)}") from None
-
-
-def rdb_storage(url: str):
-    """Optuna's storage on a database. The first to open a fresh PostgreSQL database creates Optuna's
-    tables; workers that start together (an array job) would collide there, so they open it one at a time."""
-    import optuna
-    from sqlalchemy import create_engine
-
-    if not url.startswith("postgresql"):
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    engine = create_engine(url)
-    try:
-        with advisory_lock(engine, "mnistlab:schema"):
-            return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
-    finally:
-        engine.dispose()
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    low, high = HEARTBEAT_BOUNDS_S
+    if not low <= value <= high:  # nan and inf fail here too
+        raise UserError(f"{HEARTBEAT_ENV}: got {text!r}; give seconds between heartbeats, from {low:g} to {high:g} "
+                        f"(default {HEARTBEAT_DEFAULT_S:g})")
+    return value
 
 
 @contextlib.contextmanager
-def advisory_lock(engine, name: str):
-    """PostgreSQL's advisory lock `name`, held by one connection for every client of the database."""
-    from sqlalchemy import text
-
-    key = zlib.crc32(name.encode())
-    with engine.connect() as conn:
-        conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
-        try:
-            yield
-        finally:
-            conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
-
-
-def open_study(sweep: SweepConfig, storage):
-    """Create or load the study; a loaded one must be the same search (objective and space). Workers open
-    it under the study lock, so exactly one of them is the study's first (see make_sampler)."""
+def quiet_optuna():
+    """Optuna's warnings (experimental features, deprecations) are about our code, not the user's: kept
+    off the terminal; what the user must know, mnistlab says in its own lines."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
-                                pruner=make_pruner(sweep), load_if_exists=True)
-    definition = {"base": sweep.base, "objective": sweep.objective, "folds": sweep.folds,
-                  "set": sorted(fixed_overrides(sweep)), "space": json.loads(sweep.model_dump_json())["space"]}
-    stored = study.user_attrs.get("mnistlab:definition")
-    if stored is None:
-        study.set_user_attr("mnistlab:definition", definition)
-    elif stored != definition:  # trials trained another way (a machine without the others' --set) are no rivals
-        changed = ", ".join(f"`{key}`" for key in definition if stored.get(key) != definition[key])
-        raise UserError(f"study {sweep.study!r} already exists with another {changed}; give the sweep another "
-                        f"`study:` name (or --study), or run it with the file and --set it was started with")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", module=r"optuna(\.|$)")  # e.g. importances from too few trials
+        warnings.filterwarnings("ignore", message=r".*(deprecated|removed) in v\d", category=FutureWarning)
+        yield
+
+
+# ---------------------------------------------------------------- the study
+
+def study_definition(sweep: SweepConfig) -> dict:
+    """What makes two sweeps one search: the resolved base config (its settings, not its file's name),
+    the objective, the folds, the fixed settings and the space."""
+    return {"base": sweep.base_config() or sweep.base, "objective": sweep.objective, "folds": sweep.folds,
+            "set": sorted(fixed_overrides(sweep)), "space": json.loads(sweep.model_dump_json())["space"]}
+
+
+def open_study(sweep: SweepConfig, storage):
+    """Create or load the study; a loaded one must be the same search (study_definition). Workers open
+    it under the study lock, so exactly one of them is the study's first (see make_sampler)."""
+    import optuna
+
+    with quiet_optuna():
+        study = optuna.create_study(storage=storage, study_name=sweep.study, direction=sweep.direction,
+                                    pruner=make_pruner(sweep), load_if_exists=True)
+        definition = study_definition(sweep)
+        stored = study.user_attrs.get("mnistlab:definition")
+        if stored is not None and isinstance(stored.get("base"), str) and stored["base"] == sweep.base:
+            stored = {**stored, "base": definition["base"]}  # a study of an earlier mnistlab: only the name kept
+            study.set_user_attr("mnistlab:definition", stored)
+        if stored is None:
+            study.set_user_attr("mnistlab:definition", definition)
+        elif stored != definition:  # trials trained another way (a machine without the others' --set) are no rivals
+            changed = ", ".join(f"`{key}`" for key in definition if stored.get(key) != definition[key])
+            raise UserError(f"study {sweep.study!r} already exists with another {changed}; give the sweep another "
+                            f"`study:` name (or --study), or run it with the files and --set it was started with")
+        if study.metric_names is None:  # optuna-dashboard and the plots label the objective with it
+            study.set_metric_names([sweep.objective])
     study.sampler = make_sampler(sweep, first=stored is None)
     return study
 
@@ -148,34 +145,6 @@ def make_pruner(sweep: SweepConfig):
     return optuna.pruners.NopPruner()
 
 
-def grid_size(sweep: SweepConfig) -> int | None:
-    if sweep.sampler != "grid":
-        return None
-    size = 1
-    for values in sweep.space.values():
-        size *= len(values) if isinstance(values, list) else len(values.grid())
-    return size
-
-
-@contextlib.contextmanager
-def study_lock(storage, sweep_dir: Path, study_name: str):
-    """One worker at a time counts and asks: PostgreSQL's advisory lock across machines, a file lock
-    among the workers of this machine otherwise."""
-    engine = getattr(storage, "engine", None)
-    if engine is not None and engine.dialect.name == "postgresql":
-        with advisory_lock(engine, f"mnistlab:{study_name}"):
-            yield
-        return
-    import fcntl
-
-    with open(sweep_dir / ".study.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 # ---------------------------------------------------------------- one worker
 
 def take_trial(study, storage, sweep_dir: Path, study_name: str, n_trials: int, log):
@@ -201,38 +170,66 @@ def next_trial(study, n_trials: int):
     return trial
 
 
+# Optuna has no public route from a Trial to its storage's trial id, nor to a study's storage: the
+# heartbeat, the stale check and the "is it still mine" check use study._storage and trial._trial_id.
+
 def beat(study, trial_id: int) -> None:
     study._storage.set_trial_system_attr(trial_id, BEAT, time.time())
 
 
-def fail_stale_trials(study, log) -> None:
-    """Running trials whose worker has been silent for STALE_S: failed, and enqueued again."""
-    import optuna
+def still_running(study, trial) -> bool:
+    """The trial is still this worker's: no other worker took it for dead (this one was paused, say)."""
     from optuna.trial import TrialState
 
-    now = time.time()
+    return study._storage.get_trial(trial._trial_id).state == TrialState.RUNNING
+
+
+def fail_stale_trials(study, log) -> None:
+    """Running trials whose worker has been silent for STALE_BEATS heartbeats: failed, and enqueued again."""
+    from optuna.trial import TrialState
+
+    now, stale_s = time.time(), STALE_BEATS * heartbeat_s()
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         last = max(t.system_attrs.get(BEAT, 0.0), t.datetime_start.timestamp() if t.datetime_start else 0.0)
-        if now - last < STALE_S:
+        if now - last < stale_s:
             continue
         try:
             study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         except Exception:  # noqa: BLE001  (it finished, or another worker failed it first)
             continue
-        optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)(study, study._storage.get_trial(t._trial_id))
-        log(f"trial {t.number}: its worker stopped sending heartbeats {now - last:.0f}s ago; "
-            f"marked failed and enqueued again with the same parameters")
+        retried = enqueue_retry(study, t)
+        log(f"trial {t.number}: its worker stopped sending heartbeats {now - last:.0f}s ago; marked failed"
+            + (" and enqueued again with the same parameters" if retried else f", retried {MAX_RETRY} times already"))
+
+
+def enqueue_retry(study, failed) -> bool:
+    """A trial its worker lost (killed, interrupted), waiting to run again with the same parameters (and
+    grid point), up to MAX_RETRY times; its user attributes name the first trial of the chain. Optuna's
+    RetryFailedTrialCallback did this; Optuna 6 removes it, and its successor is experimental."""
+    import optuna
+    from optuna.trial import TrialState
+
+    retries = failed.user_attrs.get(RETRIES, len(failed.system_attrs.get("retry_history", []))) + 1
+    if retries > MAX_RETRY:
+        return False
+    first = failed.user_attrs.get(RETRY_OF, failed.system_attrs.get("failed_trial", failed.number))
+    study.add_trial(optuna.trial.create_trial(
+        state=TrialState.WAITING, params=failed.params, distributions=failed.distributions,
+        user_attrs={RETRY_OF: first, RETRIES: retries},
+        system_attrs={k: v for k, v in failed.system_attrs.items() if k != BEAT}))  # grid_id: the same point
+    return True
 
 
 class Heartbeat:
-    """A thread that tells the storage, every HEARTBEAT_S, that this worker still runs the trial."""
+    """A thread that tells the storage, every heartbeat_s(), that this worker still runs the trial."""
 
     def __init__(self, study, trial_id: int):
         self.study, self.trial_id, self.stop = study, trial_id, threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
+        self.every = heartbeat_s()
 
     def run(self) -> None:
-        while not self.stop.wait(HEARTBEAT_S):
+        while not self.stop.wait(self.every):
             with contextlib.suppress(Exception):  # one missed beat is no reason to stop training
                 beat(self.study, self.trial_id)
 
@@ -258,9 +255,9 @@ def run_worker(sweep: SweepConfig, base: Path, sweep_dir: Path, storage_url: str
         if trial is None:
             if not others_running(study):
                 return ran
-            time.sleep(min(HEARTBEAT_S, 5.0))  # a running trial may still fail and come back to be retried
+            time.sleep(min(heartbeat_s(), 5.0))  # a running trial may still fail and come back to be retried
             continue
-        run_trial(study, trial, sweep, base, sweep_dir, data_dir, worker, log)
+        run_trial(study, trial, sweep, base, sweep_dir, data_dir, worker, log, storage=storage)
         ran += 1
 
 
@@ -272,6 +269,10 @@ def others_running(study) -> bool:
 
 # ---------------------------------------------------------------- one trial
 
+class Superseded(Exception):
+    """This worker's trial was taken for dead (the worker was paused, or cut off) and failed by another."""
+
+
 def suggest(trial, key: str, space) -> object:
     if isinstance(space, list):
         return trial.suggest_categorical(key, space)
@@ -280,7 +281,8 @@ def suggest(trial, key: str, space) -> object:
     return trial.suggest_float(key, space.low, space.high, log=space.log, step=space.step)
 
 
-def run_trial(study, trial, sweep: SweepConfig, base: Path, sweep_dir: Path, data_dir, worker: int, log) -> None:
+def run_trial(study, trial, sweep: SweepConfig, base: Path, sweep_dir: Path, data_dir, worker: int, log,
+              storage=None) -> None:
     """Train the trial (each fold, with folds), report every epoch to the pruner, tell Optuna the outcome."""
     import optuna
     from optuna.trial import TrialState
@@ -288,34 +290,55 @@ def run_trial(study, trial, sweep: SweepConfig, base: Path, sweep_dir: Path, dat
     params = {key: suggest(trial, key, space) for key, space in sweep.space.items()}
     shown = ", ".join(f"{k.rsplit('.', 1)[-1]}={v:.4g}" if isinstance(v, float) else f"{k.rsplit('.', 1)[-1]}={v}"
                       for k, v in params.items())
+    name = f"trial {trial.number} (worker {worker}): {shown}"
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     started = time.monotonic()
+    end = TrialEnd(study, trial, sweep, sweep_dir, storage if storage is not None else study._storage)
     with Heartbeat(study, trial._trial_id):
         try:
             value = objective(trial, sweep, base, sweep_dir, data_dir, params)
+        except Superseded:
+            log(f"{name}: taken for dead while this worker was stopped, and retried by another: this worker's "
+                f"run of it is left as it is")
+            return
         except optuna.TrialPruned as exc:
-            trial.set_user_attr("note", f"pruned {exc}")
-            mark_runs(trial, sweep_dir, sweep, "pruned", None, str(exc))
-            study.tell(trial, state=TrialState.PRUNED)
-            log(f"trial {trial.number} (worker {worker}): {shown}: pruned {exc}")
+            end.tell(TrialState.PRUNED, None, str(exc), log, f"{name}: pruned {exc}", {"note": f"pruned {exc}"})
             return
         except UserError as exc:  # this trial's own problem (a value that does not train): failed, counted
-            trial.set_user_attr("error", one_line(exc))
-            mark_runs(trial, sweep_dir, sweep, "failed", None, one_line(exc))
-            study.tell(trial, state=TrialState.FAIL)
-            log(f"trial {trial.number} (worker {worker}): {shown}: FAILED: {one_line(exc)}")
+            end.tell(TrialState.FAIL, None, one_line(exc), log, f"{name}: FAILED: {one_line(exc)}",
+                     {"error": one_line(exc)})
             return
-        except BaseException:  # Ctrl-C (or our bug): failed, and enqueued again for the next run to finish
-            mark_runs(trial, sweep_dir, sweep, "failed", None, "interrupted")
-            study.tell(trial, state=TrialState.FAIL)
-            optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRY)(
-                study, study._storage.get_trial(trial._trial_id))
+        except BaseException:  # Ctrl-C, SIGTERM (or our bug): failed, and enqueued again for the next run to finish
+            with contextlib.suppress(Exception):  # the interruption is what the user must see, not a second error
+                if end.tell(TrialState.FAIL, None, "interrupted", lambda line: None, ""):
+                    enqueue_retry(study, study._storage.get_trial(trial._trial_id))
             raise
-    mark_runs(trial, sweep_dir, sweep, "complete", value, None)
-    study.tell(trial, value)
     shown_value = f"{value:.2%}" if sweep.objective == "val_acc" else f"{value:.4f}"
-    log(f"trial {trial.number} (worker {worker}): {shown}: {sweep.objective} {shown_value} "
-        f"({time.monotonic() - started:.0f}s)")
+    end.tell(TrialState.COMPLETE, value, None, log,
+             f"{name}: {sweep.objective} {shown_value} ({time.monotonic() - started:.0f}s)")
+
+
+class TrialEnd:
+    """Tells Optuna a trial's outcome, if the trial is still this worker's: under the study lock, where
+    no other worker can fail it between the look and the tell."""
+
+    def __init__(self, study, trial, sweep: SweepConfig, sweep_dir: Path, storage):
+        self.study, self.trial, self.sweep, self.sweep_dir, self.storage = study, trial, sweep, sweep_dir, storage
+
+    def tell(self, state, value, note: str | None, log, line: str, user_attrs: dict | None = None) -> bool:
+        with study_lock(self.storage, self.sweep_dir, self.sweep.study):
+            if not still_running(self.study, self.trial):
+                log(f"trial {self.trial.number}: taken for dead while its worker was stopped, and retried by "
+                    f"another: its outcome here is not told")
+                return False
+            for key, attr in (user_attrs or {}).items():
+                self.trial.set_user_attr(key, attr)
+            mark_runs(self.trial, self.sweep_dir, self.sweep, state.name.lower().replace("fail", "failed"),
+                      value, note)
+            self.study.tell(self.trial, value, state=state)
+        if line:
+            log(line)
+        return True
 
 
 def objective(trial, sweep: SweepConfig, base: Path, sweep_dir: Path, data_dir, params: dict) -> float:
@@ -336,6 +359,8 @@ def objective(trial, sweep: SweepConfig, base: Path, sweep_dir: Path, data_dir, 
         first_step, last_step = position * cfg.train.epochs, len(folds) * cfg.train.epochs
 
         def report(row: dict, fold=fold, first_step=first_step, last_step=last_step) -> None:
+            if not still_running(trial.study, trial):  # this worker was stopped, and its trial given to another
+                raise Superseded()
             step = first_step + row["epoch"]
             trial.report(row[sweep.objective], step)
             if step < last_step and trial.should_prune():  # after the last epoch, pruning would save nothing
@@ -354,11 +379,13 @@ def objective(trial, sweep: SweepConfig, base: Path, sweep_dir: Path, data_dir, 
 
 def mark_runs(trial, sweep_dir: Path, sweep: SweepConfig, state: str, value, note: str | None) -> None:
     """trial.json in each of the trial's run directories; a finished run's summary.json gets it too.
-    Called before Optuna is told the outcome: a finished trial's attributes cannot change."""
+    Called before Optuna is told the outcome: a finished trial's attributes cannot change. The study
+    records the run directories relative to the sweep folder (trials/NAME/STAMP): it can be continued
+    and reported from any folder, and on any machine that mounts the sweep folder elsewhere."""
     record = {"study": sweep.study, "trial": trial.number, "state": state, "objective": sweep.objective,
               "value": value, "params": trial.params, "note": note}
     run_dirs = sorted((sweep_dir / "trials" / f"{sweep.study}-trial{trial.number:04d}").glob("*/config.yaml"))
-    trial.set_user_attr("run_dirs", [str(p.parent) for p in run_dirs])
+    trial.set_user_attr("run_dirs", [p.parent.relative_to(sweep_dir).as_posix() for p in run_dirs])
     for config_file in run_dirs:
         run_dir = config_file.parent
         atomic_write_text(run_dir / "trial.json", json.dumps(record, indent=2) + "\n")
@@ -375,30 +402,45 @@ def run_sweep(path: str, *, n_trials: int | None = None, jobs: int = 1, storage:
               data_dir: str | None = None, confirm_seeds: str | None = None, worker: int | None = None,
               log=print) -> int:
     """`mnistlab sweep`: workers here until the study is done, then the report (and --confirm-seeds)."""
+    from ..config import folder_name_problem
     from ..files import make_dir
+    from .parallel import stop_on_signals
+    from .plan import parse_seeds
     from .sweep_file import load_sweep
 
+    heartbeat_s()  # the environment and every option are checked before any trial
+    parse_seeds(confirm_seeds, "--confirm-seeds")
+    problem = folder_name_problem(study, "--study: the study name")
+    if problem:
+        raise UserError(problem)
+    storage = storage_url(storage)
     sweep, base = load_sweep(path, list(overrides))
     sweep = sweep.model_copy(update={k: v for k, v in (("study", study), ("n_trials", n_trials)) if v is not None})
-    if study is not None:
-        type(sweep).model_validate({**sweep.model_dump(), "study": study})  # the name becomes a folder
     sweep_dir = make_dir(Path(out_dir) if out_dir else Path("checkpoints") / "sweeps" / sweep.study, "--out-dir")
-    if worker is not None:  # one of the processes started below
-        run_worker(sweep, base, sweep_dir, storage, data_dir, worker, log)
-        return 0
+    with quiet_optuna(), stop_on_signals():  # SIGTERM and SIGHUP stop it as Ctrl-C does
+        if worker is not None:  # one of the processes started below
+            run_worker(sweep, base, sweep_dir, storage, data_dir, worker, log)
+            return 0
+        return run_study(path, sweep, base, sweep_dir, storage, list(overrides), data_dir, jobs, confirm_seeds, log)
+
+
+def run_study(path, sweep: SweepConfig, base: Path, sweep_dir: Path, storage, overrides, data_dir, jobs: int,
+              confirm_seeds, log) -> int:
+    """Workers here (this process, or `jobs` processes) until the study is done; then the report."""
     check_data(base, data_dir)
+    make_storage(storage, sweep_dir)  # a storage refused here is one line, not one per worker
     log(f"sweep {sweep.study}: {sweep.n_trials} trials of {base} on {sweep.objective} ({sweep.sampler} sampler, "
         f"{sweep.pruner} pruner{f', {sweep.folds} folds' if sweep.folds else ''}), storage "
-        f"{storage or sweep_dir / 'study.journal'}, {jobs} worker(s) here; results in {sweep_dir}")
+        f"{describe(storage, sweep_dir)}, {jobs} worker(s) here; results in {sweep_dir}")
     code = 0
     try:
         if jobs == 1:
             run_worker(sweep, base, sweep_dir, storage, data_dir, 0, log)
         else:
-            code = run_workers(path, sweep, sweep_dir, storage, list(overrides), data_dir, jobs, log)
-    except KeyboardInterrupt:
+            code = run_workers(path, sweep, sweep_dir, storage, overrides, data_dir, jobs, log)
+    except KeyboardInterrupt as exc:
         log("interrupted: the study keeps every finished trial; continue it with the same command")
-        return 130
+        return getattr(exc, "code", 130)
     return report_and_confirm(sweep, sweep_dir, storage, data_dir, confirm_seeds, log) or code
 
 
@@ -416,33 +458,32 @@ def check_data(base: Path, data_dir) -> None:
 
 
 def run_workers(path, sweep: SweepConfig, sweep_dir: Path, storage, overrides, data_dir, jobs: int, log) -> int:
-    """`jobs` worker processes of this command (a GPU each where there are GPUs, else the cores shared)."""
-    import signal
+    """`jobs` worker processes of this command (a GPU each where there are GPUs, else the cores shared).
+    The storage URL goes to them in their environment: a command line is readable by every user."""
     import subprocess
     import sys
 
-    from .parallel import sigint_default, worker_threads
+    from .parallel import STOP_GRACE_S, kill_left, stop_processes, worker_setup, worker_threads
+    from .sweep_storage import STORAGE_ENV
 
     gpus = gpu_count()
     common = ["--out-dir", str(sweep_dir), "--study", sweep.study, "--n-trials", str(sweep.n_trials),
-              *(["--storage", storage] if storage else []), *(["--data-dir", data_dir] if data_dir else []),
-              *(a for o in overrides for a in ("--set", o))]
+              *(["--data-dir", data_dir] if data_dir else []), *(a for o in overrides for a in ("--set", o))]
+    env = {k: v for k, v in os.environ.items() if k != STORAGE_ENV}
+    env.update({"OMP_NUM_THREADS": str(worker_threads(jobs)), **({STORAGE_ENV: storage} if storage else {})})
     procs = []
-    for i in range(jobs):
-        env = {**os.environ, "OMP_NUM_THREADS": str(worker_threads(jobs))}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(i % gpus)
-        procs.append(subprocess.Popen([sys.executable, "-m", "mnistlab", "sweep", str(path), "--worker", str(i),
-                                       *common], stdin=subprocess.DEVNULL, env=env, start_new_session=True,
-                                      preexec_fn=sigint_default))
     try:
+        for i in range(jobs):
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "mnistlab", "sweep", str(path), "--worker", str(i), *common],
+                stdin=subprocess.DEVNULL, env={**env, **({"CUDA_VISIBLE_DEVICES": str(i % gpus)} if gpus else {})},
+                start_new_session=True, preexec_fn=worker_setup(os.getpid())))
         codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        for p in procs:
-            p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: each worker fails its trial and enqueues it again, then ends
+        stop_processes(procs, STOP_GRACE_S)
         raise
+    finally:
+        kill_left(procs)  # after an unexpected error, or a second interrupt: no worker outlives this process
     failed = [c for c in codes if c != 0]
     if failed:
         log(f"{len(failed)} of {jobs} workers stopped with an error (above); the report covers what finished")
@@ -460,7 +501,8 @@ def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_di
 
     storage = make_storage(storage_url, sweep_dir)
     study = open_study(sweep, storage)
-    best = write_report(study, sweep, sweep_dir, data_dir, lambda: study_lock(storage, sweep_dir, sweep.study), log)
+    best, best_yaml = write_report(study, sweep, sweep_dir, data_dir,
+                                   lambda: study_lock(storage, sweep_dir, sweep.study), log)
     states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
     log(f"sweep {sweep.study}: {len(states)} trials: "
         + ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail") if states.count(s)))
@@ -473,10 +515,13 @@ def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_di
     log(f"best: trial {best['trial']}, {sweep.objective} "
         + (f"{value:.2%}" if sweep.objective == "val_acc" else f"{value:.4f}") + " on validation data"
         + (f"; its test accuracy {test['test_acc']:.2%} (scored once, after the choice)" if test else ""))
-    log(f"wrote {sweep_dir / 'trials.md'}, trials.csv, the plots and {sweep_dir / 'best.yaml'}")
+    log(f"wrote {sweep_dir / 'trials.md'}, trials.csv, the plots" + (f" and {best_yaml}" if best_yaml else ""))
+    if confirm_seeds and best_yaml is None:
+        log("--confirm-seeds: skipped: best.yaml needs the best trial's run directory, which is not on this machine")
+        return 1
     if confirm_seeds:
         from .compare import run_compare
 
-        return run_compare([str(sweep_dir / "best.yaml")], seeds=confirm_seeds, out_dir=sweep_dir / "confirm",
+        return run_compare([str(best_yaml)], seeds=confirm_seeds, out_dir=sweep_dir / "confirm",
                            data_dir=data_dir, log=log)
     return 0

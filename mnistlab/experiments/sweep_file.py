@@ -25,13 +25,18 @@ import re
 from pathlib import Path
 from typing import Any, Literal, Optional, Union
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationError, field_validator, model_validator
 
-from ..config import Float, Int, Strict, folder_name_problem, load_config, resolve_config, resolve_sweep
+from ..config import (Float, Int, Strict, config_to_dict, folder_name_problem, load_config, resolve_config,
+                      resolve_sweep)
 from ..errors import UserError, one_line
 from ..yamlfile import read_yaml_file
 
 KEY = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
+# The most points a grid sweep may have. Optuna's GridSampler builds every combination as a list in each
+# worker, and a grid is meant to be run to its end: 10,000 trials of even a minute are a week of one
+# worker. A larger space is a job for the random or TPE sampler, which draw from it without listing it.
+GRID_CAP = 10_000
 
 
 class RangeConfig(Strict):
@@ -56,11 +61,14 @@ class RangeConfig(Strict):
     def whole(self) -> bool:
         return all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)) and not self.log
 
-    def grid(self) -> list:
+    def points(self) -> float:
+        """How many values grid() lists (a float: a tiny step gives more than an int should be built from)."""
         if self.step is None:
             raise ValueError("a grid needs a list of values, or a range with a step")
-        n = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        values = [self.low + i * self.step for i in range(n)]
+        return math.floor((self.high - self.low) / self.step + 1e-9) + 1.0
+
+    def grid(self) -> list:
+        values = [self.low + i * self.step for i in range(int(self.points()))]
         return [int(v) for v in values] if self.whole else [round(v, 12) for v in values]
 
 
@@ -78,6 +86,10 @@ class SweepConfig(Strict):
     seed: Int = Field(0, ge=0, le=2**32 - 1)
     set: dict[str, Any] = Field(default_factory=dict)
     space: dict[str, Union[list[Choice], RangeConfig]]
+    _base_config: Optional[dict] = PrivateAttr(None)  # the base, resolved (load_sweep): what a study is joined by
+
+    def base_config(self) -> dict | None:
+        return self._base_config
 
     @field_validator("study")
     @classmethod
@@ -135,15 +147,52 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> tuple[SweepConfig
     except ValidationError as exc:
         raise UserError(f"{path}: {describe(exc)}") from None
     if sweep.study is None:
-        sweep.study = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem) or "sweep"
+        sweep.study = study_from_file_name(path)
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not KEY.fullmatch(key.strip()):
             raise UserError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. train.epochs=5")
         sweep.set[key.strip()] = value  # a YAML string: parsed like any --set value
     base = base_path(sweep.base, path)
+    check_grid(sweep, path)
     check_against_schema(sweep, base, path)
+    # what a study is joined by: the base's settings, not its file's name (nor `name`: each trial has its own)
+    sweep._base_config = {k: v for k, v in config_to_dict(load_config(base)).items() if k != "name"}
     return sweep, base
+
+
+def study_from_file_name(path: Path) -> str:
+    """The study's default name: the file's stem, each character other than a letter, digit, '.', '_'
+    or '-' made '-'; then held to the rule of `study:` and --study (it becomes a folder)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "-", path.stem)
+    shown = repr(name) if len(name) <= 40 else f"{name[:20]!r}... ({len(name)} characters)"
+    problem = folder_name_problem(name, f"the study name {shown} (from the file name)")
+    if problem:
+        raise UserError(f"{path.name}: {problem}; give the sweep a `study:` name (or --study)")
+    return name
+
+
+def grid_size(sweep: SweepConfig) -> int | None:
+    """The number of points of a grid sweep (None for the other samplers), counted without listing them."""
+    if sweep.sampler != "grid":
+        return None
+    size = 1.0
+    for values in sweep.space.values():
+        size *= len(values) if isinstance(values, list) else values.points()
+    return int(size) if size <= GRID_CAP else math.inf
+
+
+def check_grid(sweep: SweepConfig, where: Path) -> None:
+    """A grid sweep's ranges have steps, and its points are at most GRID_CAP (counted, not built)."""
+    if sweep.sampler != "grid":
+        return
+    for key, choices in sweep.space.items():
+        if isinstance(choices, RangeConfig) and choices.step is None:
+            raise UserError(f"{where}: space.{key}: a grid sweep needs a list of values, or a range with a step")
+    if grid_size(sweep) > GRID_CAP:
+        sizes = " x ".join(f"{len(v) if isinstance(v, list) else v.points():,.0f}" for v in sweep.space.values())
+        raise UserError(f"{where}: space: a grid of {sizes} points is more than {GRID_CAP:,}, the most a grid "
+                        f"sweep runs; use fewer values or larger steps, or sampler: random or tpe")
 
 
 def describe(exc: ValidationError) -> str:
@@ -186,12 +235,11 @@ def check_against_schema(sweep: SweepConfig, base: Path, where: Path) -> None:
 
     fixed, folds = fixed_overrides(sweep), [f"data.folds={sweep.folds}", "data.fold=0"] if sweep.folds else []
     try:
-        load_config(base, [*fixed, *folds])
+        cfg = load_config(base, [*fixed, *folds])
     except UserError as exc:
         raise UserError(f"{where}: set: {exc}") from None
+    check_selection(cfg, f"{where}: the base config with `set`")
     for key, choices in sweep.space.items():
-        if sweep.sampler == "grid" and isinstance(choices, RangeConfig) and choices.step is None:
-            raise UserError(f"{where}: space.{key}: a grid sweep needs a list of values, or a range with a step")
         values = choices if isinstance(choices, list) else [choices.low, choices.high]
         if isinstance(choices, RangeConfig) and choices.whole:
             values = [int(v) for v in values]
@@ -201,6 +249,17 @@ def check_against_schema(sweep: SweepConfig, base: Path, where: Path) -> None:
                 check_model(cfg.model.name, cfg.model.kwargs)
             except UserError as exc:
                 raise UserError(f"{where}: space.{key} = {value!r}: {exc}") from None
+            check_selection(cfg, f"{where}: space.{key} = {value!r}")
             if not cfg.data.has_validation:
                 raise UserError(f"{where}: the objective {sweep.objective} needs a validation set: "
                                 f"data.val_split > 0 in the base config, or folds")
+
+
+def check_selection(cfg, where: str) -> None:
+    """A trial never chooses anything on the test set: not its checkpoint (checkpoint_monitor: test_acc),
+    nor is it allowed to (allow_test_selection: true), whatever the base config or `set` says."""
+    if cfg.train.checkpoint_monitor == "test_acc" or cfg.train.allow_test_selection:
+        key = "checkpoint_monitor: test_acc" if cfg.train.checkpoint_monitor == "test_acc" else \
+            "allow_test_selection: true"
+        raise UserError(f"{where}: train.{key}: a sweep's trials select on validation data only "
+                        f"(the test set is scored once, for the best trial); use val_loss, val_acc or last")

@@ -18,15 +18,28 @@ from ..files import atomic_write_text, csv_value, read_small_text
 from .runs import format_duration
 
 SCORED = "mnistlab:test_scored"  # study user attribute: the trials scored on the test set, in order
+RETRY_OF = "mnistlab:retry_of"  # trial user attribute: the trial whose parameters a retry runs again
+RETRIES = "mnistlab:retries"  # trial user attribute: how many times those parameters have been retried
 FIGURES = {"history": "optimization_history.png", "importance": "param_importances.png",
            "parallel": "parallel_coordinates.png"}
 
 
-def trial_rows(study, sweep) -> list[dict]:
+def run_dir_path(sweep_dir: Path, stored: str) -> Path:
+    """A trial's run directory in this sweep folder. The study records trials/NAME/STAMP; a study of an
+    earlier mnistlab recorded the path as the worker wrote it (from its own folder, or absolute): its
+    last three parts are the same trials/NAME/STAMP."""
+    return sweep_dir.joinpath(*Path(stored).parts[-3:])
+
+
+def run_dirs_of(trial, sweep_dir: Path) -> list[Path]:
+    return [run_dir_path(sweep_dir, p) for p in trial.user_attrs.get("run_dirs", [])]
+
+
+def trial_rows(study, sweep, sweep_dir: Path) -> list[dict]:
     """One row per trial: number, state, objective, parameters, and the figures of its first run."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        run_dirs = [Path(p) for p in t.user_attrs.get("run_dirs", [])]
+        run_dirs = run_dirs_of(t, sweep_dir)
         summary = read_summary(run_dirs[0]) if run_dirs else {}
         row = {"trial": t.number, "state": t.state.name.lower(), f"objective_{sweep.objective}": t.value,
                **{key: t.params.get(key) for key in sweep.space},
@@ -35,13 +48,13 @@ def trial_rows(study, sweep) -> list[dict]:
                "train_acc": summary.get("train_acc"), "val_acc": summary.get("val_acc"),
                "val_loss": summary.get("val_loss"), "train_time_s": summary.get("train_time_s"),
                "note": t.user_attrs.get("error") or t.user_attrs.get("note") or retry_note(t),
-               "run_dir": str(run_dirs[0]) if run_dirs else ""}
+               "run_dir": t.user_attrs["run_dirs"][0] if run_dirs else ""}
         rows.append(row)
     return rows
 
 
 def retry_note(trial) -> str:
-    failed = trial.system_attrs.get("failed_trial")
+    failed = trial.user_attrs.get(RETRY_OF, trial.system_attrs.get("failed_trial"))  # or Optuna's, before
     return f"retry of trial {failed}" if failed is not None else ""
 
 
@@ -95,38 +108,44 @@ def trials_markdown(rows: list[dict], sweep, best: dict | None, scored: list[dic
     return "\n".join(lines) + "\n"
 
 
-def write_report(study, sweep, sweep_dir: Path, data_dir, lock, log) -> dict | None:
-    """trials.csv, trials.md, plots, best.yaml, and the best trial's test score (once); the best row."""
+def write_report(study, sweep, sweep_dir: Path, data_dir, lock, log) -> tuple[dict | None, Path | None]:
+    """trials.csv, trials.md, plots, best.yaml, and the best trial's test score (once); the best row and
+    best.yaml (None where there is no best trial, or its run directory is not on this machine)."""
     from optuna.trial import TrialState
 
-    rows = trial_rows(study, sweep)
+    rows = trial_rows(study, sweep, sweep_dir)
     complete = [r for r in rows if r["state"] == "complete"]
-    best = None
+    best = best_yaml = None
     if complete:
         best_trial = study.best_trial
         best = next(r for r in rows if r["trial"] == best_trial.number)
-        write_best_yaml(best_trial, sweep, sweep_dir, len(rows))
+        best_yaml = write_best_yaml(best_trial, sweep, sweep_dir, len(rows), log)
         with lock():
-            scored = score_best_once(study, best_trial, data_dir, log)
+            scored = score_best_once(study, best_trial, sweep_dir, data_dir, log)
     else:
         scored = study.user_attrs.get(SCORED, [])
     atomic_write_text(sweep_dir / "trials.csv", trials_csv(rows))
     atomic_write_text(sweep_dir / "trials.md", trials_markdown(rows, sweep, best, scored))
     write_plots(study, sweep, sweep_dir, [t for t in study.get_trials(deepcopy=False)
                                           if t.state == TrialState.COMPLETE], log)
-    return best
+    return best, best_yaml
 
 
-def write_best_yaml(best, sweep, sweep_dir: Path, n_trials: int) -> Path:
-    """The best trial's resolved config, trainable as it is (folds dropped: it trains on the usual split)."""
+def write_best_yaml(best, sweep, sweep_dir: Path, n_trials: int, log) -> Path | None:
+    """The best trial's resolved config, trainable as it is (folds dropped: it trains on the usual split);
+    None, said in a note, where its run directory is not on this machine (a worker elsewhere ran it)."""
     import yaml
 
     from ..yamlfile import read_yaml_file
 
-    run_dirs = best.user_attrs.get("run_dirs", [])
+    run_dirs = run_dirs_of(best, sweep_dir)
     if not run_dirs:
         raise UserError(f"trial {best.number} left no run directory to take its config from")
-    config = read_yaml_file(Path(run_dirs[0]) / "config.yaml")
+    if not (run_dirs[0] / "config.yaml").is_file():
+        log(f"note: trial {best.number}'s run directory is not on this machine ({run_dirs[0]}); best.yaml is left "
+            f"to a report run where it is")
+        return None
+    config = read_yaml_file(run_dirs[0] / "config.yaml")
     config["name"] = f"{sweep.study}-best"
     if isinstance(config.get("data"), dict):
         config["data"].pop("folds", None)
@@ -139,14 +158,14 @@ def write_best_yaml(best, sweep, sweep_dir: Path, n_trials: int) -> Path:
     return path
 
 
-def score_best_once(study, best, data_dir, log) -> list[dict]:
+def score_best_once(study, best, sweep_dir: Path, data_dir, log) -> list[dict]:
     """Score the chosen trial's checkpoints on the test set unless that was done; every look recorded."""
     from .evaluate import evaluate_checkpoint
 
     scored = list(study.user_attrs.get(SCORED, []))
     if any(s["trial"] == best.number for s in scored):
         return scored
-    run_dirs = [Path(p) for p in best.user_attrs.get("run_dirs", [])]
+    run_dirs = run_dirs_of(best, sweep_dir)
     missing = [d for d in run_dirs if not (d / "best.pt").is_file()]
     if missing or not run_dirs:
         log(f"note: trial {best.number}'s checkpoints are not on this machine ({missing[0] if missing else '-'}); "
