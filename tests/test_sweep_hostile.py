@@ -364,3 +364,19 @@ def test_a_storage_password_is_never_shown_nor_on_a_command_line(tmp_path, mnist
                       "--data-dir", mnist_root, *FAST)
     assert result.returncode == 2 and PASSWORD not in result.stdout + result.stderr, result.stderr
     assert "postgres:***@" in result.stderr
+
+
+def test_a_study_of_an_earlier_mnistlab_is_still_continued(tmp_path):
+    """Its definition named the base by its name only, and its run directories as its workers wrote them."""
+    from mnistlab.experiments.sweep import make_storage, open_study
+    from mnistlab.experiments.sweep_file import load_sweep
+    from mnistlab.experiments.sweep_report import run_dir_path
+
+    sweep, _ = load_sweep(sweep_file(tmp_path))
+    study = open_study(sweep, make_storage(None, tmp_path))
+    definition = study.user_attrs["mnistlab:definition"]
+    study.set_user_attr("mnistlab:definition", {**definition, "base": "iter5"})
+    assert open_study(sweep, make_storage(None, tmp_path)).user_attrs["mnistlab:definition"] == definition
+    stamp = "trials/hostile-trial0003/20260101-120000"
+    for stored in (f"/elsewhere/sweep/{stamp}", f"checkpoints/sweeps/hostile/{stamp}", stamp):
+        assert run_dir_path(tmp_path / "sweep", stored) == tmp_path / "sweep" / stamp
