@@ -80,8 +80,10 @@ def test_every_reader_of_run_files_refuses_pipes_and_huge_files(tmp_path, kind):
     for name in ("compare summary", "resume", "curves"):
         assert said[name].startswith("refused: ") and ("not a regular file" in said[name] or "MB" in said[name])
     assert said["lock probe"] == "False"
-    assert said["lock"] == ("None" if kind == "huge" else "refused: [Errno 6] No such device or address: "
-                                                           f"'{tmp_path / kind}/sweeps/trials/x-trial0001/20261124-120000/.lock'")
+    if kind == "huge":
+        assert said["lock"] == "None"
+    else:  # a FIFO without a reader cannot be opened for writing without blocking: ENXIO, at once
+        assert said["lock"].startswith("refused: [Errno ") and said["lock"].endswith("/.lock'"), said["lock"]
 
 
 # ---------------------------------------------------------------- init --from

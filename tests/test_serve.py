@@ -330,8 +330,9 @@ def test_schemathesis_finds_nothing(server):
     runner = Path(sys.executable).with_name("schemathesis")
     if not runner.exists():
         pytest.skip("schemathesis is not installed (it is in the test extra)")
-    result = subprocess.run([str(runner), "run", f"{server.url}/openapi.json", "--max-examples", "25", "--seed", "1",
-                             "--no-color"], capture_output=True, text=True, cwd=REPO, timeout=300)
+    result = subprocess.run([str(runner), "--config-file", str(REPO / "schemathesis.toml"), "--no-color", "run",
+                             f"{server.url}/openapi.json", "--max-examples", "25", "--seed", "1"],
+                            capture_output=True, text=True, cwd=REPO, timeout=300)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "Traceback" not in server.output()
 

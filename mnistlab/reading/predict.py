@@ -196,7 +196,8 @@ def array_pixels(array: np.ndarray, name: str) -> np.ndarray:
 
     shape = " x ".join(map(str, array.shape)) or "a scalar"
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (1, 3, 4)):
-        raise UserError(f"{name}: an array of shape {shape}; give H x W (grey) or H x W x 3/4 (RGB, RGBA)")
+        batch = "; several pictures: a list of arrays" if array.ndim in (3, 4) else ""
+        raise UserError(f"{name}: an array of shape {shape}; give H x W (grey) or H x W x 3/4 (RGB, RGBA){batch}")
     if array.shape[0] * array.shape[1] > MAX_PIXELS:
         raise UserError(f"{name}: {array.shape[1]}x{array.shape[0]} pixels, over the {MAX_PIXELS:,} a picture may have")
     array = array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array

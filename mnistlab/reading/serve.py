@@ -19,10 +19,10 @@ cannot be read as a digit (422: not an image, truncated, a decompression bomb, n
 Bodies are read up to the limit and no further, whatever Content-Length claims, and within
 BODY_TIMEOUT_S: a client that stalls mid-body is answered 408 and its connection closed, and so is one
 that stalls in its request head (headers_in_time), so stalled clients cannot hold the service's places
-(limit_concurrency counts connections) for ever. A client that
-disconnects mid-upload is one log line. The interactive /docs page is off: Swagger UI loads its
-scripts from a CDN, which an offline machine cannot reach; /openapi.json is served. FastAPI, uvicorn and
-python-multipart are the optional extra `mnistlab[serve]`, imported when the command runs.
+(limit_concurrency counts connections) for ever. A client that disconnects mid-upload is one log line.
+The interactive /docs page is off: Swagger UI loads its scripts from a CDN, which an offline machine
+cannot reach; /openapi.json is served. FastAPI, uvicorn and python-multipart are the optional extra
+`mnistlab[serve]`, imported when the command runs.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the endpoints' annotations (Request, imported in
@@ -158,10 +158,10 @@ def create_app(classifier, max_upload: int = MAX_UPLOAD, body_timeout: float = B
     from starlette.concurrency import run_in_threadpool
     from starlette.exceptions import HTTPException
 
-    # /docs and /redoc off: their pages load scripts from a CDN, of no use on an offline machine.
     async def known_query(request: Request) -> None:
         check_query(request)
 
+    # /docs and /redoc off: their pages load scripts from a CDN, of no use on an offline machine.
     app = FastAPI(title="mnistlab", version=_version(), docs_url=None, redoc_url=None,
                   dependencies=[Depends(known_query)])
     model_lock = threading.Lock()  # torch modules are not promised thread-safe; the model step is ~1 ms anyway
@@ -316,14 +316,19 @@ async def read_body(request, limit: int, timeout: float = BODY_TIMEOUT_S) -> byt
     if declared.isdigit() and int(declared) > limit:
         raise too_big
     chunks, size = [], 0
+    loop = asyncio.get_running_loop()
+    deadline, stream = loop.time() + timeout, request.stream().__aiter__()
     try:
-        async with asyncio.timeout(timeout):
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > limit:
-                    raise too_big
-                chunks.append(chunk)
-    except TimeoutError:
+        while True:  # asyncio.timeout() would do, from Python 3.11
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), max(0.0, deadline - loop.time()))
+            except StopAsyncIteration:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise too_big
+            chunks.append(chunk)
+    except asyncio.TimeoutError:
         raise Refused(408, {"error": f"the request body did not arrive within {timeout:g} s ({size:,} bytes came)"},
                       headers={"Connection": "close"}) from None
     except ClientDisconnect:  # nobody to answer: one line in the log, not a traceback
