@@ -5,7 +5,8 @@
 
 A writer the shipped model reads poorly (bench/writer.py: one hand in shapes MNIST seldom has) writes 100
 digits of each class (seed --seed). They are split by file, once: 50 of each class are the held-out test
-part, 10 the validation part, and the first N of the remaining 40 the training part, for each N of --shots.
+part, 10 the validation part, and the first N of the remaining 40 the training part, for each N of --shots
+(--test, --val and --pool change the 50, 10 and 40).
 For each N the shipped model is fine-tuned as a user would (`data.dataset: folder`, `model.init: default`,
 the epoch chosen on the writer's validation part, the test part scored once):
 
@@ -38,10 +39,7 @@ import yaml  # noqa: E402
 import mnistlab  # noqa: E402
 from writer import write  # noqa: E402  (bench/writer.py)
 
-TEST, VAL, POOL = 50, 10, 40  # of the writer's 100 digits per class
-
-
-def split_writer(source: Path, out: Path, shots: list[int], seed: int) -> dict[int, Path]:
+def split_writer(source: Path, out: Path, shots: list[int], seed: int, test: int, val: int) -> dict[int, Path]:
     """OUT/shots-N/{train,val,test}/<digit>/: the same test and validation files for every N (split by file)."""
     sets = {}
     rng = random.Random(seed)
@@ -51,7 +49,7 @@ def split_writer(source: Path, out: Path, shots: list[int], seed: int) -> dict[i
     for n in shots:
         root = out / f"shots-{n}"
         for d, names in files.items():
-            parts = {"test": names[:TEST], "val": names[TEST:TEST + VAL], "train": names[TEST + VAL:][:n]}
+            parts = {"test": names[:test], "val": names[test:test + val], "train": names[test + val:][:n]}
             for part, chosen in parts.items():
                 (root / part / str(d)).mkdir(parents=True, exist_ok=True)
                 for f in chosen:
@@ -91,12 +89,18 @@ def main() -> None:
     parser.add_argument("--mix-epochs", type=int, default=2, help="epochs with MNIST mixed in")
     parser.add_argument("--no-mix", action="store_true", help="skip the runs with MNIST mixed in")
     parser.add_argument("--data-dir", help="MNIST's root (default: $MNISTLAB_DATA_DIR)")
+    parser.add_argument("--test", type=int, default=50, help="held-out test digits per class (default 50)")
+    parser.add_argument("--val", type=int, default=10, help="validation digits per class (default 10)")
+    parser.add_argument("--pool", type=int, default=40, help="digits per class the training parts are taken from "
+                        "(default 40; the writer draws test + val + pool per class, in that order of its seed)")
     args = parser.parse_args()
     shots = [int(s) for s in args.shots.split(",")]
     if args.out_dir.exists():
         parser.error(f"{args.out_dir} exists: give a new folder")
-    write(args.out_dir / "writer", TEST + VAL + POOL, args.seed)
-    sets = split_writer(args.out_dir / "writer", args.out_dir, shots, args.seed)
+    if max(shots) > args.pool or min(shots) < 1:
+        parser.error(f"--shots must be from 1 to --pool ({args.pool})")
+    write(args.out_dir / "writer", args.test + args.val + args.pool, args.seed)
+    sets = split_writer(args.out_dir / "writer", args.out_dir, shots, args.seed, args.test, args.val)
     before = mnistlab.evaluate("default", data=sets[shots[0]] / "test")["accuracy"]
     before_mnist = mnistlab.evaluate("default", data="mnist", data_dir=args.data_dir)["accuracy"]
     rows = [("shipped model", "-", before, before_mnist, None, "-")]
@@ -109,7 +113,8 @@ def main() -> None:
                               args.out_dir, args.data_dir)
             rows.append((f"fine-tuned on {n} per class", f"x{args.mix_repeat}", mixed["writer"], mixed["mnist"],
                          mixed["val"], mixed["epoch"]))
-    print(f"\nwriter (bench/writer.py, seed {args.seed}): {TEST * 10} held-out test digits, {VAL * 10} validation")
+    print(f"\nwriter (bench/writer.py, seed {args.seed}): {args.test * 10} held-out test digits, {args.val * 10} "
+          "validation")
     print("| model | MNIST mixed in | writer's test | MNIST test | writer's val | best epoch |")
     print("|---|---|---:|---:|---:|---|")
     for name, mix, writer, mnist, val, epoch in rows:

@@ -192,3 +192,17 @@ def test_writer_writes_the_folder_layout_and_scores_each_class(tmp_path):
     assert total and int(total[1]) == sum(int(r[1]) for r in rows)
     again = run_bench("writer.py", out, "--per-class", "2", data_dir=tmp_path)  # never over the first set
     assert again.returncode == 2 and "is not empty" in again.stderr and "Traceback" not in again.stderr
+
+
+def test_own_digits_fine_tunes_the_shipped_model_and_prints_its_table(tmp_path, mnist_root):
+    """bench/own_digits.py on a tiny writer (3 test, 1 val, 2 training digits per class), one epoch, no mix."""
+    out = tmp_path / "own"
+    result = run_bench("own_digits.py", out, "--shots", "2", "--test", "3", "--val", "1", "--pool", "2",
+                       "--epochs", "1", "--no-mix", data_dir=mnist_root)
+    assert result.returncode == 0, result.stderr
+    rows = re.findall(r"^\| (shipped model|fine-tuned on \d per class) \| (-|no) \| ([\d.]+)% \| ([\d.]+)% \|",
+                      result.stdout, re.M)
+    assert [r[0] for r in rows] == ["shipped model", "fine-tuned on 2 per class"]
+    assert float(rows[0][3]) > 99  # the shipped model on all of MNIST's test set
+    assert all(0 <= float(r[2]) <= 100 for r in rows)
+    assert len(list((out / "shots-2" / "train").rglob("*.png"))) == 20 and (out / "configs" / "writer-2.yaml").is_file()
