@@ -178,7 +178,9 @@ def test_checkpoints_describe_themselves_and_load_weights_only(iter5_one_epoch):
     assert best["classes"] == list("0123456789") and best["input_size"] == [1, 28, 28]
     assert best["normalize"] == {"mean": 0.1307, "std": 0.3081}
     assert best["config"]["model"]["name"] == "iter5" and best["metrics"]["test_n"] == 10_000
-    assert set(best["versions"]) >= {"mnistlab", "torch", "torchvision"}
+    assert set(best["versions"]) >= {"mnistlab", "torch", "torchvision", "cpu_capability", "threads"}
+    summary = json.loads((iter5_one_epoch / "summary.json").read_text())
+    assert summary["versions"]["torch"] == str(torch.__version__) and summary["versions"]["cpu_capability"]
     last = load_checkpoint(iter5_one_epoch / "last.pt")
     assert set(last["training_state"]) >= {"optimizer", "scheduler", "early_stopping", "rows", "best_epoch"}
 

@@ -30,9 +30,13 @@ FORMAT_VERSION = 1
 
 
 def versions() -> dict[str, str]:
+    """What a run's figures depend on besides its config: the same seed and thread count repeat a run
+    exactly only on the same CPU kind and library versions (another CPU or torch build rounds differently)."""
     # the installed distribution's version: importing torchvision would slow every command's start
+    capability = getattr(torch.backends.cpu, "get_cpu_capability", lambda: "unknown")()
     return {"mnistlab": __version__, "torch": str(torch.__version__), "torchvision": _installed_version("torchvision"),
-            "python": platform.python_version()}
+            "python": platform.python_version(), "cpu_capability": str(capability),
+            "threads": str(torch.get_num_threads())}
 
 
 def _installed_version(distribution: str) -> str:
