@@ -545,7 +545,13 @@ def cmd_models(args) -> int:
     import textwrap
     from pathlib import Path
 
+    from importlib import metadata
+
     catalog = json.loads((Path(__file__).resolve().parent / "models" / "catalog.json").read_text(encoding="utf-8"))
+    if metadata.entry_points(group="mnistlab.models"):  # models/_registry.py's group; torch only when plugins exist
+        from .models.catalog import plugin_rows
+
+        catalog += plugin_rows()
     rows = [r for r in catalog if fnmatch.fnmatchcase(r["name"], args.pattern)]
     if not rows:
         raise UserError(f"no model matches {args.pattern!r}; `mnistlab models` lists them all")
@@ -561,13 +567,15 @@ def cmd_models(args) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'model':<{width}}  {'parameters':>11}  what it is (10 classes, 1x28x28 input; `mnistlab summary NAME` "
           f"shows its layers)")
-    for origin, title in (("mnistlab", "mnistlab's own"), ("reference", "from the projects mnistlab started from")):
+    for origin, title in (("mnistlab", "mnistlab's own"), ("reference", "from the projects mnistlab started from"),
+                          ("plugin", "plugins (from installed packages' mnistlab.models entry points)")):
         group = [r for r in rows if r["origin"] == origin]
         if group:
             print(f"-- {title}")
         for r in group:
             text = textwrap.wrap(r["description"], 118 - width - 15) or [""]
-            print(f"{r['name']:<{width}}  {r['params']:>11,}  {text[0]}")
+            params = "?" if r["params"] is None else f"{r['params']:,}"
+            print(f"{r['name']:<{width}}  {params:>11}  {text[0]}")
             for more in text[1:]:
                 print(" " * (width + 15) + more)
     return 0
@@ -579,8 +587,10 @@ def cmd_summary(args) -> int:
     from .config import load_config
     from .data.datasets import dataset_classes
     from .models import check_model, create_model, list_models
+    from .models._registry import is_import_path, plugin_names
 
-    if args.target in list_models() and not Path(args.target).is_file():
+    named = args.target in list_models() or args.target in plugin_names() or is_import_path(args.target)
+    if named and not Path(args.target).is_file():
         cfg = load_config(None, args.overrides, raw={"model": {"name": args.target}})  # --set applies here too
         check_model(cfg.model.name, cfg.model.kwargs)
     elif Path(args.target).exists():
