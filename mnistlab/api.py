@@ -144,7 +144,7 @@ def sweep(sweep_file: str | Path, n_trials: int | None = None, *, overrides: Ite
     _common(data_dir=data_dir, jobs=jobs, log=log)
     code, best = sweep_study(str(sweep_file), n_trials=n_trials, jobs=jobs, storage=storage, study=study,
                              out_dir=_text(out_dir), overrides=overrides, data_dir=_text(data_dir), log=log)
-    if code == 130:
+    if code >= 128:  # stopped by Ctrl-C or a signal (run_study's codes)
         raise KeyboardInterrupt
     return best
 
