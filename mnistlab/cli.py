@@ -42,7 +42,7 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"mnistlab {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    for add in (add_train, add_eval, add_compare, add_sweep, add_runs, add_predict, add_draw, add_models,
+    for add in (add_train, add_lr_find, add_eval, add_compare, add_sweep, add_runs, add_predict, add_draw, add_models,
                 add_summary, add_configs, add_init, add_export, add_serve):
         add(commands)
     return parser
@@ -60,6 +60,21 @@ def add_train(commands) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="finish a run stopped at any moment (its directory); "
                    "its config.yaml is the config, --set may raise train.epochs")
     p.set_defaults(handler=cmd_train)
+
+
+def add_lr_find(commands) -> None:
+    p = commands.add_parser("lr-find", help="the learning-rate range test: loss against a rising lr, a suggested lr "
+                            "and lr_find.png")
+    p.add_argument("config", help="YAML config file (its data, model, initial weights and optimizer are used)")
+    add_config_options(p)
+    p.add_argument("--start", type=float, default=1e-7, help="the first learning rate (default 1e-7)")
+    p.add_argument("--end", type=float, default=1.0, help="the last learning rate (default 1)")
+    p.add_argument("--steps", type=int, default=100, help="training steps, one per learning rate (default 100)")
+    add_data_dir_option(p)
+    p.add_argument("-o", "--output", metavar="FILE", help="where to draw the curve (a new file; default: lr_find.png "
+                   "here, lr_find_1.png if that is taken)")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(handler=cmd_lr_find)
 
 
 def add_eval(commands) -> None:
@@ -326,6 +341,29 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_lr_find(args) -> int:
+    from pathlib import Path
+
+    from .training.lr_find import check_range
+
+    check_range(args.start, args.end, args.steps)  # before the data loads
+    if args.output and (Path(args.output).exists() or Path(args.output).is_symlink()):
+        raise UserError(f"--output: {args.output} exists; mnistlab never writes over it (give another name)")
+    cfg = load_checked_config(args.config, args.overrides)
+    from .report import lr_find_curve
+    from .training.lr_find import lr_range_test
+
+    found = lr_range_test(cfg, start=args.start, end=args.end, steps=args.steps, data_dir=args.data_dir,
+                          quiet=args.quiet)
+    import os
+
+    path = lr_find_curve(found.lrs, found.losses, found.suggestion, found.method, cfg.name, args.output)
+    path = os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd()) else path
+    print(f"suggested lr {found.suggestion:.2g} ({found.method}; {len(found.lrs)} steps from {found.lrs[0]:.2g} "
+          f"to {found.lrs[-1]:.2g}, {found.stopped}); curve: {path}")
+    return 0
+
+
 def named_checkpoint(value: str) -> str:
     """`default`, `latest` or `best` as predict --ckpt reads them (a line on stderr says which file); anything
     else is a path."""
@@ -545,7 +583,13 @@ def cmd_models(args) -> int:
     import textwrap
     from pathlib import Path
 
+    from importlib import metadata
+
     catalog = json.loads((Path(__file__).resolve().parent / "models" / "catalog.json").read_text(encoding="utf-8"))
+    if metadata.entry_points(group="mnistlab.models"):  # models/_registry.py's group; torch only when plugins exist
+        from .models.catalog import plugin_rows
+
+        catalog += plugin_rows()
     rows = [r for r in catalog if fnmatch.fnmatchcase(r["name"], args.pattern)]
     if not rows:
         raise UserError(f"no model matches {args.pattern!r}; `mnistlab models` lists them all")
@@ -561,13 +605,15 @@ def cmd_models(args) -> int:
     width = max(len(r["name"]) for r in rows)
     print(f"{'model':<{width}}  {'parameters':>11}  what it is (10 classes, 1x28x28 input; `mnistlab summary NAME` "
           f"shows its layers)")
-    for origin, title in (("mnistlab", "mnistlab's own"), ("reference", "from the projects mnistlab started from")):
+    for origin, title in (("mnistlab", "mnistlab's own"), ("reference", "from the projects mnistlab started from"),
+                          ("plugin", "plugins (from installed packages' mnistlab.models entry points)")):
         group = [r for r in rows if r["origin"] == origin]
         if group:
             print(f"-- {title}")
         for r in group:
             text = textwrap.wrap(r["description"], 118 - width - 15) or [""]
-            print(f"{r['name']:<{width}}  {r['params']:>11,}  {text[0]}")
+            params = "?" if r["params"] is None else f"{r['params']:,}"
+            print(f"{r['name']:<{width}}  {params:>11}  {text[0]}")
             for more in text[1:]:
                 print(" " * (width + 15) + more)
     return 0
@@ -579,8 +625,10 @@ def cmd_summary(args) -> int:
     from .config import load_config
     from .data.datasets import dataset_classes
     from .models import check_model, create_model, list_models
+    from .models._registry import is_import_path, plugin_names
 
-    if args.target in list_models() and not Path(args.target).is_file():
+    named = args.target in list_models() or args.target in plugin_names() or is_import_path(args.target)
+    if named and not Path(args.target).is_file():
         cfg = load_config(None, args.overrides, raw={"model": {"name": args.target}})  # --set applies here too
         check_model(cfg.model.name, cfg.model.kwargs)
     elif Path(args.target).exists():

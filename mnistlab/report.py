@@ -32,16 +32,18 @@ def _colors(n: int) -> list:
 
 def _save(fig, path: str | Path) -> Path:
     """Drawn in memory, then written atomically: a full disk leaves no half PNG behind."""
-    import io
-
     from .files import atomic_write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, _png(fig))
+    return path
+
+
+def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
+    return buffer.getvalue()
 
 
 def read_metrics(run_dir: str | Path) -> list[dict]:
@@ -279,6 +281,27 @@ def sweep_history(points: list[tuple[int, float]], objective: str, direction: st
     ax.legend()
     ax.set_title(f"Optimization history: {study} ({len(points)} complete trials)")
     return _save(fig, path)
+
+
+def lr_find_curve(lrs: list[float], losses: list[float], suggestion: float, method: str, title: str,
+                  path: str | Path | None = None) -> Path:
+    """The LR range test's smoothed loss against the learning rate (log x), the suggestion marked. Written
+    as a new file, never over one: `path`, or lr_find.png in the current folder (lr_find_1.png if taken)."""
+    from .files import create_file, write_new_file
+
+    fig = _figure(8, 5)
+    ax = fig.subplots()
+    ax.plot(lrs, losses, color="tab:blue", label="smoothed training loss")
+    ax.axvline(suggestion, color="tab:red", linestyle="--", label=f"suggested lr {suggestion:.2g} ({method})")
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("training loss (smoothed)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(f"Learning-rate range test: {title}")
+    data = _png(fig)
+    return write_new_file(Path.cwd(), "lr_find", ".png", data) if path is None else \
+        create_file(Path(path), data, "--output")
 
 
 def sweep_importances(importances: dict[str, float], path: str | Path, study: str) -> Path:

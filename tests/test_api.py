@@ -1,4 +1,5 @@
-"""The Python API a notebook uses: train, evaluate, load_model, predict; and `import mnistlab` stays cheap."""
+"""The Python API a notebook uses: train, evaluate, load_model, predict, compare, sweep; and `import mnistlab`
+stays cheap."""
 
 from __future__ import annotations
 
@@ -22,6 +23,37 @@ def test_importing_mnistlab_imports_no_torch():
     code = "import sys, mnistlab\nassert 'torch' not in sys.modules\nprint(mnistlab.__version__, mnistlab.API)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
+
+
+def test_dir_lists_the_api_before_it_loads():
+    code = ("import sys, mnistlab\nnames = dir(mnistlab)\nassert 'torch' not in sys.modules\n"
+            "print(' '.join(n for n in names if not n.startswith('_')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    shown = result.stdout.split()
+    assert {"train", "evaluate", "load_model", "predict", "compare", "sweep"} <= set(shown)
+
+
+def test_compare_returns_the_table_rows(trained, tmp_path, mnist_root):
+    lines = []
+    rows = mnistlab.compare([REPO / "configs" / "iter5.yaml", "mlp"], TINY, out_dir=tmp_path, log=lines.append,
+                            data_dir=mnist_root)
+    assert [r["config"] for r in rows] == ["iter5", "mlp"] and all(r["status"] == "trained" for r in rows)
+    assert all(0 < r["test_acc"] <= 1 and r["error"] == "" for r in rows)
+    assert (tmp_path / "comparison.csv").exists() and any("2 config(s)" in line for line in lines)
+
+
+def test_sweep_returns_the_best_trial(tmp_path, mnist_root):
+    path = tmp_path / "tiny.yaml"
+    path.write_text("base: iter5\nstudy: tiny\nobjective: val_acc\nn_trials: 5\nsampler: random\npruner: none\n"
+                    "space:\n  train.optimizer.lr: {low: 0.002, high: 0.01, log: true}\n")
+    best = mnistlab.sweep(path, n_trials=2, overrides=TINY, out_dir=tmp_path / "out", data_dir=mnist_root,
+                          log=lambda *a: None)
+    trials = (tmp_path / "out" / "trials.csv").read_text().splitlines()
+    assert len(trials) == 3  # n_trials=2 overrode the file's 5
+    assert best["study"] == "tiny" and best["state"] == "complete" and best["trial"] in (0, 1)
+    assert 0 < best["objective_val_acc"] <= 1 and 0 < best["test_acc"] <= 1
+    assert best["best_yaml"] == str(tmp_path / "out" / "best.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +144,20 @@ BAD_CALLS = [
     ("evaluate", {"ckpt": "x.pt", "tta": "yes"}, "tta: got 'yes'"),
     ("evaluate", {"ckpt": "x.pt", "device": None}, "device: got None"),
     ("load_model", {"ckpt": None}, "ckpt: got None"),
+    ("compare", {"configs": "iter5"}, "configs: got 'iter5'"),
+    ("compare", {"configs": []}, "configs: got an empty list"),
+    ("compare", {"configs": ["iter5", 3]}, "configs: got 3"),
+    ("compare", {"configs": ["iter5"], "seeds": "1,2"}, "seeds: got '1,2'"),
+    ("compare", {"configs": ["iter5"], "seeds": [1, True]}, "seeds: got True"),
+    ("compare", {"configs": ["iter5"], "jobs": 0}, "jobs: got 0"),
+    ("compare", {"configs": ["iter5"], "reuse": "no"}, "reuse: got 'no'"),
+    ("compare", {"configs": ["iter5"], "sort": "nope"}, "--sort: got 'nope'"),
+    ("compare", {"configs": ["iter5"], "log": None}, "log: got None"),
+    ("sweep", {"sweep_file": 3}, "sweep_file: got 3"),
+    ("sweep", {"sweep_file": "s.yaml", "n_trials": 0}, "n_trials: got 0"),
+    ("sweep", {"sweep_file": "s.yaml", "n_trials": 2.5}, "n_trials: got 2.5"),
+    ("sweep", {"sweep_file": "s.yaml", "overrides": "train.epochs=1"}, "overrides: got 'train.epochs=1'"),
+    ("sweep", {"sweep_file": "s.yaml", "jobs": "2"}, "jobs: got '2'"),
 ]
 
 

@@ -298,13 +298,41 @@ def test_long_names_keep_their_ends_and_short_tables_are_whole():
     lines = format_history([record("iter5-lr-trial0003", "baseline_cnn_small", deep)]).splitlines()
     assert max(map(len, lines)) <= 120
     name, model, *_, directory = lines[2].split()
-    assert directory.startswith("…/") and directory.endswith("/20261123-100000") and deep.endswith(directory[1:])
-    assert name == "iter5-lr-trial0003"  # what the path cut at a folder left over went back to the name
+    # cut in the middle at folders: the start (the root) and the timestamp folder kept
+    assert directory == "/srv/…/20261123-100000" and deep.endswith(directory.split("…")[1])
     study = "iter5-batch-size-and-rotation-search-trial0003"
     lines = format_history([record(study, "baseline_cnn_small", deep)]).splitlines()
     name, model, *_ = lines[2].split()
     assert max(map(len, lines)) <= 120 and "…" in name and "…" in model
     assert name.startswith("iter5-") and name.endswith("0003")  # which study, which trial: start and end
-    assert model.startswith("basel") and model.endswith("small")
+    assert model.startswith("bas") and model.endswith("mall")  # the model gives up characters before the path
     short = format_history([record("iter5", "iter5", "/srv/iter5/20261123-100000")]).splitlines()
     assert short[2].split()[0] == "iter5" and short[2].endswith("/srv/iter5/20261123-100000")  # nothing clipped
+
+
+def test_runs_under_several_roots_show_paths_to_paste(cli, tmp_path, monkeypatch):
+    """Four iter5 runs with the same start time under four roots: each row's directory is the path to paste
+    (relative to here), told apart by the root; a long one is cut in the middle, keeping root and timestamp."""
+    roots = ["checkpoints", "quick", "tb_runs", "api/checkpoints"]
+    for root in roots:
+        write_run(tmp_path / root / "iter5" / "20261207-101010")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli("runs", *roots)
+    assert code == 0, err
+    rows = out.splitlines()[2:6]
+    assert sorted(row.split()[-1] for row in rows) == sorted(f"{r}/iter5/20261207-101010" for r in roots)
+    for root in roots:
+        code, out, _ = cli("runs", f"{root}/iter5")
+        assert out.splitlines()[2].split()[-1] == f"{root}/iter5/20261207-101010"
+
+    from mnistlab.experiments.history import clip_path, format_history, run_history
+
+    deep = "api/checkpoints/experiments/2026/december/the-long-study-of-iteration-five/iter5/20261207-101010"
+    write_run(tmp_path / deep)
+    records = run_history(["api"])
+    lines = format_history(records).splitlines()
+    assert max(map(len, lines)) <= 120
+    shown = lines[2].split()[-1]
+    assert shown == "api/checkpoints/…/iter5/20261207-101010"  # the root given, the run's name and time
+    assert clip_path("/srv/a/b/c/iter5/20261207-101010", 29) == "/srv/…/iter5/20261207-101010"
+    assert clip_path("/srv/a/b/c/iter5/20261207-101010", 21) == "…/20261207-101010"

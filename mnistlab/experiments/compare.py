@@ -141,6 +141,16 @@ def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | Non
                 data_dir: str | None = None, log=print, jobs: int = 1, folds: int | None = None,
                 wide: bool = False) -> int:
     """The whole command: runs, table on the terminal, files. Exit code 0, 1 (a row failed) or 130 (Ctrl-C)."""
+    comparison = compare_and_report(paths, overrides=overrides, seeds=seeds, out_dir=out_dir, reuse=reuse,
+                                    sort=sort, data_dir=data_dir, log=log, jobs=jobs, folds=folds, wide=wide)
+    return 130 if comparison.interrupted else 1 if comparison.failed else 0
+
+
+def compare_and_report(paths: list[str], *, overrides: list[str] = (), seeds: str | None = None,
+                       out_dir: str | Path = "checkpoints", reuse: bool = True, sort: str | None = None,
+                       data_dir: str | None = None, log=print, jobs: int = 1, folds: int | None = None,
+                       wide: bool = False) -> Comparison:
+    """run_compare's work: the comparison, its table logged and its files written."""
     comparison = compare_configs(paths, list(overrides), parse_seeds(seeds), out_dir, reuse, sort, data_dir, log,
                                  jobs, folds)
     files = write_outputs(comparison)
@@ -153,4 +163,4 @@ def run_compare(paths: list[str], *, overrides: list[str] = (), seeds: str | Non
     log(f"{len(comparison.rows)} config(s): {trained} run(s) trained, {reused} reused, {failed} failed"
         + (f"; interrupted, {comparison.skipped} config(s) not run" if comparison.interrupted else ""))
     log(f"wrote into {files[0].parent}: " + ", ".join(f.name for f in files))  # one folder (write_outputs)
-    return 130 if comparison.interrupted else 1 if comparison.failed else 0
+    return comparison

@@ -338,9 +338,11 @@ def run_history(roots: list[str], sort: str = "date", filters: list[str] = ()) -
 WIDTH = 120
 HEADERS = ["name", "model", "params", "epochs", "val acc", "test acc", "time", "date", "state", "directory"]
 NUMERIC = [False, False, True, True, True, True, True, False, False, False]
-# Who gives up characters when the table is too wide, in turn, down to these widths: the directory keeps
-# its last folders (the run's name and time), and a name its start and end (trial names differ at the end).
-SHRINKING = [("directory", 26), ("model", 12), ("name", 16), ("directory", 18), ("model", 8), ("name", 10)]
+# Who gives up characters when the table is too wide, in turn, down to these widths. The directory is a
+# path to paste, so it gives up last and least: it keeps its first folders (the root given) and its last
+# two (the run's name and start time) and loses the middle; a name keeps its start and end (trial names
+# differ at the end).
+SHRINKING = [("model", 12), ("name", 16), ("directory", 40), ("model", 8), ("name", 10), ("directory", 18)]
 
 
 def format_history(records: list[dict], width: int = WIDTH) -> str:
@@ -391,10 +393,26 @@ def clip(value: str, width: int, path: bool = False) -> str:
     if len(value) <= width:
         return value
     if path:
-        tail = value[len(value) - width + 1:]
-        return "…" + (tail[tail.index("/"):] if "/" in tail[:-1] else tail)
+        return clip_path(value, width)
     head = (width - 1) // 2
     return value[:head] + "…" + value[len(value) - (width - 1 - head):]
+
+
+def clip_path(path: str, width: int) -> str:
+    """`path` in `width` characters, cut in the middle at folders: as many first folders as fit, "…", and
+    the last two (a run's <name>/<timestamp>), else the last one, else the end of it."""
+    parts = path.split("/")
+    for keep in (2, 1):
+        tail = "/".join(parts[-keep:])
+        if keep < len(parts) and len(tail) + 2 <= width:
+            break
+    else:
+        return "…" + path[len(path) - width + 1:]
+    for k in range(len(parts) - keep - 1, 0, -1):
+        head = "/".join(parts[:k])
+        if head and len(head) + len(tail) + 3 <= width:
+            return f"{head}/…/{tail}"
+    return f"…/{tail}"
 
 
 def short_date(iso: str | None) -> str:
@@ -420,7 +438,7 @@ def notes(records: list[dict]) -> list[str]:
         out += ["unfinished: stopped before the end; to finish:", *(f"  {c}" for c in commands)]
     elif commands:
         out.append("unfinished: stopped before the end; `mnistlab train --resume DIRECTORY` finishes one "
-                   "(each one's command: --filter state=unfinished --json)")
+                   "(--json: its command)")
     if any(r.get("init") for r in records):
         out.append("model*: fine-tuned: it started from model.init's checkpoint (--json's `init` names it and its hash)")
     if any(r["state"] == "unfinished" and not r["resume"] for r in records):

@@ -401,7 +401,18 @@ def run_sweep(path: str, *, n_trials: int | None = None, jobs: int = 1, storage:
               study: str | None = None, out_dir: str | None = None, overrides: list[str] = (),
               data_dir: str | None = None, confirm_seeds: str | None = None, worker: int | None = None,
               log=print) -> int:
-    """`mnistlab sweep`: workers here until the study is done, then the report (and --confirm-seeds)."""
+    """`mnistlab sweep`: workers here until the study is done, then the report (and --confirm-seeds); the
+    exit code."""
+    return sweep_study(path, n_trials=n_trials, jobs=jobs, storage=storage, study=study, out_dir=out_dir,
+                       overrides=overrides, data_dir=data_dir, confirm_seeds=confirm_seeds, worker=worker, log=log)[0]
+
+
+def sweep_study(path: str, *, n_trials: int | None = None, jobs: int = 1, storage: str | None = None,
+                study: str | None = None, out_dir: str | None = None, overrides: list[str] = (),
+                data_dir: str | None = None, confirm_seeds: str | None = None, worker: int | None = None,
+                log=print) -> tuple[int, dict | None]:
+    """run_sweep's work: the exit code and the best trial's row (None: no trial completed, interrupted, or a
+    worker), with its study, sweep folder, best.yaml and its test accuracy (scored once) added."""
     from ..config import folder_name_problem
     from ..files import make_dir
     from .parallel import stop_on_signals
@@ -420,12 +431,12 @@ def run_sweep(path: str, *, n_trials: int | None = None, jobs: int = 1, storage:
     with quiet_optuna(), stop_on_signals():  # SIGTERM and SIGHUP stop it as Ctrl-C does
         if worker is not None:  # one of the processes started below
             run_worker(sweep, base, sweep_dir, storage, data_dir, worker, log)
-            return 0
+            return 0, None
         return run_study(path, sweep, base, sweep_dir, storage, list(overrides), data_dir, jobs, confirm_seeds, log)
 
 
 def run_study(path, sweep: SweepConfig, base: Path, sweep_dir: Path, storage, overrides, data_dir, jobs: int,
-              confirm_seeds, log) -> int:
+              confirm_seeds, log) -> tuple[int, dict | None]:
     """Workers here (this process, or `jobs` processes) until the study is done; then the report."""
     check_data(base, data_dir)
     make_storage(storage, sweep_dir)  # a storage refused here is one line, not one per worker
@@ -440,8 +451,9 @@ def run_study(path, sweep: SweepConfig, base: Path, sweep_dir: Path, storage, ov
             code = run_workers(path, sweep, sweep_dir, storage, overrides, data_dir, jobs, log)
     except KeyboardInterrupt as exc:
         log("interrupted: the study keeps every finished trial; continue it with the same command")
-        return getattr(exc, "code", 130)
-    return report_and_confirm(sweep, sweep_dir, storage, data_dir, confirm_seeds, log) or code
+        return getattr(exc, "code", 130), None
+    reported, best = report_and_confirm(sweep, sweep_dir, storage, data_dir, confirm_seeds, log)
+    return reported or code, best
 
 
 def check_data(base: Path, data_dir) -> None:
@@ -496,7 +508,8 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_dir, confirm_seeds, log) -> int:
+def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_dir, confirm_seeds,
+                       log) -> tuple[int, dict | None]:
     from .sweep_report import write_report
 
     storage = make_storage(storage_url, sweep_dir)
@@ -508,7 +521,7 @@ def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_di
         + ", ".join(f"{states.count(s)} {s}" for s in ("complete", "pruned", "fail") if states.count(s)))
     if best is None:
         log(f"no trial completed; wrote {sweep_dir / 'trials.md'}")
-        return 1
+        return 1, None
     scored = study.user_attrs.get("mnistlab:test_scored", [])
     test = next((s for s in scored if s["trial"] == best["trial"]), None)
     value = best[f"objective_{sweep.objective}"]
@@ -516,12 +529,14 @@ def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_di
         + (f"{value:.2%}" if sweep.objective == "val_acc" else f"{value:.4f}") + " on validation data"
         + (f"; its test accuracy {test['test_acc']:.2%} (scored once, after the choice)" if test else ""))
     log(f"wrote {sweep_dir / 'trials.md'}, trials.csv, the plots" + (f" and {best_yaml}" if best_yaml else ""))
+    best = {**best, "study": sweep.study, "sweep_dir": str(sweep_dir), "best_yaml": best_yaml and str(best_yaml),
+            "test_acc": test["test_acc"] if test else None}
     if confirm_seeds and best_yaml is None:
         log("--confirm-seeds: skipped: best.yaml needs the best trial's run directory, which is not on this machine")
-        return 1
+        return 1, best
     if confirm_seeds:
         from .compare import run_compare
 
         return run_compare([str(best_yaml)], seeds=confirm_seeds, out_dir=sweep_dir / "confirm",
-                           data_dir=data_dir, log=log)
-    return 0
+                           data_dir=data_dir, log=log), best
+    return 0, best

@@ -1,4 +1,4 @@
-"""Building registered models by name, with every mistake as one clear UserError."""
+"""Building models by name (built in, a plugin, or an import path), with every mistake as one clear UserError."""
 
 from __future__ import annotations
 
@@ -6,16 +6,14 @@ import math
 from typing import Any
 
 from ..errors import UserError, did_you_mean, one_line
-from ._registry import model_entrypoint, model_names, model_options
+from ._registry import ModelLookupError, model_entrypoint, model_names, model_options, plugin_names
 
 LAYER_KINDS = ("conv", "maxpool", "linear", "batchnorm", "dropout")
 
 
 def check_model(name: str, kwargs: dict[str, Any] | None = None) -> None:
-    """The name is registered and every option is one its builder takes."""
-    if model_entrypoint(name) is None:
-        hint = did_you_mean(name, model_names()) or "; `mnistlab models` lists them"
-        raise UserError(f"model.name: got {name!r}; unknown model{hint}")
+    """The name resolves to a builder and every option is one its builder takes."""
+    builder(name)
     options = model_options(name)
     for key, value in (kwargs or {}).items():
         if key not in options:
@@ -26,6 +24,19 @@ def check_model(name: str, kwargs: dict[str, Any] | None = None) -> None:
         if wanted and not fits(value, wanted):
             raise UserError(f"model.{key}: got {one_line(repr(value), 80)}; model {name!r} takes {wanted} here "
                             f"(default {options[key]!r})")
+
+
+def builder(name: str):
+    """The builder function of a built-in model, a plugin or an import path; one line when there is none."""
+    try:
+        found = model_entrypoint(name)
+    except ModelLookupError as exc:
+        raise UserError(f"model.name: {one_line(exc)}") from None
+    if found is None:
+        hint = did_you_mean(name, model_names() + plugin_names()) or \
+            "; `mnistlab models` lists them, or give an import path package.module:function"
+        raise UserError(f"model.name: got {name!r}; unknown model{hint}")
+    return found
 
 
 def option_kind(default) -> str | None:
@@ -50,11 +61,16 @@ def fits(value, kind: str) -> bool:
 
 
 def create_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any):
+    from torch import nn
+
     check_model(name, kwargs)
     try:
-        return model_entrypoint(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
+        model = builder(name)(num_classes=num_classes, in_channels=in_channels, **kwargs)
     except (TypeError, ValueError) as exc:
-        raise UserError(f"model {name!r} with options {kwargs}: {exc}") from None
+        raise UserError(f"model {name!r} with options {kwargs}: {one_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"model.name: {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 def meta_model(name: str, num_classes: int = 10, in_channels: int = 1, **kwargs: Any):

@@ -24,6 +24,23 @@ def build_catalog() -> list[dict]:
             for name in list_models()]
 
 
+def plugin_rows() -> list[dict]:
+    """The catalog rows of the plugin models installed packages declare (origin "plugin"); a plugin that
+    does not load is listed with params None and the reason as its description."""
+    from . import count_params, model_description
+    from ..errors import UserError
+    from ._registry import plugin_names
+
+    rows = []
+    for name in plugin_names():
+        try:
+            rows.append({"name": name, "params": count_params(name), "description": model_description(name),
+                         "origin": "plugin"})
+        except UserError as exc:
+            rows.append({"name": name, "params": None, "description": str(exc).removeprefix("model.name: "), "origin": "plugin"})
+    return rows
+
+
 if __name__ == "__main__":
     CATALOG.write_text(json.dumps(build_catalog(), indent=1) + "\n", encoding="utf-8")
     print(f"wrote {CATALOG}")

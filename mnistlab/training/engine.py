@@ -130,14 +130,7 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
         with autocast(device, dtype):
             logits = model(x)
             loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        optimizer_step(loss, optimizer, scaler)
         if batch_scheduler is not None:
             batch_scheduler.step()
         losses[step] = loss.detach()
@@ -162,6 +155,18 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
     nonfinite = (~torch.isfinite(losses[:n])).nonzero()
     return EpochStats(loss_sum / max(seen, 1), hits[:n].sum().item() / max(seen, 1), seen,
                       int(nonfinite[0, 0]) if len(nonfinite) else -1)
+
+
+def optimizer_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
+    """Backward and one optimizer step; through the gradient scaler with fp16 autocast."""
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
 
 
 def running(losses: torch.Tensor, hits: torch.Tensor, sizes: list[int]) -> tuple[float, float]:

@@ -195,21 +195,24 @@ def starting_model(cfg, data: DataBundle, device, start: Start | None, previous:
 
 def make_batches(cfg, data: DataBundle, batch_size: int, device, world: World, generators) -> dict[str, Any]:
     """Training batches through the configured pipeline; validation and test batches on the device."""
-    if cfg.data.pipeline == "device":
-        train = DeviceBatches(data.train_x.to(device), data.train_y.to(device), batch_size, data.mean, data.std,
-                              cfg.data.augment, generators["shuffle"], limit=cfg.train.limit_train_batches,
-                              aug_generator=generators["augment"], rank=world.rank, world=world.size)
-    else:
-        train = classic_batches(data.train_x, data.train_y, batch_size, data.mean, data.std, cfg.data.augment,
-                                generators["shuffle"], cfg.data.num_workers,
-                                cfg.data.pin_memory and device.type == "cuda", cfg.train.limit_train_batches,
-                                world.rank, world.size)
     size, limit = cfg.train.eval_batch_size, cfg.train.limit_eval_batches
-    return {"train": train,
+    return {"train": train_batches(cfg, data, batch_size, device, world, generators),
             "val": eval_batches(data.val_x.to(device), data.val_y.to(device), size, data.mean, data.std, limit,
                                 world.rank, world.size),
             "test": eval_batches(data.test_x.to(device), data.test_y.to(device), size, data.mean, data.std, limit,
                                  world.rank, world.size)}
+
+
+def train_batches(cfg, data: DataBundle, batch_size: int, device, world: World, generators):
+    """The training set's batches through the configured pipeline (data.pipeline), augmented as configured."""
+    if cfg.data.pipeline == "device":
+        return DeviceBatches(data.train_x.to(device), data.train_y.to(device), batch_size, data.mean, data.std,
+                             cfg.data.augment, generators["shuffle"], limit=cfg.train.limit_train_batches,
+                             aug_generator=generators["augment"], rank=world.rank, world=world.size)
+    return classic_batches(data.train_x, data.train_y, batch_size, data.mean, data.std, cfg.data.augment,
+                           generators["shuffle"], cfg.data.num_workers,
+                           cfg.data.pin_memory and device.type == "cuda", cfg.train.limit_train_batches,
+                           world.rank, world.size)
 
 
 def payload_builder(cfg, model, data: DataBundle, init: dict | None = None) -> Callable[[int, dict], dict]:
