@@ -4,7 +4,6 @@ third-party package declares in the `mnistlab.models` entry-point group."""
 import json
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
