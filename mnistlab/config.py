@@ -123,7 +123,16 @@ class MixConfig(Strict):
     """data.mix: a built-in dataset's training images added to a user's set (the user's repeated `repeat` times)."""
 
     dataset: BuiltinDataset = "mnist"
-    repeat: Int = Field(1, ge=1, le=1000)
+    # how many times the user's training images go in; auto: until they are about 5% of the mixed set
+    # (data/datasets.py MIX_SHARE, measured there)
+    repeat: Union[Int, Literal["auto"]] = "auto"
+
+    @field_validator("repeat", mode="before")
+    @classmethod
+    def _repeat_count(cls, value):
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 1000):
+            return value
+        raise ValueError("must be a whole number from 1 to 1000, or auto (your images about 5% of the mixed set)")
 
 
 class DataConfig(Strict):

@@ -351,3 +351,17 @@ def test_a_class_the_splits_leave_without_training_images_is_a_warning():
     assert notes[0].startswith("warning: no training image of class c is left")
     assert notes[1] == "warning: the 1 val images hold no image of class a, c"
     assert notes[2:] == ["warning: the 2 test images hold no image of class b"]
+
+
+def test_mix_repeat_auto_makes_your_images_about_a_twentieth_of_the_mixed_set():
+    from mnistlab.data.datasets import MIX_SHARE, mix_repeat
+
+    for builtin, mine in [(60_000, 100), (60_000, 37), (60_000, 2_000), (112_800, 300)]:
+        repeat = mix_repeat("auto", builtin, mine)
+
+        def off(r):
+            return abs(r * mine / (builtin + r * mine) - MIX_SHARE)
+
+        assert off(repeat) <= min(off(repeat - 1), off(repeat + 1)) + 0.002, (builtin, mine, repeat)  # the nearest
+    assert mix_repeat("auto", 60_000, 10_000) == 1 and mix_repeat("auto", 10**9, 1) == 1000  # its bounds
+    assert mix_repeat(3, 60_000, 100) == 3  # a number is taken as given
