@@ -353,6 +353,9 @@ class TrainConfig(Strict):
     checkpoint_monitor: Literal["val_loss", "val_acc", "test_acc", "last"] = "val_loss"
     allow_test_selection: bool = False
     label_smoothing: Float = Field(0.0, ge=0, lt=1)
+    # the largest total L2 norm of the gradients of the parameters the optimizer steps (clipped after
+    # backward, before the step; fp16's scaled gradients are unscaled first); null: no clipping
+    clip_grad_norm: Optional[Float] = Field(None, gt=0)
     # Test-time augmentation for the final scores of the selected checkpoint (val and test): the mean
     # prediction over the image, its four one-pixel shifts and +-6 degree turns. Selection stays single-view.
     tta: bool = False

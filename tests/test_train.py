@@ -434,3 +434,47 @@ def test_the_epoch_loss_weighs_each_batch_by_its_size_and_finds_the_first_non_fi
     assert stats.loss == pytest.approx(expected, rel=1e-6) and stats.acc == hits / 50 and stats.n == 50
     batches[4][0][0, 0, 0, 0] = float("nan")
     assert train_one_epoch(model, batches, frozen, torch.device("cpu"), show_progress=False).nonfinite_step == 4
+
+
+def clip_setup():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    batches = [(torch.randn(8, 1, 4, 4), torch.randint(0, 10, (8,)))]
+    return model, torch.optim.SGD(model.parameters(), lr=0.5), batches
+
+
+def test_clip_grad_norm_bounds_an_sgd_step_and_null_changes_nothing():
+    import torch
+    import torch.nn.functional as F
+
+    from mnistlab.training.engine import train_one_epoch
+
+    def change(clip):
+        model, optimizer, batches = clip_setup()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        train_one_epoch(model, batches, optimizer, torch.device("cpu"), clip_grad_norm=clip, show_progress=False)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+
+    # plain SGD moves the weights by lr * gradient: a clipped gradient norm bounds the step
+    assert change(None).norm() > 0.5 * 1e-3 * 10
+    assert change(1e-3).norm() <= 0.5 * 1e-3 * (1 + 1e-5)
+    # null is the step as it was before clipping existed, bit for bit
+    model, optimizer, batches = clip_setup()
+    (x, y), = batches
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    unclipped = clip_setup()[0]
+    train_one_epoch(unclipped, clip_setup()[2], torch.optim.SGD(unclipped.parameters(), lr=0.5),
+                    torch.device("cpu"), show_progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), unclipped.parameters()))
+
+
+def test_clip_grad_norm_trains_from_the_cli_and_refuses_a_bad_value(cli, tmp_path, mnist_root):
+    run_dir = tiny_run(cli, tmp_path, mnist_root, "--set", "train.clip_grad_norm=1.0")
+    assert len(read_metrics(run_dir)) == 2
+    code, _, err = cli("train", REPO / "configs" / "iter5.yaml", "--set", "train.clip_grad_norm=0",
+                       "--out-dir", tmp_path, "--data-dir", mnist_root)
+    assert code == 2 and "train.clip_grad_norm" in err and len(err.strip().splitlines()) == 1, err

@@ -110,11 +110,13 @@ def progress(batches, desc: str, enabled: bool):
 
 
 def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, dtype=None, scaler=None,
-                    batch_scheduler=None, desc="train", show_progress=True, on_step=None) -> EpochStats:
+                    batch_scheduler=None, clip_grad_norm=None, desc="train", show_progress=True,
+                    on_step=None) -> EpochStats:
     """One pass over `batches`: mean training loss, training accuracy, first non-finite step.
 
     `on_step(step, loss)` is called after each step with the step's loss still on the device; reading it
-    waits for the device, so a callback reads it only now and then (tb_logger: every 50 steps)."""
+    waits for the device, so a callback reads it only now and then (tb_logger: every 50 steps).
+    `clip_grad_norm` caps the total L2 norm of the stepped parameters' gradients (None: no clipping)."""
     model.train()
     # Each step's loss and hit count go into a slot on the device (one small op each); the sums and
     # the first non-finite step are worked out once, after the epoch.
@@ -133,10 +135,15 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
+            if clip_grad_norm is not None:
+                scaler.unscale_(optimizer)  # clip the true gradients; step() then does not unscale again
+                clip_gradients(optimizer, clip_grad_norm)
             scaler.step(optimizer)
             scaler.update()
         else:
             loss.backward()
+            if clip_grad_norm is not None:
+                clip_gradients(optimizer, clip_grad_norm)
             optimizer.step()
         if batch_scheduler is not None:
             batch_scheduler.step()
@@ -162,6 +169,13 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
     nonfinite = (~torch.isfinite(losses[:n])).nonzero()
     return EpochStats(loss_sum / max(seen, 1), hits[:n].sum().item() / max(seen, 1), seen,
                       int(nonfinite[0, 0]) if len(nonfinite) else -1)
+
+
+def clip_gradients(optimizer, max_norm: float) -> None:
+    """Scale the gradients of the parameters `optimizer` steps so their total L2 norm is at most
+    `max_norm` (frozen parameters have no gradient and are left out)."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def running(losses: torch.Tensor, hits: torch.Tensor, sizes: list[int]) -> tuple[float, float]:

@@ -265,6 +265,7 @@ def run_epoch(t: Training, epoch: int) -> dict:
     stats = train_one_epoch(t.net, t.batches["train"], t.optimizer, t.device,
                             label_smoothing=cfg.train.label_smoothing, dtype=t.dtype, scaler=t.scaler,
                             batch_scheduler=t.scheduler if t.when == "batch" else None,
+                            clip_grad_norm=cfg.train.clip_grad_norm,
                             desc=f"epoch {epoch}/{cfg.train.epochs}", show_progress=not t.quiet and world.is_main,
                             on_step=step_hook(t, epoch))
     train_seconds = time.perf_counter() - train_start  # stats were read back: the device is done
