@@ -280,13 +280,22 @@ class NoSchedulerConfig(Strict):
     name: Literal["none"]
 
 
-class StepLRConfig(Strict):
+class WarmupFields(Strict):
+    """A linear warm-up before an epoch-stepped schedule (onecycle has its own): the rate rises from
+    lr * warmup_start to lr over the first warmup_epochs epochs; the schedule then counts its epochs
+    from the warm-up's end (timm's warmup_prefix)."""
+
+    warmup_epochs: Int = Field(0, ge=0)
+    warmup_start: Float = Field(0.01, gt=0, le=1)
+
+
+class StepLRConfig(WarmupFields):
     name: Literal["step"]
     step_size: Int = Field(ge=1)
     gamma: Float = Field(0.1, gt=0, le=1)
 
 
-class MultiStepLRConfig(Strict):
+class MultiStepLRConfig(WarmupFields):
     name: Literal["multistep"]
     milestones: list[Annotated[Int, Field(ge=1)]]
     gamma: Float = Field(0.1, gt=0, le=1)
@@ -300,9 +309,9 @@ class PlateauLRConfig(Strict):
     min_lr: Float = Field(0.0, ge=0)
 
 
-class CosineLRConfig(Strict):
+class CosineLRConfig(WarmupFields):
     name: Literal["cosine"]
-    t_max: Optional[Int] = Field(None, ge=1)  # epochs; default: train.epochs
+    t_max: Optional[Int] = Field(None, ge=1)  # epochs; default: train.epochs less the warm-up
     eta_min: Float = Field(0.0, ge=0)
 
 
@@ -375,6 +384,14 @@ class TrainConfig(Strict):
     # parameters that do not train: body (all but the classifier head, its BatchNorm kept in eval mode)
     # or a list of parameter-name prefixes (checked against the model's names when it is built)
     freeze: Union[Literal["body"], list[str], None] = None
+
+    @model_validator(mode="after")
+    def _warmup_leaves_epochs(self):
+        warmup = getattr(self.scheduler, "warmup_epochs", 0)
+        if warmup >= self.epochs:
+            raise _KeyError("train.scheduler.warmup_epochs", warmup,
+                            f"the warm-up must end before the last epoch: at most train.epochs - 1 ({self.epochs - 1})")
+        return self
 
     @field_validator("freeze", mode="before")
     @classmethod
