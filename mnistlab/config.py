@@ -58,6 +58,13 @@ class ElasticConfig(Strict):
     p: Float = Field(1.0, ge=0.0, le=1.0)
 
 
+class ImageMixConfig(Strict):
+    """data.augment.mixup / cutmix: a batch is mixed with probability p, lam drawn from Beta(alpha, alpha)."""
+
+    alpha: Float = Field(1.0, gt=0)
+    p: Float = Field(1.0, ge=0, le=1)
+
+
 class AugmentConfig(Strict):
     """Everything off unless given. Geometry is applied to the [0, 1] image, before normalization."""
 
@@ -66,11 +73,19 @@ class AugmentConfig(Strict):
     translate: Optional[Float] = Field(None, ge=0.0, le=0.5)  # fraction of the side
     scale: Optional[tuple[Float, Float]] = None
     elastic: Optional[ElasticConfig] = None
+    # timm's Mixup: the batch mixed with itself reversed, soft targets in the loss (data/augment.py mix_batch)
+    mixup: Optional[ImageMixConfig] = None
+    cutmix: Optional[ImageMixConfig] = None
 
     @field_validator("elastic", mode="before")
     @classmethod
     def _elastic_section(cls, value):
         return _section_or_null(value, "{alpha: 34, sigma: 4, p: 0.5}")
+
+    @field_validator("mixup", "cutmix", mode="before")
+    @classmethod
+    def _mix_section(cls, value):
+        return _section_or_null(value, "{alpha: 1.0, p: 1.0}")
 
     @field_validator("rotate", mode="before")
     @classmethod

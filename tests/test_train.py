@@ -539,3 +539,13 @@ def test_warmup_from_the_cli_and_its_refusals(cli, tmp_path, mnist_root):
         code, _, err = cli("train", REPO / "configs" / "iter5.yaml", "--set", "train.epochs=2",
                            "--set", f"train.scheduler={value}", "--out-dir", tmp_path / "refused", "--data-dir", mnist_root)
         assert code == 2 and key in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("pipeline", ["device", "classic"])
+def test_mixup_and_cutmix_train_in_both_pipelines(cli, tmp_path, mnist_root, pipeline):
+    code, _, err = cli("train", REPO / "configs" / "iter5.yaml", *TINY, "--set", f"data.pipeline={pipeline}",
+                       "--set", "data.augment.mixup={alpha: 0.2, p: 0.5}", "--set", "data.augment.cutmix={p: 0.5}",
+                       "--out-dir", tmp_path, "--data-dir", mnist_root)
+    assert code == 0, err
+    (row,) = read_metrics(run_dirs(tmp_path, "iter5")[-1])
+    assert 0 <= float(row["train_acc"]) <= 1

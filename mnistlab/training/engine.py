@@ -110,13 +110,15 @@ def progress(batches, desc: str, enabled: bool):
 
 
 def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, dtype=None, scaler=None,
-                    batch_scheduler=None, clip_grad_norm=None, desc="train", show_progress=True,
+                    batch_scheduler=None, clip_grad_norm=None, mix=None, desc="train", show_progress=True,
                     on_step=None) -> EpochStats:
     """One pass over `batches`: mean training loss, training accuracy, first non-finite step.
 
     `on_step(step, loss)` is called after each step with the step's loss still on the device; reading it
     waits for the device, so a callback reads it only now and then (tb_logger: every 50 steps).
-    `clip_grad_norm` caps the total L2 norm of the stepped parameters' gradients (None: no clipping)."""
+    `clip_grad_norm` caps the total L2 norm of the stepped parameters' gradients (None: no clipping).
+    `mix(x, y) -> (x, targets)` mixes a batch (mixup/cutmix); soft targets go into the loss, and a
+    prediction is a hit when it is the mixed target's dominant label."""
     model.train()
     # Each step's loss and hit count go into a slot on the device (one small op each); the sums and
     # the first non-finite step are worked out once, after the epoch.
@@ -129,9 +131,12 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
     for step, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
+        target = y
+        if mix is not None:
+            x, target = mix(x, y)
         with autocast(device, dtype):
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -148,7 +153,7 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
         if batch_scheduler is not None:
             batch_scheduler.step()
         losses[step] = loss.detach()
-        hits[step] = (logits.detach().argmax(1) == y).sum()
+        hits[step] = (logits.detach().argmax(1) == (target.argmax(1) if target.ndim == 2 else target)).sum()
         sizes.append(len(y))
         if on_step is not None:
             on_step(step, losses[step])
