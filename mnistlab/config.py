@@ -11,7 +11,7 @@ import math
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -592,6 +592,62 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+MAX_BASES = 8  # a chain of `base:` configs this long is surely a mistake
+
+
+def read_composed(path: Path, chain: tuple[Path, ...] = (), files: list | None = None) -> dict:
+    """A config with its `base:` merged under it: the base (a path, relative to this file's folder
+    first, or a packaged name) is read the same way, then this file's keys override it key by key
+    (merge_config). The base's `name` is not inherited: a run is named after its own file. `files`
+    collects (path, keys) of this file and then its bases, for key_origin."""
+    raw = read_yaml(path)
+    if files is not None:
+        files.append((Path(path), _deep_copy(raw)))
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise UserError(f"{path}: base: got {base!r}; expected a packaged config name (iter5) or a path")
+    beside = [Path(path).parent / name for name in (base, f"{base}.yaml")]
+    try:
+        base_path = next((p for p in beside if p.is_file()), None) or resolve_config(base)
+    except UserError as exc:
+        raise UserError(f"{path}: base: {exc}") from None
+    seen = [p.resolve() for p in (*chain, Path(path))]
+    if base_path.resolve() in seen:
+        cycle = " -> ".join(str(p) for p in (*chain, path, base_path))
+        raise UserError(f"{path}: base: {base} makes a cycle: {cycle}")
+    if len(seen) >= MAX_BASES:
+        raise UserError(f"{path}: base: {base}: more than {MAX_BASES} configs in a chain of bases")
+    inherited = read_composed(base_path, (*chain, Path(path)), files)
+    inherited.pop("name", None)
+    return merge_config(inherited, raw)
+
+
+def key_origin(key: str, files: list[tuple[Path, dict]], default: str) -> str:
+    """The file a bad key came from: the first of a config and its bases that sets it."""
+    for path, raw in files:
+        node = raw
+        for part in re.sub(r"\[\d+\]", "", key).split("."):
+            node = expand_shorthand(node).get(part) if isinstance(node, (dict, str)) else None
+        if node is not None:
+            return str(path)
+    return default
+
+
+def merge_config(base: dict, override: dict) -> dict:
+    """`override` on top of `base`: sections merge key by key, anything else (lists too) replaces.
+    A shorthand section (`scheduler: cosine`) merges as the section it stands for."""
+    merged = _deep_copy(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and key in SHORTHAND_SECTIONS and isinstance(below, str):
+            below = expand_shorthand(below)
+        merged[key] = merge_config(below, value) if isinstance(value, dict) and isinstance(below, dict) \
+            else _deep_copy(value)
+    return merged
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """`train.optimizer.lr=0.01` sets one dotted key; the value is parsed as YAML."""
     raw = _deep_copy(raw)
@@ -621,23 +677,27 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> ExperimentConfig:
     """Read, override and validate. `name` defaults to the config file's stem."""
+    files: list[tuple[Path, dict]] = []
     if raw is None:
         path = resolve_config(path)
-        raw = read_yaml(path)
+        raw = read_composed(path, files=files)
     source = str(path) if path is not None else "config"
     raw = apply_overrides(raw, list(overrides))
     if raw.get("name") is None and path is not None:
         raw["name"] = Path(path).stem
-    return validate_config(raw, source)
+    return validate_config(raw, lambda key: key_origin(key, files, source))
 
 
-def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
+def validate_config(raw: dict, source: str | Callable[[str], str] = "config") -> ExperimentConfig:
+    """`source` names the file in an error, or is a function of the bad dotted key that names it."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         # An unknown key first: a misspelt `modle:` also makes `model` missing, and the typo is the news.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         message = _describe(errors[0], raw)
+        if callable(source):
+            source = source(_dotted(errors[0]["loc"])[0])
         more = len({_dotted(e["loc"])[0] for e in errors}) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
         raise UserError(f"{source}: {message}{suffix}") from None
