@@ -207,3 +207,12 @@ def test_print_config_shows_the_merged_config_and_init_from_a_packaged_config_st
     made = run_subprocess("init", tmp_path / "copy", "--from", "iter5")
     assert made.returncode == 0, made.stderr
     assert load_config(tmp_path / "copy.yaml").train == load_config("iter5").train
+
+
+def test_init_from_a_config_with_a_base_copies_it_merged(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: iter5\ntrain: {epochs: 3}\n")
+    made = run_subprocess("init", tmp_path / "copy", "--from", tmp_path / "mine.yaml")
+    assert made.returncode == 0, made.stderr
+    copy = load_config(tmp_path / "copy.yaml")
+    assert copy.name == "copy" and copy.train == load_config(tmp_path / "mine.yaml").train
+    assert "base" not in yaml.safe_load((tmp_path / "copy.yaml").read_text())
