@@ -549,3 +549,18 @@ def test_mixup_and_cutmix_train_in_both_pipelines(cli, tmp_path, mnist_root, pip
     assert code == 0, err
     (row,) = read_metrics(run_dirs(tmp_path, "iter5")[-1])
     assert 0 <= float(row["train_acc"]) <= 1
+
+
+def test_clip_grad_norm_under_a_grad_scaler_clips_the_unscaled_gradients():
+    import torch
+
+    from mnistlab.training.engine import train_one_epoch
+
+    model, optimizer, batches = clip_setup()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    # a scale of 2**16 as fp16 training has: clipping the scaled gradients would step 65,536 times too little
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    train_one_epoch(model, batches, optimizer, torch.device("cpu"), scaler=scaler, clip_grad_norm=1e-3,
+                    show_progress=False)
+    step = (torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm()
+    assert 0.5 * 1e-3 * 0.99 <= step <= 0.5 * 1e-3 * (1 + 1e-5)
