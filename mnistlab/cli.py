@@ -561,7 +561,9 @@ def init_from(source: str, name: str) -> str:
     (not a regular file, too big, not UTF-8, not YAML, invalid) is one line naming it, and nothing is written."""
     import re
 
-    from .config import load_config, resolve_config
+    import yaml
+
+    from .config import load_config, read_composed, resolve_config
     from .files import read_small_text
     from .yamlfile import MAX_BYTES
 
@@ -569,6 +571,9 @@ def init_from(source: str, name: str) -> str:
     try:
         load_config(found)  # the source's own problems, named as its own
         text = read_small_text(found, MAX_BYTES)
+        composed = read_composed(found)
+        if "base" in (yaml.safe_load(text) or {}):  # built on a base: copied merged, standing on its own
+            return yaml.safe_dump({**composed, "name": name}, sort_keys=False)
     except UserError as exc:  # the config's own messages name it, mostly
         raise UserError(f"--from: {exc}" if str(found) in str(exc) else f"--from {source}: {exc}") from None
     except (OSError, UnicodeDecodeError) as exc:

@@ -11,7 +11,7 @@ import math
 import re
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Callable, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -58,6 +58,13 @@ class ElasticConfig(Strict):
     p: Float = Field(1.0, ge=0.0, le=1.0)
 
 
+class ImageMixConfig(Strict):
+    """data.augment.mixup / cutmix: a batch is mixed with probability p, lam drawn from Beta(alpha, alpha)."""
+
+    alpha: Float = Field(1.0, gt=0)
+    p: Float = Field(1.0, ge=0, le=1)
+
+
 class AugmentConfig(Strict):
     """Everything off unless given. Geometry is applied to the [0, 1] image, before normalization."""
 
@@ -66,11 +73,19 @@ class AugmentConfig(Strict):
     translate: Optional[Float] = Field(None, ge=0.0, le=0.5)  # fraction of the side
     scale: Optional[tuple[Float, Float]] = None
     elastic: Optional[ElasticConfig] = None
+    # timm's Mixup: the batch mixed with itself reversed, soft targets in the loss (data/augment.py mix_batch)
+    mixup: Optional[ImageMixConfig] = None
+    cutmix: Optional[ImageMixConfig] = None
 
     @field_validator("elastic", mode="before")
     @classmethod
     def _elastic_section(cls, value):
         return _section_or_null(value, "{alpha: 34, sigma: 4, p: 0.5}")
+
+    @field_validator("mixup", "cutmix", mode="before")
+    @classmethod
+    def _mix_section(cls, value):
+        return _section_or_null(value, "{alpha: 1.0, p: 1.0}")
 
     @field_validator("rotate", mode="before")
     @classmethod
@@ -289,13 +304,22 @@ class NoSchedulerConfig(Strict):
     name: Literal["none"]
 
 
-class StepLRConfig(Strict):
+class WarmupFields(Strict):
+    """A linear warm-up before an epoch-stepped schedule (onecycle has its own): the rate rises from
+    lr * warmup_start to lr over the first warmup_epochs epochs; the schedule then counts its epochs
+    from the warm-up's end (timm's warmup_prefix)."""
+
+    warmup_epochs: Int = Field(0, ge=0)
+    warmup_start: Float = Field(0.01, gt=0, le=1)
+
+
+class StepLRConfig(WarmupFields):
     name: Literal["step"]
     step_size: Int = Field(ge=1)
     gamma: Float = Field(0.1, gt=0, le=1)
 
 
-class MultiStepLRConfig(Strict):
+class MultiStepLRConfig(WarmupFields):
     name: Literal["multistep"]
     milestones: list[Annotated[Int, Field(ge=1)]]
     gamma: Float = Field(0.1, gt=0, le=1)
@@ -309,9 +333,9 @@ class PlateauLRConfig(Strict):
     min_lr: Float = Field(0.0, ge=0)
 
 
-class CosineLRConfig(Strict):
+class CosineLRConfig(WarmupFields):
     name: Literal["cosine"]
-    t_max: Optional[Int] = Field(None, ge=1)  # epochs; default: train.epochs
+    t_max: Optional[Int] = Field(None, ge=1)  # epochs; default: train.epochs less the warm-up
     eta_min: Float = Field(0.0, ge=0)
 
 
@@ -362,6 +386,9 @@ class TrainConfig(Strict):
     checkpoint_monitor: Literal["val_loss", "val_acc", "test_acc", "last"] = "val_loss"
     allow_test_selection: bool = False
     label_smoothing: Float = Field(0.0, ge=0, lt=1)
+    # the largest total L2 norm of the gradients of the parameters the optimizer steps (clipped after
+    # backward, before the step; fp16's scaled gradients are unscaled first); null: no clipping
+    clip_grad_norm: Optional[Float] = Field(None, gt=0)
     # Test-time augmentation for the final scores of the selected checkpoint (val and test): the mean
     # prediction over the image, its four one-pixel shifts and +-6 degree turns. Selection stays single-view.
     tta: bool = False
@@ -381,6 +408,14 @@ class TrainConfig(Strict):
     # parameters that do not train: body (all but the classifier head, its BatchNorm kept in eval mode)
     # or a list of parameter-name prefixes (checked against the model's names when it is built)
     freeze: Union[Literal["body"], list[str], None] = None
+
+    @model_validator(mode="after")
+    def _warmup_leaves_epochs(self):
+        warmup = getattr(self.scheduler, "warmup_epochs", 0)
+        if warmup >= self.epochs:
+            raise _KeyError("train.scheduler.warmup_epochs", warmup,
+                            f"the warm-up must end before the last epoch: at most train.epochs - 1 ({self.epochs - 1})")
+        return self
 
     @field_validator("freeze", mode="before")
     @classmethod
@@ -566,6 +601,62 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+MAX_BASES = 8  # a chain of `base:` configs this long is surely a mistake
+
+
+def read_composed(path: Path, chain: tuple[Path, ...] = (), files: list | None = None) -> dict:
+    """A config with its `base:` merged under it: the base (a path, relative to this file's folder
+    first, or a packaged name) is read the same way, then this file's keys override it key by key
+    (merge_config). The base's `name` is not inherited: a run is named after its own file. `files`
+    collects (path, keys) of this file and then its bases, for key_origin."""
+    raw = read_yaml(path)
+    if files is not None:
+        files.append((Path(path), _deep_copy(raw)))
+    if "base" not in raw:
+        return raw
+    base = raw.pop("base")
+    if not isinstance(base, str) or not base.strip():
+        raise UserError(f"{path}: base: got {base!r}; expected a packaged config name (iter5) or a path")
+    beside = [Path(path).parent / name for name in (base, f"{base}.yaml")]
+    try:
+        base_path = next((p for p in beside if p.is_file()), None) or resolve_config(base)
+    except UserError as exc:
+        raise UserError(f"{path}: base: {exc}") from None
+    seen = [p.resolve() for p in (*chain, Path(path))]
+    if base_path.resolve() in seen:
+        cycle = " -> ".join(str(p) for p in (*chain, path, base_path))
+        raise UserError(f"{path}: base: {base} makes a cycle: {cycle}")
+    if len(seen) >= MAX_BASES:
+        raise UserError(f"{path}: base: {base}: more than {MAX_BASES} configs in a chain of bases")
+    inherited = read_composed(base_path, (*chain, Path(path)), files)
+    inherited.pop("name", None)
+    return merge_config(inherited, raw)
+
+
+def key_origin(key: str, files: list[tuple[Path, dict]], default: str) -> str:
+    """The file a bad key came from: the first of a config and its bases that sets it."""
+    for path, raw in files:
+        node = raw
+        for part in re.sub(r"\[\d+\]", "", key).split("."):
+            node = expand_shorthand(node).get(part) if isinstance(node, (dict, str)) else None
+        if node is not None:
+            return str(path)
+    return default
+
+
+def merge_config(base: dict, override: dict) -> dict:
+    """`override` on top of `base`: sections merge key by key, anything else (lists too) replaces.
+    A shorthand section (`scheduler: cosine`) merges as the section it stands for."""
+    merged = _deep_copy(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        if isinstance(value, dict) and key in SHORTHAND_SECTIONS and isinstance(below, str):
+            below = expand_shorthand(below)
+        merged[key] = merge_config(below, value) if isinstance(value, dict) and isinstance(below, dict) \
+            else _deep_copy(value)
+    return merged
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """`train.optimizer.lr=0.01` sets one dotted key; the value is parsed as YAML."""
     raw = _deep_copy(raw)
@@ -595,23 +686,27 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def load_config(path: str | Path | None = None, overrides: list[str] = (), raw: dict | None = None) -> ExperimentConfig:
     """Read, override and validate. `name` defaults to the config file's stem."""
+    files: list[tuple[Path, dict]] = []
     if raw is None:
         path = resolve_config(path)
-        raw = read_yaml(path)
+        raw = read_composed(path, files=files)
     source = str(path) if path is not None else "config"
     raw = apply_overrides(raw, list(overrides))
     if raw.get("name") is None and path is not None:
         raw["name"] = Path(path).stem
-    return validate_config(raw, source)
+    return validate_config(raw, lambda key: key_origin(key, files, source))
 
 
-def validate_config(raw: dict, source: str = "config") -> ExperimentConfig:
+def validate_config(raw: dict, source: str | Callable[[str], str] = "config") -> ExperimentConfig:
+    """`source` names the file in an error, or is a function of the bad dotted key that names it."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         # An unknown key first: a misspelt `modle:` also makes `model` missing, and the typo is the news.
         errors = sorted(exc.errors(), key=lambda e: e["type"] != "extra_forbidden")
         message = _describe(errors[0], raw)
+        if callable(source):
+            source = source(_dotted(errors[0]["loc"])[0])
         more = len({_dotted(e["loc"])[0] for e in errors}) - 1
         suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more > 0 else ""
         raise UserError(f"{source}: {message}{suffix}") from None

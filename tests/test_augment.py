@@ -282,3 +282,47 @@ def test_elastic_device_and_classic_pipelines_agree_in_distribution(aug):
     assert (m1 - m3).abs().mean() > 2 * (m1 - m2).abs().mean()
     assert abs(theirs.sum((1, 2, 3)).mean() - augment_batch(batch.clone(), aug, torch.Generator().manual_seed(0))
                .sum((1, 2, 3)).mean()) < 0.05 * theirs.sum((1, 2, 3)).mean()  # the ink is kept
+
+
+def test_mixup_blends_the_batch_with_itself_reversed_and_weights_the_targets():
+    import numpy as np
+
+    from mnistlab.config import ImageMixConfig as MixConfig
+    from mnistlab.data.augment import mix_batch
+
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    mixed, target = mix_batch(x, y, MixConfig(alpha=0.4), None, 10, np.random.default_rng(5))
+    twin = np.random.default_rng(5)
+    twin.random()
+    lam = twin.beta(0.4, 0.4)
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x.flip(0))
+    assert torch.allclose(target[0, [0, 3]], torch.tensor([lam, 1 - lam], dtype=torch.float32))
+    assert torch.allclose(target.sum(1), torch.ones(4))
+
+
+def test_cutmix_pastes_a_box_and_weights_the_targets_by_its_area():
+    import numpy as np
+
+    from mnistlab.config import ImageMixConfig as MixConfig
+    from mnistlab.data.augment import mix_batch
+
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    mixed, target = mix_batch(x, y, None, MixConfig(alpha=1.0), 10, np.random.default_rng(3))
+    pasted = (mixed != x)[0, 0]  # where image 0 now shows image 3
+    rows, cols = pasted.any(1).nonzero(), pasted.any(0).nonzero()
+    box = (slice(int(rows.min()), int(rows.max()) + 1), slice(int(cols.min()), int(cols.max()) + 1))
+    assert torch.equal(mixed[0, 0][box], x[3, 0][box]) and pasted[box].all()
+    assert pasted.sum() == (~torch.isclose(x[0], x[3]))[0][box].sum()  # nothing outside the box changed
+    area = pasted[box].numel() / 28 ** 2
+    assert torch.allclose(target[0, [0, 3]], torch.tensor([1 - area, area]))
+
+
+def test_mix_with_p_0_leaves_the_batch_and_the_labels_as_they_were():
+    import numpy as np
+
+    from mnistlab.config import ImageMixConfig as MixConfig
+    from mnistlab.data.augment import mix_batch
+
+    x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
+    mixed, target = mix_batch(x, y, MixConfig(p=0), MixConfig(p=0), 10, np.random.default_rng(0))
+    assert mixed is x and target is y  # the step is then the unmixed step, bit for bit

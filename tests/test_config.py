@@ -7,6 +7,7 @@ import yaml
 
 from conftest import REPO, run_subprocess, write_config
 from mnistlab.config import apply_overrides, load_config
+from mnistlab.errors import UserError
 
 BASE = """\
 name: t
@@ -167,3 +168,51 @@ def test_a_key_with_a_newline_is_still_one_line(cli, tmp_path):
     code, out, err = cli("train", config)
     assert code == 2 and out == "" and err.count("\n") == 1
     assert "data.'\\n': unknown key in data" in err
+
+
+def test_a_base_config_is_merged_key_by_key_and_lists_replace(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "common.yaml").write_text(
+        "base: iter5\ndata: {augment: {rotate: [-5, 5]}}\ntrain: {epochs: 7}\n")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: shared/common.yaml\ntrain: {optimizer: {lr: 0.01}}\ndata: {augment: {rotate: 3}}\n")
+    cfg, iter5 = load_config(mine), load_config("iter5")
+    assert cfg.train.optimizer.lr == 0.01 and cfg.train.epochs == 7 and cfg.name == "mine"
+    # the keys beside the one overridden are the bases'
+    assert cfg.train.optimizer.weight_decay == iter5.train.optimizer.weight_decay
+    assert cfg.train.optimizer.name == iter5.train.optimizer.name and cfg.model == iter5.model
+    assert cfg.data.augment.rotate == (-3.0, 3.0) and cfg.data.augment.translate == iter5.data.augment.translate
+
+
+def test_base_cycles_missing_bases_and_a_bad_key_in_a_base_are_one_line_naming_the_file(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    (tmp_path / "missing.yaml").write_text("base: no_such_config\n")
+    (tmp_path / "bad.yaml").write_text("base: iter5\ntrain: {optimizer: {lr: -1}}\n")
+    (tmp_path / "top.yaml").write_text("base: bad\ntrain: {epochs: 2}\n")
+    for name, words in [("a", "makes a cycle"), ("missing", "not found: no_such_config"),
+                        ("top", f"{tmp_path / 'bad.yaml'}: train.optimizer.lr")]:
+        with pytest.raises(UserError) as caught:
+            load_config(tmp_path / f"{name}.yaml")
+        assert words in str(caught.value) and "\n" not in str(caught.value), caught.value
+
+
+def test_print_config_shows_the_merged_config_and_init_from_a_packaged_config_still_copies_it(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("base: iter5\ntrain: {epochs: 3}\n")
+    shown = run_subprocess("train", mine, "--print-config")
+    assert shown.returncode == 0, shown.stderr
+    merged = yaml.safe_load(shown.stdout)
+    assert merged["train"]["epochs"] == 3 and merged["model"]["name"] == "iter5" and "base" not in merged
+    made = run_subprocess("init", tmp_path / "copy", "--from", "iter5")
+    assert made.returncode == 0, made.stderr
+    assert load_config(tmp_path / "copy.yaml").train == load_config("iter5").train
+
+
+def test_init_from_a_config_with_a_base_copies_it_merged(tmp_path):
+    (tmp_path / "mine.yaml").write_text("base: iter5\ntrain: {epochs: 3}\n")
+    made = run_subprocess("init", tmp_path / "copy", "--from", tmp_path / "mine.yaml")
+    assert made.returncode == 0, made.stderr
+    copy = load_config(tmp_path / "copy.yaml")
+    assert copy.name == "copy" and copy.train == load_config(tmp_path / "mine.yaml").train
+    assert "base" not in yaml.safe_load((tmp_path / "copy.yaml").read_text())

@@ -436,3 +436,133 @@ def test_the_epoch_loss_weighs_each_batch_by_its_size_and_finds_the_first_non_fi
     assert stats.loss == pytest.approx(expected, rel=1e-6) and stats.acc == hits / 50 and stats.n == 50
     batches[4][0][0, 0, 0, 0] = float("nan")
     assert train_one_epoch(model, batches, frozen, torch.device("cpu"), show_progress=False).nonfinite_step == 4
+
+
+def clip_setup():
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 10))
+    batches = [(torch.randn(8, 1, 4, 4), torch.randint(0, 10, (8,)))]
+    return model, torch.optim.SGD(model.parameters(), lr=0.5), batches
+
+
+def test_clip_grad_norm_bounds_an_sgd_step_and_null_changes_nothing():
+    import torch
+    import torch.nn.functional as F
+
+    from mnistlab.training.engine import train_one_epoch
+
+    def change(clip):
+        model, optimizer, batches = clip_setup()
+        before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+        train_one_epoch(model, batches, optimizer, torch.device("cpu"), clip_grad_norm=clip, show_progress=False)
+        return torch.cat([p.detach().flatten() for p in model.parameters()]) - before
+
+    # plain SGD moves the weights by lr * gradient: a clipped gradient norm bounds the step
+    assert change(None).norm() > 0.5 * 1e-3 * 10
+    assert change(1e-3).norm() <= 0.5 * 1e-3 * (1 + 1e-5)
+    # null is the step as it was before clipping existed, bit for bit
+    model, optimizer, batches = clip_setup()
+    (x, y), = batches
+    optimizer.zero_grad(set_to_none=True)
+    F.cross_entropy(model(x), y).backward()
+    optimizer.step()
+    unclipped = clip_setup()[0]
+    train_one_epoch(unclipped, clip_setup()[2], torch.optim.SGD(unclipped.parameters(), lr=0.5),
+                    torch.device("cpu"), show_progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), unclipped.parameters()))
+
+
+def test_clip_grad_norm_trains_from_the_cli_and_refuses_a_bad_value(cli, tmp_path, mnist_root):
+    run_dir = tiny_run(cli, tmp_path, mnist_root, "--set", "train.clip_grad_norm=1.0")
+    assert len(read_metrics(run_dir)) == 2
+    code, _, err = cli("train", REPO / "configs" / "iter5.yaml", "--set", "train.clip_grad_norm=0",
+                       "--out-dir", tmp_path, "--data-dir", mnist_root)
+    assert code == 2 and "train.clip_grad_norm" in err and len(err.strip().splitlines()) == 1, err
+
+
+def warmup_lrs(scheduler_cfg, epochs, resume_after=None):
+    """The lr each epoch starts with; with `resume_after`, optimizer and scheduler are rebuilt from their
+    saved states after that many epochs, as --resume does."""
+    import io
+
+    import torch
+
+    from mnistlab.config import validate_config
+    from mnistlab.training.optim import build_scheduler, current_lr
+
+    cfg = validate_config({"model": "iter5", "train": {"epochs": epochs, "scheduler": scheduler_cfg}}).train
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=1.0)
+    scheduler, when = build_scheduler(cfg.scheduler, optimizer, epochs, 5)
+    assert when == "epoch"
+    lrs = []
+    for epoch in range(epochs):
+        if epoch == resume_after:
+            saved = io.BytesIO()
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, saved)
+            saved.seek(0)
+            state = torch.load(saved, weights_only=True)
+            optimizer = torch.optim.SGD([weight], lr=1.0)
+            scheduler, _ = build_scheduler(cfg.scheduler, optimizer, epochs, 5)
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        lrs.append(round(current_lr(optimizer), 6))
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+@pytest.mark.parametrize("scheduler_cfg,expected", [
+    # a linear rise from lr * warmup_start over warmup_epochs, then the schedule, counted from there
+    ({"name": "cosine", "warmup_epochs": 3}, [0.01, 0.34, 0.67, 1.0, 0.904508, 0.654508, 0.345492, 0.095492]),
+    ({"name": "step", "step_size": 2, "gamma": 0.5, "warmup_epochs": 2, "warmup_start": 0.1},
+     [0.1, 0.55, 1.0, 1.0, 0.5, 0.5, 0.25, 0.25]),
+    ({"name": "multistep", "milestones": [1, 3], "warmup_epochs": 2}, [0.01, 0.505, 1.0, 0.1, 0.1, 0.01, 0.01, 0.01]),
+    ({"name": "cosine", "warmup_epochs": 0}, [1.0, 0.961940, 0.853553, 0.691342, 0.5, 0.308658, 0.146447, 0.038060]),
+])
+def test_warmup_rises_linearly_then_the_schedule_runs_and_resumes_exactly(scheduler_cfg, expected):
+    assert warmup_lrs(scheduler_cfg, 8) == expected
+    for stop in (1, 3, 5):
+        assert warmup_lrs(scheduler_cfg, 8, resume_after=stop) == expected
+
+
+def test_warmup_from_the_cli_and_its_refusals(cli, tmp_path, mnist_root):
+    code, _, err = cli("train", REPO / "configs" / "iter5.yaml", *TINY, "--set", "train.epochs=2",
+                       "--set", "train.scheduler={name: cosine, warmup_epochs: 1}", "--set", "train.optimizer.lr=0.002",
+                       "--out-dir", tmp_path, "--data-dir", mnist_root)
+    assert code == 0, err
+    run_dir = run_dirs(tmp_path, "iter5")[-1]
+    assert [float(r["lr"]) for r in read_metrics(run_dir)] == pytest.approx([0.002 * 0.01, 0.002])
+    for value, key in [("{name: cosine, warmup_epochs: 2}", "train.scheduler.warmup_epochs"),
+                       ("{name: onecycle, warmup_epochs: 1}", "train.scheduler.warmup_epochs"),
+                       ("{name: step, step_size: 1, warmup_start: 0}", "train.scheduler.warmup_start")]:
+        code, _, err = cli("train", REPO / "configs" / "iter5.yaml", "--set", "train.epochs=2",
+                           "--set", f"train.scheduler={value}", "--out-dir", tmp_path / "refused", "--data-dir", mnist_root)
+        assert code == 2 and key in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("pipeline", ["device", "classic"])
+def test_mixup_and_cutmix_train_in_both_pipelines(cli, tmp_path, mnist_root, pipeline):
+    code, _, err = cli("train", REPO / "configs" / "iter5.yaml", *TINY, "--set", f"data.pipeline={pipeline}",
+                       "--set", "data.augment.mixup={alpha: 0.2, p: 0.5}", "--set", "data.augment.cutmix={p: 0.5}",
+                       "--out-dir", tmp_path, "--data-dir", mnist_root)
+    assert code == 0, err
+    (row,) = read_metrics(run_dirs(tmp_path, "iter5")[-1])
+    assert 0 <= float(row["train_acc"]) <= 1
+
+
+def test_clip_grad_norm_under_a_grad_scaler_clips_the_unscaled_gradients():
+    import torch
+
+    from mnistlab.training.engine import train_one_epoch
+
+    model, optimizer, batches = clip_setup()
+    before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
+    # a scale of 2**16 as fp16 training has: clipping the scaled gradients would step 65,536 times too little
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    train_one_epoch(model, batches, optimizer, torch.device("cpu"), scaler=scaler, clip_grad_norm=1e-3,
+                    show_progress=False)
+    step = (torch.cat([p.detach().flatten() for p in model.parameters()]) - before).norm()
+    assert 0.5 * 1e-3 * 0.99 <= step <= 0.5 * 1e-3 * (1 + 1e-5)

@@ -222,3 +222,33 @@ def classic_transform(aug, mean: float, std: float, size: int = 28):
         steps.append(T.RandomApply([elastic], p=aug.elastic.p))
     steps += [T.ToTensor(), T.Normalize((mean,), (std,))]
     return T.Compose(steps)
+
+
+def mix_batch(x: torch.Tensor, y: torch.Tensor, mixup, cutmix, num_classes: int, rng):
+    """timm's Mixup on a batch already on the device and augmented: each image is mixed with the image at
+    the mirrored place in the batch (x.flip(0)), the targets the same way. With probability cutmix.p a
+    box of the other image is pasted (lam = the share of the image kept), else with probability mixup.p
+    the images are blended (lam*x + (1-lam)*flipped); lam ~ Beta(alpha, alpha). `rng` (numpy) draws on
+    the host: no device sync. An unmixed batch is returned as it came, hard labels and all."""
+    u = rng.random()
+    if cutmix is not None and u < cutmix.p:
+        lam = rng.beta(cutmix.alpha, cutmix.alpha)
+        y1, y2, x1, x2 = cutmix_box(x.shape[-2], x.shape[-1], lam, rng)
+        x = x.clone()
+        x[..., y1:y2, x1:x2] = x.flip(0)[..., y1:y2, x1:x2]
+        lam = 1 - (y2 - y1) * (x2 - x1) / (x.shape[-2] * x.shape[-1])  # the area actually pasted
+    elif mixup is not None and u < (cutmix.p if cutmix is not None else 0) + mixup.p:
+        lam = float(rng.beta(mixup.alpha, mixup.alpha))
+        x = x * lam + x.flip(0) * (1 - lam)
+    else:
+        return x, y
+    one_hot = F.one_hot(y, num_classes).to(x.dtype)
+    return x, one_hot * lam + one_hot.flip(0) * (1 - lam)
+
+
+def cutmix_box(h: int, w: int, lam: float, rng) -> tuple[int, int, int, int]:
+    """timm's rand_bbox: a box of about (1 - lam) of the area, centred anywhere, clipped to the image."""
+    cut = math.sqrt(1 - lam)
+    ch, cw = int(h * cut), int(w * cut)
+    cy, cx = int(rng.integers(h)), int(rng.integers(w))
+    return (max(cy - ch // 2, 0), min(cy + ch // 2, h), max(cx - cw // 2, 0), min(cx + cw // 2, w))

@@ -110,11 +110,15 @@ def progress(batches, desc: str, enabled: bool):
 
 
 def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, dtype=None, scaler=None,
-                    batch_scheduler=None, desc="train", show_progress=True, on_step=None) -> EpochStats:
+                    batch_scheduler=None, clip_grad_norm=None, mix=None, desc="train", show_progress=True,
+                    on_step=None) -> EpochStats:
     """One pass over `batches`: mean training loss, training accuracy, first non-finite step.
 
     `on_step(step, loss)` is called after each step with the step's loss still on the device; reading it
-    waits for the device, so a callback reads it only now and then (tb_logger: every 50 steps)."""
+    waits for the device, so a callback reads it only now and then (tb_logger: every 50 steps).
+    `clip_grad_norm` caps the total L2 norm of the stepped parameters' gradients (None: no clipping).
+    `mix(x, y) -> (x, targets)` mixes a batch (mixup/cutmix); soft targets go into the loss, and a
+    prediction is a hit when it is the mixed target's dominant label."""
     model.train()
     # Each step's loss and hit count go into a slot on the device (one small op each); the sums and
     # the first non-finite step are worked out once, after the epoch.
@@ -127,14 +131,17 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
     for step, (x, y) in enumerate(bar):
         x = x.to(device, non_blocking=True)
         y = y.to(device, non_blocking=True)
+        target = y
+        if mix is not None:
+            x, target = mix(x, y)
         with autocast(device, dtype):
             logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
-        optimizer_step(loss, optimizer, scaler)
+            loss = F.cross_entropy(logits, target, label_smoothing=label_smoothing)
+        optimizer_step(loss, optimizer, scaler, clip_grad_norm)
         if batch_scheduler is not None:
             batch_scheduler.step()
         losses[step] = loss.detach()
-        hits[step] = (logits.detach().argmax(1) == y).sum()
+        hits[step] = (logits.detach().argmax(1) == (target.argmax(1) if target.ndim == 2 else target)).sum()
         sizes.append(len(y))
         if on_step is not None:
             on_step(step, losses[step])
@@ -157,16 +164,29 @@ def train_one_epoch(model, batches, optimizer, device, *, label_smoothing=0.0, d
                       int(nonfinite[0, 0]) if len(nonfinite) else -1)
 
 
-def optimizer_step(loss: torch.Tensor, optimizer, scaler=None) -> None:
-    """Backward and one optimizer step; through the gradient scaler with fp16 autocast."""
+def optimizer_step(loss: torch.Tensor, optimizer, scaler=None, clip_grad_norm: float | None = None) -> None:
+    """Backward and one optimizer step, through the gradient scaler with fp16 autocast; with
+    `clip_grad_norm` the gradients' total norm is capped first (unscaled first under fp16)."""
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
+        if clip_grad_norm is not None:
+            scaler.unscale_(optimizer)  # clip the true gradients; step() then does not unscale again
+            clip_gradients(optimizer, clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
+        if clip_grad_norm is not None:
+            clip_gradients(optimizer, clip_grad_norm)
         optimizer.step()
+
+
+def clip_gradients(optimizer, max_norm: float) -> None:
+    """Scale the gradients of the parameters `optimizer` steps so their total L2 norm is at most
+    `max_norm` (frozen parameters have no gradient and are left out)."""
+    params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def running(losses: torch.Tensor, hits: torch.Tensor, sizes: list[int]) -> tuple[float, float]:

@@ -29,12 +29,8 @@ def build_scheduler(cfg, optimizer, epochs: int, steps_per_epoch: int):
     S = torch.optim.lr_scheduler
     if cfg.name == "none":
         return None, "epoch"
-    if cfg.name == "step":
-        return S.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma), "epoch"
-    if cfg.name == "multistep":
-        return S.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma), "epoch"
-    if cfg.name == "cosine":
-        return S.CosineAnnealingLR(optimizer, T_max=cfg.t_max or epochs, eta_min=cfg.eta_min), "epoch"
+    if cfg.name in ("step", "multistep", "cosine"):
+        return with_warmup(cfg, optimizer, epochs), "epoch"
     if cfg.name == "plateau":
         return S.ReduceLROnPlateau(optimizer, mode=monitor_mode(cfg.monitor), factor=cfg.factor, patience=cfg.patience,
                                    min_lr=cfg.min_lr), "metric"
@@ -47,6 +43,23 @@ def build_scheduler(cfg, optimizer, epochs: int, steps_per_epoch: int):
                             pct_start=pct_start, div_factor=cfg.div_factor,
                             final_div_factor=cfg.final_div_factor), "batch"
     raise AssertionError(f"unhandled scheduler {cfg.name}")
+
+
+def with_warmup(cfg, optimizer, epochs: int):
+    """An epoch-stepped schedule, after cfg.warmup_epochs of a linear rise from lr * warmup_start to lr
+    (stepped per epoch like the schedule; the schedule's epochs count from the warm-up's end)."""
+    S = torch.optim.lr_scheduler
+    warmup = cfg.warmup_epochs
+    if cfg.name == "step":
+        main = S.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
+    elif cfg.name == "multistep":
+        main = S.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
+    else:
+        main = S.CosineAnnealingLR(optimizer, T_max=cfg.t_max or epochs - warmup, eta_min=cfg.eta_min)
+    if not warmup:
+        return main
+    rise = S.LinearLR(optimizer, start_factor=cfg.warmup_start, end_factor=1.0, total_iters=warmup)
+    return S.SequentialLR(optimizer, [rise, main], milestones=[warmup])
 
 
 def current_lr(optimizer) -> float:

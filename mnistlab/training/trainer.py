@@ -7,6 +7,7 @@ Under torchrun every rank runs it; rank 0 alone prints and writes the run direct
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -15,10 +16,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from ..config import config_to_dict
-from ..data.augment import tta_for
+from ..data.augment import mix_batch, tta_for
 from ..data.datasets import DataBundle, load_data, resolve_root
 from ..data.pipeline import DeviceBatches, classic_batches, eval_batches
 from ..errors import UserError
@@ -268,6 +270,7 @@ def run_epoch(t: Training, epoch: int) -> dict:
     stats = train_one_epoch(t.net, t.batches["train"], t.optimizer, t.device,
                             label_smoothing=cfg.train.label_smoothing, dtype=t.dtype, scaler=t.scaler,
                             batch_scheduler=t.scheduler if t.when == "batch" else None,
+                            clip_grad_norm=cfg.train.clip_grad_norm, mix=batch_mixer(t, epoch),
                             desc=f"epoch {epoch}/{cfg.train.epochs}", show_progress=not t.quiet and world.is_main,
                             on_step=step_hook(t, epoch))
     train_seconds = time.perf_counter() - train_start  # stats were read back: the device is done
@@ -289,6 +292,17 @@ def run_epoch(t: Training, epoch: int) -> dict:
     elif t.scheduler is not None and t.when == "metric":
         t.scheduler.step(row[cfg.train.scheduler.monitor])
     return row
+
+
+def batch_mixer(t: Training, epoch: int):
+    """data.augment.mixup/cutmix for this epoch's batches, or None; its draws are seeded by (seed, epoch,
+    rank) like the other random streams, so a resumed run mixes as an uninterrupted one."""
+    augment = t.cfg.data.augment
+    if augment.mixup is None and augment.cutmix is None:
+        return None
+    rng = np.random.default_rng(epoch_seed(t.cfg.seed, epoch, 2_000 + t.world.rank))
+    return functools.partial(mix_batch, mixup=augment.mixup, cutmix=augment.cutmix,
+                             num_classes=t.data.num_classes, rng=rng)
 
 
 def step_hook(t: Training, epoch: int):
