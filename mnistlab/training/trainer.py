@@ -36,6 +36,7 @@ from .finetune import Start, apply_freeze, load_start, read_start, resolve_init
 from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, keep_freed_host_memory, resolve_device, score,
                      train_one_epoch)
 from .optim import build_optimizer, build_scheduler, current_lr
+from .mlflow_logger import MlflowRunLogger, connect as connect_mlflow
 from .tb_logger import TensorBoardLogger, require_tensorboard
 
 
@@ -60,6 +61,10 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
         t = setup(cfg, world, device_setting, data_dir, out_dir, quiet, log, point, start)
         stopped_early, train_time = train_epochs(t, on_epoch)
         return finish(t, stopped_early, train_time, score_test)
+    except BaseException as e:
+        if t is not None and t.mlflow is not None:  # Ctrl-C (or a signal turned into it): KILLED
+            t.mlflow.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
     finally:
         if t is not None and t.tb is not None:
             t.tb.close()  # a failed or interrupted run keeps the events written so far
@@ -121,6 +126,7 @@ class Training:
     log: Callable  # results and errors (rank 0 only)
     quiet: bool
     tb: TensorBoardLogger | None  # train.tensorboard's event files (rank 0 only)
+    mlflow: MlflowRunLogger | None  # train.mlflow's run on a tracking server (rank 0 only)
 
 
 def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool, log, point,
@@ -130,6 +136,8 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     previous = point.ckpt if point is not None else None
     if cfg.train.tensorboard:
         require_tensorboard()  # a missing package is one line now, not after the data has loaded
+    # an MLflow server that cannot be reached is one line now too
+    mlflow = connect_mlflow(cfg.train.mlflow) if cfg.train.mlflow and world.is_main else None
     device = resolve_device(device_setting)
     dtype = amp_dtype(cfg.train.amp, device)
     keep_freed_host_memory()
@@ -177,10 +185,12 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     resume_hint = f"mnistlab train --resume {run_dir}" + (f" --data-dir {data_dir}" if data_dir else "")
     tb = (TensorBoardLogger(run_dir, config_to_dict(cfg), params, len(batches["train"]))
           if cfg.train.tensorboard and world.is_main else None)
+    if mlflow is not None:
+        mlflow.start(run_dir, config_to_dict(cfg), params, data.dataset, log)
     return Training(cfg, world, device, dtype, data, batch_size, model, net, trained, ema, params, trainable, init,
                     batches, generators,
                     optimizer, scheduler, when, scaler, stopper, saver, first_epoch, run_dir, resume_hint, stopped,
-                    lock, say, log, quiet, tb)
+                    lock, say, log, quiet, tb, mlflow)
 
 
 def starting_model(cfg, data: DataBundle, device, start: Start | None, previous: dict | None):
@@ -279,6 +289,8 @@ def run_epoch(t: Training, epoch: int) -> dict:
     t.saver.record(row)
     if t.tb:
         t.tb.log_epoch(row)
+    if t.mlflow:
+        t.mlflow.log_epoch(row)
     if diverged or not math.isfinite(row["val_loss"] if has_val else row["train_loss"]):
         raise diverged_error(t, epoch, stats.nonfinite_step, lr)
     if t.scheduler is not None and t.when == "epoch":
@@ -335,6 +347,8 @@ def finish(t: Training, stopped_early: bool, train_time: float, score_test: bool
         write_run_curves_safely(t.run_dir, t.log)
     if t.tb:
         t.tb.finish(summary)
+    if t.mlflow:
+        t.mlflow.finish(summary, t.run_dir)
     score_line, how = result_lines(summary, len(t.data.test_y))
     t.log(paint(score_line, "result"))
     t.log(how)
