@@ -350,7 +350,7 @@ class MlflowConfig(Strict):
 
     tracking_uri: Optional[str] = None  # http(s)://host:port of an MLflow server; null: $MLFLOW_TRACKING_URI
     experiment: str = Field("mnistlab", min_length=1)
-    run_name: Optional[str] = None  # null: the run directory's name
+    run_name: Optional[str] = None  # null: the config's name
 
 
 def expand_shorthand(value):

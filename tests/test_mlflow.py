@@ -91,7 +91,7 @@ def test_a_run_is_logged_with_params_metrics_and_best_checkpoint(cli, tmp_path, 
     (run_dir,) = (tmp_path / "iter5").iterdir()
     (run,) = runs_of(server, "one-run")
     info, data = run["info"], run["data"]
-    assert info["status"] == "FINISHED" and info["run_name"] == run_dir.name
+    assert info["status"] == "FINISHED" and info["run_name"] == "iter5"  # the config's name
     params = {p["key"]: p["value"] for p in data["params"]}
     assert params["model"] == "iter5" and params["train.epochs"] == "2" and int(params["params"]) > 0
     assert not any(key.startswith("train.mlflow") for key in params)  # its URI may hold a password
@@ -149,3 +149,51 @@ def test_mlflow_true_without_a_uri_is_one_line(tmp_path, mnist_root):
     done = subprocess.run([sys.executable, "-m", "mnistlab", *map(str, args)], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=120)
     assert done.returncode == 2 and "MLFLOW_TRACKING_URI" in done.stderr and "Traceback" not in done.stderr
+
+
+SWEEP = """base: iter5
+study: {study}
+objective: val_acc
+n_trials: 2
+sampler: random
+pruner: none
+set: {{train.epochs: 1, train.limit_train_batches: 3, train.limit_eval_batches: 1}}
+space:
+  train.optimizer.lr: {{low: 0.002, high: 0.01, log: true}}
+"""
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_sweep_is_a_parent_run_with_its_trials_nested(tmp_path, mnist_root, server, jobs):
+    study = f"nested-{jobs}"
+    path = tmp_path / f"{study}.yaml"
+    path.write_text(SWEEP.format(study=study))
+    done = run_subprocess("sweep", path, "--jobs", jobs, "--out-dir", tmp_path / "out", "--data-dir", mnist_root,
+                          "--set", f"train.mlflow={{tracking_uri: '{server}', experiment: {study}}}", timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    runs = runs_of(server, study)
+    tags = [{t["key"]: t["value"] for t in run["data"].get("tags", [])} for run in runs]
+    (parent,) = [run for run, tag in zip(runs, tags) if "mlflow.parentRunId" not in tag]
+    trials = [(run, tag) for run, tag in zip(runs, tags) if "mlflow.parentRunId" in tag]
+    assert len(trials) == 2 and all(tag["mlflow.parentRunId"] == parent["info"]["run_id"] for _, tag in trials)
+    assert parent["info"]["status"] == "FINISHED" and parent["info"]["run_name"] == study
+    assert {tag["mnistlab.trial"] for _, tag in trials} == {"0", "1"}
+    assert all(run["info"]["status"] == "FINISHED" for run, _ in trials)
+    lrs = {tag["mnistlab.trial"]: {p["key"]: p["value"] for p in run["data"]["params"]}["train.optimizer.lr"]
+           for run, tag in trials}
+    assert len(set(lrs.values())) == 2  # each trial's own parameters
+    parent_tags = {t["key"]: t["value"] for t in parent["data"]["tags"]}
+    best = [tag["mnistlab.trial"] for _, tag in trials if tag.get("mnistlab.best_trial") == "true"]
+    assert best == [parent_tags["mnistlab.best_trial"]]
+
+
+def test_train_mlflow_is_not_one_of_a_studys_settings(tmp_path):
+    # a study may be continued with it turned on, off, or pointed elsewhere
+    from mnistlab.experiments.sweep import study_definition
+    from mnistlab.experiments.sweep_file import load_sweep
+
+    path = tmp_path / "s.yaml"
+    path.write_text(SWEEP.format(study="s"))
+    plain = study_definition(load_sweep(path)[0])
+    logged = study_definition(load_sweep(path, ["train.mlflow={tracking_uri: 'http://127.0.0.1:1'}"])[0])
+    assert logged == plain

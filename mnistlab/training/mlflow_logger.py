@@ -138,22 +138,36 @@ class MlflowRunLogger:
 
     def start(self, run_dir: Path, config: dict, params: int, dataset: str, warn, tags: dict | None = None) -> None:
         self.warn = warn
-        all_tags = {"mnistlab.run_dir": str(run_dir), "mnistlab.version": __version__, "mnistlab.dataset": dataset,
-                    **(tags or {})}
-        run = self.request("POST", "/api/2.0/mlflow/runs/create", {
-            "experiment_id": self.experiment_id, "run_name": self.run_name or run_dir.name, "start_time": now_ms(),
-            "tags": [{"key": k, "value": str(v)} for k, v in all_tags.items()]})
-        if run is None:
-            return
-        info = run["run"]["info"]
-        self.run_id = info["run_id"]
-        uri = info.get("artifact_uri", "")
-        self.artifact_path = urlsplit(uri).path.strip("/") if uri.startswith("mlflow-artifacts:") else ""
+        self.create(self.run_name or config["name"], {"mnistlab.run_dir": str(run_dir), "mnistlab.dataset": dataset,
+                                                       **(tags or {})})
         values = {**hparams_of(config), "model": config["model"]["name"], "params": params}
-        values = {k: str(v)[:PARAM_CHARS] for k, v in values.items() if not k.startswith("train.mlflow")}
-        items = [{"key": k, "value": v} for k, v in values.items()]
+        self.log_params({k: v for k, v in values.items() if not k.startswith("train.mlflow")})
+
+    def create(self, name: str, tags: dict) -> None:
+        """A new run in the experiment, RUNNING, with `tags` and mnistlab's version."""
+        tags = {"mnistlab.version": __version__, **tags}
+        run = self.request("POST", "/api/2.0/mlflow/runs/create", {
+            "experiment_id": self.experiment_id, "run_name": name, "start_time": now_ms(),
+            "tags": [{"key": k, "value": str(v)} for k, v in tags.items()]})
+        if run is not None:
+            info = run["run"]["info"]
+            self.run_id = info["run_id"]
+            uri = info.get("artifact_uri", "")
+            self.artifact_path = urlsplit(uri).path.strip("/") if uri.startswith("mlflow-artifacts:") else ""
+
+    def log_params(self, values: dict) -> None:
+        items = [{"key": k, "value": str(v)[:PARAM_CHARS]} for k, v in values.items()]
         for i in range(0, len(items), BATCH):
             self.log_batch(params=items[i:i + BATCH])
+
+    def tag_runs(self, tags: dict, key: str, value) -> None:
+        """`key` = `value` on every run of the experiment with all of `tags` (a sweep's best trial)."""
+        where = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+        found = self.request("POST", "/api/2.0/mlflow/runs/search",
+                             {"experiment_ids": [self.experiment_id], "filter": where, "max_results": 100})
+        for run in (found or {}).get("runs", []):
+            self.request("POST", "/api/2.0/mlflow/runs/set-tag",
+                         {"run_id": run["info"]["run_id"], "key": key, "value": str(value)})
 
     def log_epoch(self, row: dict) -> None:
         self.log_metrics({k: v for k, v in row.items() if k != "epoch"}, row["epoch"])
