@@ -74,8 +74,8 @@ def server(tmp_path_factory):
 
 
 def runs_of(base: str, experiment: str) -> list[dict]:
-    experiment_id = get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment)
-    found = post(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment_id["experiment"]["experiment_id"]]})
+    found = get(base, "/api/2.0/mlflow/experiments/get-by-name", experiment_name=experiment)
+    found = post(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [found["experiment"]["experiment_id"]]})
     return found.get("runs", [])
 
 
@@ -103,7 +103,8 @@ def test_a_run_is_logged_with_params_metrics_and_best_checkpoint(cli, tmp_path, 
         history = get(server, "/api/2.0/mlflow/metrics/get-history", run_id=info["run_id"], metric_key=key)
         points = sorted(history["metrics"], key=lambda m: m["step"])
         assert [m["step"] for m in points] == [1, 2]  # one point per epoch, on the epoch axis
-        assert [m["value"] for m in points] == pytest.approx([float(r[key]) for r in rows], rel=1e-5)  # the csv: 6 digits
+        # metrics.csv keeps 6 significant digits
+        assert [m["value"] for m in points] == pytest.approx([float(r[key]) for r in rows], rel=1e-5)
     summary = json.loads((run_dir / "summary.json").read_text())
     final = {m["key"]: m["value"] for m in data["metrics"]}
     assert final["final/test_acc"] == pytest.approx(summary["test_acc"])
@@ -197,3 +198,43 @@ def test_train_mlflow_is_not_one_of_a_studys_settings(tmp_path):
     plain = study_definition(load_sweep(path)[0])
     logged = study_definition(load_sweep(path, ["train.mlflow={tracking_uri: 'http://127.0.0.1:1'}"])[0])
     assert logged == plain
+
+
+def test_a_server_lost_during_the_run_is_one_warning_and_training_goes_on(cli, tmp_path, mnist_root):
+    # a server that answers the check and makes the run, then fails every request
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def answer(self, code: int, body: dict) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(json.dumps(body).encode())
+
+        def do_GET(self):
+            self.answer(200, {"experiment": {"experiment_id": "1"}} if "get-by-name" in self.path else {})
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            if self.path.endswith("/runs/create"):
+                info = {"run_id": "r1", "artifact_uri": "mlflow-artifacts:/1/r1/artifacts"}
+                self.answer(200, {"run": {"info": info}})
+            else:
+                self.answer(503, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": "gone"})
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        code, out, err = cli(*tiny(tmp_path, mnist_root, "--set", "train.epochs=1", "--set",
+                                   f"train.mlflow={{tracking_uri: 'http://127.0.0.1:{httpd.server_port}'}}"))
+    finally:
+        httpd.shutdown()
+    assert code == 0, err
+    warnings = [line for line in (out + err).splitlines() if "train.mlflow" in line]
+    assert len(warnings) == 1 and "no longer logged" in warnings[0] and "TEMPORARILY_UNAVAILABLE" in warnings[0]
+    (run_dir,) = (tmp_path / "iter5").iterdir()
+    assert (run_dir / "summary.json").is_file()
