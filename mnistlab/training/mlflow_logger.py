@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import time
 import urllib.error
@@ -78,7 +79,10 @@ class MlflowServer:
             raise MlflowError(self.clean(f"HTTP {e.code}: {server_message(e)}")) from None
         except (OSError, ValueError) as e:  # refused, unknown host, timeout, a malformed URL
             raise MlflowError(self.clean(str(getattr(e, "reason", None) or e))) from None
-        return json.loads(text) if text.strip().startswith("{") else {}
+        try:
+            return json.loads(text) if text.strip().startswith("{") else {}
+        except ValueError:
+            raise MlflowError(f"{path}: not an MLflow server's answer") from None
 
     def clean(self, text: str) -> str:
         return one_line(scrub(text, self.uri))
@@ -106,6 +110,8 @@ def connect(setting) -> MlflowRunLogger:
         experiment_id = experiment_of(server, setting.experiment)
     except MlflowError as e:
         raise UserError(f"train.mlflow: the tracking server {server.shown} cannot be used: {e}") from None
+    except (KeyError, TypeError):  # JSON without an experiment: some other HTTP service
+        raise UserError(f"train.mlflow: {server.shown} does not answer as an MLflow tracking server") from None
     return MlflowRunLogger(server, experiment_id, setting.run_name)
 
 
@@ -149,8 +155,8 @@ class MlflowRunLogger:
         run = self.request("POST", "/api/2.0/mlflow/runs/create", {
             "experiment_id": self.experiment_id, "run_name": name, "start_time": now_ms(),
             "tags": [{"key": k, "value": str(v)} for k, v in tags.items()]})
-        if run is not None:
-            info = run["run"]["info"]
+        info = (run or {}).get("run", {}).get("info", {})
+        if "run_id" in info:
             self.run_id = info["run_id"]
             uri = info.get("artifact_uri", "")
             self.artifact_path = urlsplit(uri).path.strip("/") if uri.startswith("mlflow-artifacts:") else ""
@@ -190,7 +196,7 @@ class MlflowRunLogger:
     def log_metrics(self, values: dict, step: int) -> None:
         stamp = now_ms()
         self.log_batch(metrics=[{"key": k, "value": float(v), "timestamp": stamp, "step": step}
-                                for k, v in values.items() if isinstance(v, (int, float)) and not isinstance(v, bool)])
+                                for k, v in values.items() if is_number(v)])
 
     def log_batch(self, **items) -> None:
         if self.run_id is not None:
@@ -218,6 +224,11 @@ class MlflowRunLogger:
     def lose(self, reason: str) -> None:
         self.lost = True
         self.warn(f"warning: train.mlflow: {reason}")
+
+
+def is_number(value) -> bool:
+    """What a metric can hold: a finite number (JSON has no NaN; a diverged epoch's loss is left out)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def now_ms() -> int:
