@@ -41,6 +41,13 @@ def _section_or_null(value, example: str):
     raise ValueError(f"must be null or a section such as {example}")
 
 
+def _switch_or_section(value, example: str):
+    """A section that `true` turns on with its defaults and `false` turns off."""
+    if value is None or isinstance(value, (bool, dict)):
+        return {} if value is True else None if value is False else value
+    raise ValueError(f"must be true, false, null or a section such as {example}")
+
+
 class CenterCropConfig(Strict):
     size: Int = Field(22, ge=4, le=28)
     p: Float = Field(1.0, ge=0.0, le=1.0)
@@ -371,6 +378,14 @@ class EmaConfig(Strict):
     warmup: bool = True
 
 
+class MlflowConfig(Strict):
+    """Where train.mlflow logs a run (training/mlflow_logger.py); `mlflow: true` is every default."""
+
+    tracking_uri: Optional[str] = None  # http(s)://host:port of an MLflow server; null: $MLFLOW_TRACKING_URI
+    experiment: str = Field("mnistlab", min_length=1)
+    run_name: Optional[str] = None  # null: the config's name
+
+
 def expand_shorthand(value):
     """The string shorthand of a named section: `optimizer: sgd` stands for `optimizer: {name: sgd}`."""
     return {"name": value} if isinstance(value, str) else value
@@ -404,6 +419,7 @@ class TrainConfig(Strict):
     # TensorBoard event files in the run directory (the optional extra mnistlab[tensorboard]): per-epoch
     # metrics, the step loss every 50 steps, the hyperparameters with the final scores
     tensorboard: bool = False
+    mlflow: Optional[MlflowConfig] = None  # an MLflow tracking server's run (`mlflow: true`: the defaults)
     ema: Optional[EmaConfig] = None  # `ema: true` is {decay: 0.999}
     # parameters that do not train: body (all but the classifier head, its BatchNorm kept in eval mode)
     # or a list of parameter-name prefixes (checked against the model's names when it is built)
@@ -432,9 +448,12 @@ class TrainConfig(Strict):
     @field_validator("ema", mode="before")
     @classmethod
     def _ema_switch(cls, value):
-        if value is None or isinstance(value, (bool, dict)):
-            return {} if value is True else None if value is False else value
-        raise ValueError("must be true, false, null or a section such as {decay: 0.999}")
+        return _switch_or_section(value, "{decay: 0.999}")
+
+    @field_validator("mlflow", mode="before")
+    @classmethod
+    def _mlflow_switch(cls, value):
+        return _switch_or_section(value, "{tracking_uri: http://127.0.0.1:5000, experiment: mnistlab}")
 
     @field_validator("batch_size", mode="before")
     @classmethod

@@ -9,8 +9,11 @@ traceback.
 from __future__ import annotations
 
 import difflib
+import re
+from urllib.parse import unquote
 
 MAX_LINE = 360  # characters of a message shown; a 50 MB "key" must not become a 50 MB line
+CREDENTIALS = re.compile(r"^(?P<head>[A-Za-z][\w+.-]*://[^:/@?#]*:)(?P<password>.*)@")  # to the last '@'
 
 
 class UserError(Exception):
@@ -31,3 +34,18 @@ def did_you_mean(value: object, choices) -> str:
     """'; did you mean 'x'?' for a near miss among `choices`, else ''."""
     close = difflib.get_close_matches(str(value)[:100], [str(c) for c in choices], n=1, cutoff=0.6)
     return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def masked(url: str) -> str:
+    """A URL (a sweep's storage, an MLflow server) as it may be shown: its password, if it has one, as ***."""
+    return CREDENTIALS.sub(r"\g<head>***@", url)
+
+
+def scrub(text: str, url: str) -> str:
+    """`text` (an error from a driver or a server, say) with the URL masked and its password nowhere in it."""
+    text = text.replace(url, masked(url))
+    found = CREDENTIALS.match(url)
+    if found and found["password"]:
+        for secret in {found["password"], unquote(found["password"])}:
+            text = text.replace(secret, "***")
+    return text

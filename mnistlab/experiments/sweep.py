@@ -36,6 +36,7 @@ from ..files import atomic_write_text
 from .sweep_file import SweepConfig, fixed_overrides, grid_size, override
 from .sweep_report import RETRIES, RETRY_OF
 from .sweep_storage import describe, make_storage, storage_url, study_lock
+from .sweep_tracking import mark_best, parent_run, trial_tags
 
 HEARTBEAT_ENV = "MNISTLAB_SWEEP_HEARTBEAT_S"  # tests make it short
 HEARTBEAT_DEFAULT_S, HEARTBEAT_BOUNDS_S = 10.0, (0.1, 3600.0)  # an hour's silence is the longest a trial may wait
@@ -76,9 +77,10 @@ def quiet_optuna():
 
 def study_definition(sweep: SweepConfig) -> dict:
     """What makes two sweeps one search: the resolved base config (its settings, not its file's name),
-    the objective, the folds, the fixed settings and the space."""
+    the objective, the folds, the fixed settings (but train.mlflow: where it is logged) and the space."""
+    fixed = sorted(item for item in fixed_overrides(sweep) if not item.startswith("train.mlflow"))
     return {"base": sweep.base_config() or sweep.base, "objective": sweep.objective, "folds": sweep.folds,
-            "set": sorted(fixed_overrides(sweep)), "space": json.loads(sweep.model_dump_json())["space"]}
+            "set": fixed, "space": json.loads(sweep.model_dump_json())["space"]}
 
 
 def open_study(sweep: SweepConfig, storage):
@@ -370,7 +372,8 @@ def objective(trial, sweep: SweepConfig, base: Path, sweep_dir: Path, data_dir, 
 
         try:
             summary = run_training(cfg, data_dir=data_dir, out_dir=sweep_dir / "trials", quiet=True,
-                                   log=lambda *a, **k: None, on_epoch=report, score_test=False)
+                                   log=lambda *a, **k: None, on_epoch=report, score_test=False,
+                                   mlflow_tags=trial_tags(sweep.study, trial.number))
         except NonFiniteLoss as exc:  # a hopeless trial, not a broken one: pruned
             raise optuna.TrialPruned(f"(diverged: {one_line(exc, 80)})") from None
         values.append(summary[sweep.objective])
@@ -444,16 +447,19 @@ def run_study(path, sweep: SweepConfig, base: Path, sweep_dir: Path, storage, ov
         f"{sweep.pruner} pruner{f', {sweep.folds} folds' if sweep.folds else ''}), storage "
         f"{describe(storage, sweep_dir)}, {jobs} worker(s) here; results in {sweep_dir}")
     code = 0
-    try:
-        if jobs == 1:
-            run_worker(sweep, base, sweep_dir, storage, data_dir, 0, log)
-        else:
-            code = run_workers(path, sweep, sweep_dir, storage, overrides, data_dir, jobs, log)
-    except KeyboardInterrupt as exc:
-        log("interrupted: the study keeps every finished trial; continue it with the same command")
-        return getattr(exc, "code", 130), None
-    reported, best = report_and_confirm(sweep, sweep_dir, storage, data_dir, confirm_seeds, log)
-    return reported or code, best
+    with parent_run(base, sweep, sweep_dir, log) as tracker:  # train.mlflow: the study's run, parent of the trials'
+        try:
+            if jobs == 1:
+                run_worker(sweep, base, sweep_dir, storage, data_dir, 0, log)
+            else:
+                code = run_workers(path, sweep, sweep_dir, storage, overrides, data_dir, jobs, log)
+        except KeyboardInterrupt as exc:
+            log("interrupted: the study keeps every finished trial; continue it with the same command")
+            if tracker is not None:
+                tracker.end("KILLED")
+            return getattr(exc, "code", 130), None
+        reported, best = report_and_confirm(sweep, sweep_dir, storage, data_dir, confirm_seeds, log, tracker)
+        return reported or code, best
 
 
 def check_data(base: Path, data_dir) -> None:
@@ -508,8 +514,8 @@ def gpu_count() -> int:
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
-def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_dir, confirm_seeds,
-                       log) -> tuple[int, dict | None]:
+def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_dir, confirm_seeds, log,
+                       tracker=None) -> tuple[int, dict | None]:
     from .sweep_report import write_report
 
     storage = make_storage(storage_url, sweep_dir)
@@ -525,6 +531,8 @@ def report_and_confirm(sweep: SweepConfig, sweep_dir: Path, storage_url, data_di
     scored = study.user_attrs.get("mnistlab:test_scored", [])
     test = next((s for s in scored if s["trial"] == best["trial"]), None)
     value = best[f"objective_{sweep.objective}"]
+    if tracker is not None:
+        mark_best(tracker, sweep, best["trial"], value)
     log(f"best: trial {best['trial']}, {sweep.objective} "
         + (f"{value:.2%}" if sweep.objective == "val_acc" else f"{value:.4f}") + " on validation data"
         + (f"; its test accuracy {test['test_acc']:.2%} (scored once, after the choice)" if test else ""))

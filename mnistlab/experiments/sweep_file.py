@@ -156,8 +156,11 @@ def load_sweep(path: str | Path, overrides: list[str] = ()) -> tuple[SweepConfig
     base = base_path(sweep.base, path)
     check_grid(sweep, path)
     check_against_schema(sweep, base, path)
-    # what a study is joined by: the base's settings, not its file's name (nor `name`: each trial has its own)
-    sweep._base_config = {k: v for k, v in config_to_dict(load_config(base)).items() if k != "name"}
+    # what a study is joined by: the base's settings, not its file's name (nor `name`: each trial has its own;
+    # nor train.mlflow: where runs are logged, which a study of an earlier mnistlab did not have)
+    resolved = config_to_dict(load_config(base))
+    resolved["train"].pop("mlflow", None)
+    sweep._base_config = {k: v for k, v in resolved.items() if k != "name"}
     return sweep, base
 
 

@@ -23,34 +23,17 @@ import re
 import time
 import zlib
 from pathlib import Path
-from urllib.parse import unquote
 
-from ..errors import UserError, one_line
+from ..errors import UserError, masked, one_line, scrub
 
 STORAGE_ENV = "MNISTLAB_STORAGE"  # the URL, for workers (and for users who keep it off their command line)
 JOURNAL = "study.journal"
-CREDENTIALS = re.compile(r"^(?P<head>[A-Za-z][\w+.-]*://[^:/@?#]*:)(?P<password>.*)@")  # to the last '@'
 IN_MEMORY = re.compile(r"^sqlite[^:]*:///?(\?.*)?$|^sqlite.*(:memory:|[?&]mode=memory)")  # no file, or none kept
 
 
 def storage_url(given: str | None) -> str | None:
     """--storage, else MNISTLAB_STORAGE, else None (the journal file)."""
     return given if given else os.environ.get(STORAGE_ENV) or None
-
-
-def masked(url: str) -> str:
-    """The URL as it may be shown: its password, if it has one, as ***."""
-    return CREDENTIALS.sub(r"\g<head>***@", url)
-
-
-def scrub(text: str, url: str) -> str:
-    """`text` (an error from the driver, say) with the URL masked and its password nowhere in it."""
-    text = text.replace(url, masked(url))
-    found = CREDENTIALS.match(url)
-    if found and found["password"]:
-        for secret in {found["password"], unquote(found["password"])}:
-            text = text.replace(secret, "***")
-    return text
 
 
 def describe(url: str | None, sweep_dir: Path) -> str:

@@ -164,8 +164,9 @@ class ResumePoint:
         return self.ckpt["epoch"] if self.ckpt else 0
 
 
-# may change on resuming (tensorboard: logging only, and absent from runs written before it existed)
-RESUME_IGNORED = {"train.epochs", "device", "data.root", "data.download", "train.tensorboard"}
+# may change on resuming (tensorboard, mlflow: logging only, and absent from runs written before it existed)
+RESUME_IGNORED = {"train.epochs", "device", "data.root", "data.download", "train.tensorboard",
+                  "train.mlflow"}
 
 
 def run_dir_of(resume: str | Path) -> Path:

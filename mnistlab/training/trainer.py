@@ -38,12 +38,13 @@ from .finetune import Start, apply_freeze, load_start, read_start, resolve_init
 from .engine import (EarlyStopping, NonFiniteLoss, amp_dtype, keep_freed_host_memory, resolve_device, score,
                      train_one_epoch)
 from .optim import build_optimizer, build_scheduler, current_lr
+from .mlflow_logger import MlflowRunLogger, connect as connect_mlflow
 from .tb_logger import TensorBoardLogger, require_tensorboard
 
 
 def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "checkpoints", quiet: bool = False,
                  log=print, resume: str | Path | None = None, on_epoch: Callable[[dict], None] | None = None,
-                 score_test: bool = True) -> dict:
+                 score_test: bool = True, mlflow_tags: dict | None = None) -> dict:
     """Train one config to its best checkpoint, score it once on the test set, return the summary.
 
     With `resume` (a run directory, or its last.pt) a run stopped at any moment is finished: training
@@ -51,7 +52,8 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
     state restored, or, if every epoch was done, only the final scoring runs. `on_epoch(row)` is called
     after each epoch's checkpoints are written (a sweep reports to its pruner there; an exception it
     raises ends the run as Ctrl-C would, with last.pt kept). `score_test=False` leaves the test set
-    untouched (a sweep's trials: the test set must not take part in choosing).
+    untouched (a sweep's trials: the test set must not take part in choosing). `mlflow_tags` go on
+    train.mlflow's run (a sweep's trial: its parent run and trial number).
     """
     world, device_setting = init_world(cfg.device)
     t = point = None
@@ -59,9 +61,13 @@ def run_training(cfg, *, data_dir: str | None = None, out_dir: str | Path = "che
         cfg, start, point = starting_point(cfg, resume, world)
         if point is not None and point.summary is not None:
             return already_finished(point, log if world.is_main else _silent)
-        t = setup(cfg, world, device_setting, data_dir, out_dir, quiet, log, point, start)
+        t = setup(cfg, world, device_setting, data_dir, out_dir, quiet, log, point, start, mlflow_tags)
         stopped_early, train_time = train_epochs(t, on_epoch)
         return finish(t, stopped_early, train_time, score_test)
+    except BaseException as e:
+        if t is not None and t.mlflow is not None:  # Ctrl-C (or a signal turned into it): KILLED
+            t.mlflow.end("KILLED" if isinstance(e, KeyboardInterrupt) or t.caller_stopped else "FAILED")
+        raise
     finally:
         if t is not None and t.tb is not None:
             t.tb.close()  # a failed or interrupted run keeps the events written so far
@@ -123,15 +129,19 @@ class Training:
     log: Callable  # results and errors (rank 0 only)
     quiet: bool
     tb: TensorBoardLogger | None  # train.tensorboard's event files (rank 0 only)
+    mlflow: MlflowRunLogger | None  # train.mlflow's run on a tracking server (rank 0 only)
+    caller_stopped: bool = False  # on_epoch raised (a sweep's pruner): the run was stopped, it did not fail
 
 
 def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool, log, point,
-          start: Start | None = None) -> Training:
+          start: Start | None = None, mlflow_tags: dict | None = None) -> Training:
     log = log if world.is_main else _silent
     say = _silent if quiet else log
     previous = point.ckpt if point is not None else None
     if cfg.train.tensorboard:
         require_tensorboard()  # a missing package is one line now, not after the data has loaded
+    # an MLflow server that cannot be reached is one line now too
+    mlflow = connect_mlflow(cfg.train.mlflow) if cfg.train.mlflow and world.is_main else None
     device = resolve_device(device_setting)
     dtype = amp_dtype(cfg.train.amp, device)
     keep_freed_host_memory()
@@ -179,10 +189,12 @@ def setup(cfg, world: World, device_setting: str, data_dir, out_dir, quiet: bool
     resume_hint = f"mnistlab train --resume {run_dir}" + (f" --data-dir {data_dir}" if data_dir else "")
     tb = (TensorBoardLogger(run_dir, config_to_dict(cfg), params, len(batches["train"]))
           if cfg.train.tensorboard and world.is_main else None)
+    if mlflow is not None:
+        mlflow.start(run_dir, config_to_dict(cfg), params, data.dataset, log, mlflow_tags)
     return Training(cfg, world, device, dtype, data, batch_size, model, net, trained, ema, params, trainable, init,
                     batches, generators,
                     optimizer, scheduler, when, scaler, stopper, saver, first_epoch, run_dir, resume_hint, stopped,
-                    lock, say, log, quiet, tb)
+                    lock, say, log, quiet, tb, mlflow)
 
 
 def starting_model(cfg, data: DataBundle, device, start: Start | None, previous: dict | None):
@@ -243,7 +255,11 @@ def train_epochs(t: Training, on_epoch=None) -> tuple[bool, float]:
             improved = t.saver.save(epoch, row)
             t.say(epoch_line(row, t.cfg.train.epochs, improved))
             if on_epoch is not None:
-                on_epoch(row)
+                try:
+                    on_epoch(row)
+                except Exception:
+                    t.caller_stopped = True
+                    raise
             if t.stopper is not None and t.stopper.step(row[t.stopper.monitor]):
                 t.say(f"early stopping: {t.stopper.monitor} has not improved for {t.stopper.patience} epochs")
                 return True, time.perf_counter() - started
@@ -285,6 +301,8 @@ def run_epoch(t: Training, epoch: int) -> dict:
     t.saver.record(row)
     if t.tb:
         t.tb.log_epoch(row)
+    if t.mlflow:
+        t.mlflow.log_epoch(row)
     if diverged or not math.isfinite(row["val_loss"] if has_val else row["train_loss"]):
         raise diverged_error(t, epoch, stats.nonfinite_step, lr)
     if t.scheduler is not None and t.when == "epoch":
@@ -352,6 +370,8 @@ def finish(t: Training, stopped_early: bool, train_time: float, score_test: bool
         write_run_curves_safely(t.run_dir, t.log)
     if t.tb:
         t.tb.finish(summary)
+    if t.mlflow:
+        t.mlflow.finish(summary, t.run_dir)
     score_line, how = result_lines(summary, len(t.data.test_y))
     t.log(paint(score_line, "result"))
     t.log(how)
