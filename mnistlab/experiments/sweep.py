@@ -444,8 +444,8 @@ def run_study(path, sweep: SweepConfig, base: Path, sweep_dir: Path, storage, ov
     check_data(base, data_dir)
     make_storage(storage, sweep_dir)  # a storage refused here is one line, not one per worker
     log(f"sweep {sweep.study}: {sweep.n_trials} trials of {base} on {sweep.objective} ({sweep.sampler} sampler, "
-        f"{sweep.pruner} pruner{f', {sweep.folds} folds' if sweep.folds else ''}), storage "
-        f"{describe(storage, sweep_dir)}, {jobs} worker(s) here; results in {sweep_dir}")
+        f"{sweep.pruner} pruner{f', {sweep.folds} folds' if sweep.folds else ''})")  # two lines: 120 columns
+    log(f"  storage {describe(storage, sweep_dir)}, {jobs} worker(s) here; results in {sweep_dir}")
     code = 0
     with parent_run(base, sweep, sweep_dir, log) as tracker:  # train.mlflow: the study's run, parent of the trials'
         try:
