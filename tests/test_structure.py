@@ -92,7 +92,7 @@ def test_the_graph_check_finds_a_circle():
 
 
 def test_data_flows_one_way():
-    layers = ["errors", "style", "files", "yamlfile", "config", "report", "imaging", "data", "models", "training", "experiments",
+    layers = ["errors", "style", "files", "yamlfile", "runfolder", "config", "report", "imaging", "data", "models", "training", "experiments",
               "reading", "cli"]
 
     def layer(name: str) -> int:
