@@ -8,13 +8,10 @@ is drawn, so the CLI and training stay fast to start.
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import math
 from pathlib import Path
 
-from .files import read_small_text
+from .runfolder import CURVES, read_metrics, read_summary
 
 
 def _figure(width: float, height: float):
@@ -42,13 +39,6 @@ def _save(fig, path: str | Path) -> Path:
     fig.savefig(buffer, format="png")
     atomic_write_bytes(path, buffer.getvalue())
     return path
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """metrics.csv as dicts of floats (None where a column was empty, e.g. no validation split)."""
-    text = read_small_text(Path(run_dir) / "metrics.csv")  # a FIFO or a huge file is refused, not waited on
-    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-            for row in csv.DictReader(io.StringIO(text))]
 
 
 def _plot_series(ax, rows: list[dict], key: str, scale: float = 1.0, **style) -> bool:
@@ -165,9 +155,8 @@ def accuracy_vs_params(points: list[dict], path: str | Path, subtitle: str = "")
 def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     """Loss and accuracy per epoch of one run (train, val, test where monitored), best epoch marked."""
     run_dir = Path(run_dir)
-    rows = read_metrics(run_dir)
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(read_small_text(summary_file)) if summary_file.exists() else {}
+    rows = read_metrics(run_dir) or []
+    summary = read_summary(run_dir) or {}
     fig = _figure(15, 4.5)
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
     _plot_series(loss_ax, rows, "train_loss", color="tab:blue", label="train")
@@ -194,7 +183,7 @@ def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     if "test_acc" in summary:
         title += f", test accuracy {summary['test_acc']:.2%} (best epoch, seed {summary.get('seed')})"
     fig.suptitle(title)
-    return _save(fig, path or run_dir / "curves.png")
+    return _save(fig, path or run_dir / CURVES)
 
 
 def write_run_curves_safely(run_dir: str | Path, log=print) -> Path | None:
@@ -202,7 +191,7 @@ def write_run_curves_safely(run_dir: str | Path, log=print) -> Path | None:
     try:
         return run_curves(run_dir)
     except Exception as exc:  # noqa: BLE001
-        log(f"warning: could not draw {Path(run_dir) / 'curves.png'}: {type(exc).__name__}: {exc}")
+        log(f"warning: could not draw {Path(run_dir) / CURVES}: {type(exc).__name__}: {exc}")
         return None
 
 

@@ -101,6 +101,15 @@ def read_summary(run_dir: Path) -> dict | None:
     return read_json_object(Path(run_dir) / SUMMARY)
 
 
+def finished_summary(run_dir: Path) -> dict:
+    """summary.json of a run known to have finished (found finished, or a child process said so): there its
+    absence is damage too, one UserError."""
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise UserError(f"{Path(run_dir) / SUMMARY} is missing: the run did not finish")
+    return summary
+
+
 def read_trial(run_dir: Path) -> dict | None:
     """trial.json: a sweep trial's outcome; None for a run of no sweep (or a trial still running)."""
     return read_json_object(Path(run_dir) / TRIAL)
