@@ -19,7 +19,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ..errors import UserError
 from ..runfolder import (CONFIG, CURVES, METRICS, SUMMARY, being_trained, finished_summary, read_config,
                          read_summary)
