@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .runfolder import CURVES, read_metrics, read_summary
+from .runfolder import CURVES, METRICS, read_metrics, read_summary
 
 
 def _figure(width: float, height: float):
@@ -155,7 +155,9 @@ def accuracy_vs_params(points: list[dict], path: str | Path, subtitle: str = "")
 def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     """Loss and accuracy per epoch of one run (train, val, test where monitored), best epoch marked."""
     run_dir = Path(run_dir)
-    rows = read_metrics(run_dir) or []
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise ValueError(f"{run_dir / METRICS} has no epochs to draw")  # a warning: write_run_curves_safely
     summary = read_summary(run_dir) or {}
     fig = _figure(15, 4.5)
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
