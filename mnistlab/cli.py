@@ -316,15 +316,9 @@ def train_config_path(args) -> str:
         return args.config
     if not args.resume:
         raise UserError("give a config file (e.g. configs/iter5.yaml), or --resume RUN_DIR to finish a run")
-    from pathlib import Path
+    from .runfolder import CONFIG, given_run_dir
 
-    path = Path(args.resume)
-    if not path.exists():
-        raise UserError(f"--resume: {path} not found; give a run directory")
-    run_dir = path if path.is_dir() else path.parent
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError(f"--resume: {run_dir} is not a run directory (it has no config.yaml)")
-    return str(run_dir / "config.yaml")
+    return str(given_run_dir(args.resume) / CONFIG)
 
 
 def cmd_train(args) -> int:

@@ -8,13 +8,11 @@ is drawn, so the CLI and training stay fast to start.
 
 from __future__ import annotations
 
-import csv
 import io
-import json
 import math
 from pathlib import Path
 
-from .files import read_small_text
+from .runfolder import CURVES, METRICS, read_metrics, read_summary
 
 
 def _figure(width: float, height: float):
@@ -44,13 +42,6 @@ def _png(fig) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    """metrics.csv as dicts of floats (None where a column was empty, e.g. no validation split)."""
-    text = read_small_text(Path(run_dir) / "metrics.csv")  # a FIFO or a huge file is refused, not waited on
-    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()}
-            for row in csv.DictReader(io.StringIO(text))]
 
 
 def _plot_series(ax, rows: list[dict], key: str, scale: float = 1.0, **style) -> bool:
@@ -168,8 +159,9 @@ def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     """Loss and accuracy per epoch of one run (train, val, test where monitored), best epoch marked."""
     run_dir = Path(run_dir)
     rows = read_metrics(run_dir)
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(read_small_text(summary_file)) if summary_file.exists() else {}
+    if not rows:
+        raise ValueError(f"{run_dir / METRICS} has no epochs to draw")  # a warning: write_run_curves_safely
+    summary = read_summary(run_dir) or {}
     fig = _figure(15, 4.5)
     loss_ax, acc_ax, lr_ax = fig.subplots(1, 3)
     _plot_series(loss_ax, rows, "train_loss", color="tab:blue", label="train")
@@ -196,7 +188,7 @@ def run_curves(run_dir: str | Path, path: str | Path | None = None) -> Path:
     if "test_acc" in summary:
         title += f", test accuracy {summary['test_acc']:.2%} (best epoch, seed {summary.get('seed')})"
     fig.suptitle(title)
-    return _save(fig, path or run_dir / "curves.png")
+    return _save(fig, path or run_dir / CURVES)
 
 
 def write_run_curves_safely(run_dir: str | Path, log=print) -> Path | None:
@@ -204,7 +196,7 @@ def write_run_curves_safely(run_dir: str | Path, log=print) -> Path | None:
     try:
         return run_curves(run_dir)
     except Exception as exc:  # noqa: BLE001
-        log(f"warning: could not draw {Path(run_dir) / 'curves.png'}: {type(exc).__name__}: {exc}")
+        log(f"warning: could not draw {Path(run_dir) / CURVES}: {type(exc).__name__}: {exc}")
         return None
 
 

@@ -199,7 +199,7 @@ def test_default_root_is_checkpoints_here(cli, roots, tmp_path, monkeypatch):
 
 
 def test_a_run_being_trained_is_running_and_listing_writes_nothing(cli, tmp_path):
-    from mnistlab.training.checkpoint_saver import lock_run_dir
+    from mnistlab.runfolder import lock_run_dir, unlock
 
     run = write_run(tmp_path / "iter5" / "20261124-120000", rows=[(0.1, 0.97, 7.0)])
     old = write_run(tmp_path / "iter5" / "20261124-110000", rows=[(0.1, 0.97, 7.0)])  # no .lock: older version
@@ -208,7 +208,7 @@ def test_a_run_being_trained_is_running_and_listing_writes_nothing(cli, tmp_path
     try:
         states = {Path(r["directory"]).name: r["state"] for r in runs_json(cli, tmp_path)}
     finally:
-        lock.close()
+        unlock(lock)
     assert states == {run.name: "running", old.name: "unfinished"}
     assert {Path(r["directory"]).name: r["state"] for r in runs_json(cli, tmp_path)}[run.name] == "unfinished"
     assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*")} == before  # nothing created or written

@@ -92,7 +92,7 @@ def test_the_graph_check_finds_a_circle():
 
 
 def test_data_flows_one_way():
-    layers = ["errors", "style", "files", "yamlfile", "config", "report", "imaging", "data", "models", "training", "experiments",
+    layers = ["errors", "style", "files", "yamlfile", "runfolder", "config", "report", "imaging", "data", "models", "training", "experiments",
               "reading", "cli"]
 
     def layer(name: str) -> int:
@@ -136,3 +136,17 @@ def test_a_config_typo_is_reported_before_torch_is_imported(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr
     assert "trian: unknown key" in result.stderr
+
+
+RUN_FILES = ("summary.json", "config.yaml", "metrics.csv", "best.pt", "last.pt", "trial.json", "curves.png")
+
+
+def test_the_run_folder_has_one_owner():
+    """The names of a run directory's files are spelled in runfolder.py only; everything else asks it
+    (runfolder.SUMMARY, read_summary, ...), so a file is renamed, or its reading fixed, in one place."""
+    spelled = [f"{name}:{node.lineno}: {node.value!r}" for name, path in MODULES.items() if name != "mnistlab.runfolder"
+               for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, ast.Constant) and node.value in RUN_FILES]
+    assert spelled == []
+    fcntl_users = [name for name, path in MODULES.items() if "fcntl" in path.read_text()]
+    assert fcntl_users == []  # the locks are filelock's (runfolder.lock_run_dir, sweep_storage.study_lock)

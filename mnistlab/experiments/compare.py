@@ -8,13 +8,13 @@ another in this process, or by `parallel` in worker processes (`--jobs N`).
 
 from __future__ import annotations
 
-import csv
 import sys
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import UserError, one_line
 from ..files import atomic_write_text, make_dir
+from ..runfolder import METRICS, read_metrics
 from .plan import (Comparison, Step, end_row, failure_message, interrupted_message, label, parse_seeds, plan,
                    replicate_key)
 from .runs import Run
@@ -121,16 +121,14 @@ def write_outputs(comparison: Comparison) -> list[Path]:
 
 def row_curves(row) -> list[list[dict]] | None:
     """Each run's metrics.csv; a damaged one marks the row failed (its numbers stay in the table)."""
-    from ..report import read_metrics
-
     curves = []
     for run in row.runs:
         try:
-            rows = read_metrics(run.run_dir)
+            rows = read_metrics(run.run_dir)  # None when absent; damaged: one UserError naming it
             if not rows or any(r.get("epoch") is None for r in rows):
-                raise ValueError("no epochs in it")
-        except (OSError, ValueError, KeyError, TypeError, csv.Error) as exc:
-            row.error = one_line(f"{run.run_dir / 'metrics.csv'} is damaged ({one_line(exc, 80)})")
+                raise UserError(f"{run.run_dir / METRICS} is damaged: no epochs in it")
+        except UserError as exc:
+            row.error = one_line(exc)
             return None
         curves.append(rows)
     return curves

@@ -13,10 +13,7 @@ Reading imports no torch: listing a hundred runs takes a fraction of a second.
 
 from __future__ import annotations
 
-import csv
 import fnmatch
-import io
-import json
 import math
 import os
 import re
@@ -24,9 +21,9 @@ import shlex
 from datetime import datetime
 from pathlib import Path
 
-from .. import files
+from .. import runfolder
 from ..errors import UserError, did_you_mean, one_line
-from ..yamlfile import read_yaml_file
+from ..runfolder import CONFIG, METRICS, SUMMARY, TRIAL
 from .runs import SUMMARY_NUMBERS, format_duration, well_formed
 
 DEFAULT_ROOT = "checkpoints"
@@ -36,8 +33,6 @@ SORT_COLUMNS = {"date": True, "test_acc": True, "val_acc": True, "name": False, 
                 "epochs": True, "time": False, "state": False}
 SORT_KEYS = {"epochs": "epochs_run", "time": "time_s"}
 FILTER_KEYS = ("name", "model", "dataset", "state", "smoke", "device", "study")
-MAX_JSON_BYTES = 1 << 20  # summary.json and trial.json are about a kilobyte
-MAX_CSV_BYTES = 16 << 20  # metrics.csv: a row per epoch
 SKIPPED_DIRS = {"__pycache__", "node_modules"}  # and every hidden folder (.venv, .git)
 
 
@@ -48,7 +43,7 @@ def find_run_dirs(roots: list[str]) -> list[Path]:
         if not root.is_dir():
             raise UserError(f"{root} is a file, not a folder of runs" if root.exists() else f"{root}: no such folder")
         for folder, dirnames, filenames in os.walk(root):  # symbolic links are not followed: no loops
-            if "config.yaml" in filenames:
+            if CONFIG in filenames:  # a FIFO named so is found too, and shown damaged
                 found.setdefault(os.path.realpath(folder), Path(folder))  # roots may overlap
                 dirnames.clear()
             else:
@@ -59,10 +54,10 @@ def find_run_dirs(roots: list[str]) -> list[Path]:
 def read_run(run_dir: Path) -> dict:
     """One row: what the run's files say, with `problem` naming every file that could not be read."""
     problems: list[str] = []
-    config = read_part(run_dir / "config.yaml", read_config, problems) or {}
-    summary = read_part(run_dir / "summary.json", read_summary_file, problems)
-    trial = read_part(run_dir / "trial.json", read_json_object, problems) or {}
-    rows = read_part(run_dir / "metrics.csv", read_metrics, problems) if summary is None else None
+    config = read_part(run_dir, CONFIG, checked_config, problems) or {}
+    summary = read_part(run_dir, SUMMARY, checked_summary, problems)
+    trial = read_part(run_dir, TRIAL, runfolder.read_trial, problems) or {}
+    rows = read_part(run_dir, METRICS, checked_metrics, problems) if summary is None else None
     state = state_of(run_dir, summary, trial, problems)
     train = section(config, "train")
     sweep = sweep_of(run_dir, trial)
@@ -72,7 +67,7 @@ def read_run(run_dir: Path) -> dict:
         "init": init_of(config, summary),
         "dataset": text(section(config, "data").get("dataset")),
         "state": state,
-        "smoke": any(train.get(k) is not None for k in ("limit_train_batches", "limit_eval_batches")),
+        "smoke": runfolder.is_smoke(config),
         "epochs": whole(train.get("epochs")),
         **scores(summary, rows, train.get("checkpoint_monitor")),
         "date": run_date(run_dir, summary),
@@ -98,41 +93,27 @@ def sweep_of(run_dir: Path, trial: dict) -> tuple[Path, str] | None:
     return (run_dir.parent, str(trial.get("study"))) if trial else None
 
 
-def read_part(path: Path, reader, problems: list[str]):
-    """reader(path), or None when the file is absent or damaged (then its problem is noted)."""
-    if not path.exists():
-        return None
+def read_part(run_dir: Path, name: str, reader, problems: list[str]):
+    """reader(run_dir), or None when the file `name` is absent or damaged (then its problem is noted, named
+    by the file alone: the row names the run directory)."""
     try:
-        return reader(path)
+        return reader(run_dir)
     except UserError as exc:
-        problems.append(one_line(exc, 160))
-    except OSError as exc:
-        problems.append(f"{path.name}: cannot read it: {exc.strerror or exc}")
-    except (ValueError, csv.Error, RecursionError, OverflowError) as exc:  # UnicodeDecodeError, JSONDecodeError too
-        problems.append(f"{path.name} is damaged: {one_line(exc, 120)}")
+        problems.append(one_line(str(exc).replace(f"{run_dir}{os.sep}", ""), 160))
+    except (OSError, ValueError, RecursionError, OverflowError) as exc:  # our bug, but `runs` must still list
+        problems.append(f"{name} is damaged: {one_line(exc, 120)}")
     return None
 
 
-def read_config(path: Path) -> dict:
-    raw = read_yaml_file(path)
-    if not isinstance(raw, dict):
-        raise UserError(f"{path.name} is damaged: not a mapping of keys")
+def checked_config(run_dir: Path) -> dict | None:
+    raw = runfolder.read_config(run_dir)
+    if raw is None:
+        return None
     shown = {"train.epochs": whole(section(raw, "train").get("epochs")), "seed": whole(raw.get("seed"))}
     problem = next(filter(None, (figure_problem(k, v) for k, v in shown.items())), None)
     if problem:
-        raise UserError(f"{path.name} is damaged: {problem}")
+        raise UserError(f"{CONFIG} is damaged: {problem}")
     return raw
-
-
-def read_small_text(path: Path, limit: int) -> str:
-    return files.read_small_text(path, limit, name=path.name)
-
-
-def read_json_object(path: Path) -> dict:
-    value = json.loads(read_small_text(path, MAX_JSON_BYTES))
-    if not isinstance(value, dict):
-        raise UserError(f"{path.name} is damaged: not a JSON object")
-    return value
 
 
 # What each figure may be: (least, most, whole number). A figure outside makes its file damaged: the table would
@@ -163,14 +144,17 @@ def figure_problem(key: str, value, nan_allowed: bool = False) -> str | None:
     return None
 
 
-def read_summary_file(path: Path) -> dict:
-    summary = read_json_object(path)
+def checked_summary(run_dir: Path) -> dict | None:
+    """summary.json, every figure in range (the table would show nonsense or fail to print it)."""
+    summary = runfolder.read_summary(run_dir)
+    if summary is None:
+        return None
     problem = next(filter(None, (figure_problem(k, summary.get(k)) for k in SUMMARY_NUMBERS)), None)
     if not well_formed(summary) or problem:
-        raise UserError(f"{path.name} is damaged: {problem or 'a figure in it is not a number'}")
+        raise UserError(f"{SUMMARY} is damaged: {problem or 'a figure in it is not a number'}")
     finished = summary.get("finished_at")
     if finished is not None and local_time(finished) is None:
-        raise UserError(f"{path.name} is damaged: finished_at {one_line(repr(finished), 40)} is not a date")
+        raise UserError(f"{SUMMARY} is damaged: finished_at {one_line(repr(finished), 40)} is not a date")
     return summary
 
 
@@ -182,19 +166,15 @@ def local_time(value) -> str | None:
         return None
 
 
-def read_metrics(path: Path) -> list[dict]:
-    """metrics.csv's rows with numbers as floats (None where empty)."""
-    reader = csv.DictReader(io.StringIO(read_small_text(path, MAX_CSV_BYTES)))
-    if "epoch" not in (reader.fieldnames or []):  # the trainer writes the header with the first row
-        raise UserError(f"{path.name} is damaged: no epoch column")
-    # "nan" is a figure here: a diverged run's last row
-    rows = [{k: float(v) if v not in ("", None) else None for k, v in row.items() if k is not None} for row in reader]
-    for number, row in enumerate(rows, 2):
+def checked_metrics(run_dir: Path) -> list[dict] | None:
+    """metrics.csv's rows, every figure in range ("nan" is a loss: a diverged run's last row)."""
+    rows = runfolder.read_metrics(run_dir)
+    for number, row in enumerate(rows or [], 2):
         problem = figure_problem("epoch", row["epoch"]) if row["epoch"] is not None else "no epoch"
         problem = problem or next(filter(None, (figure_problem(k, v, nan_allowed=k.endswith("loss"))
                                                 for k, v in row.items())), None)
         if problem:
-            raise UserError(f"{path.name} is damaged: line {number}: {problem}")
+            raise UserError(f"{METRICS} is damaged: line {number}: {problem}")
     return rows
 
 
@@ -253,7 +233,7 @@ def run_date(run_dir: Path, summary: dict | None) -> str | None:
     if finished:
         return finished
     times = []
-    for path in (run_dir / "metrics.csv", run_dir / "config.yaml"):
+    for path in (run_dir / METRICS, run_dir / CONFIG):
         try:
             times.append(datetime.fromtimestamp(path.stat().st_mtime).astimezone())
         except (OSError, OverflowError, ValueError):  # absent, deleted while we look, or a time out of range
@@ -268,24 +248,7 @@ def state_of(run_dir: Path, summary: dict | None, trial: dict, problems: list[st
         return trial["state"]
     if summary is not None:
         return "finished"
-    return "running" if being_trained(run_dir) else "unfinished"
-
-
-def being_trained(run_dir: Path) -> bool:
-    """Does a process hold the run's lock (checkpoint_saver.lock_run_dir) now? Probed with a shared lock
-    on the existing .lock file, opened read-only: listing runs creates and writes nothing."""
-    try:
-        import fcntl
-    except ImportError:  # no locks on this system: nothing can be known
-        return False
-    try:  # not blocking: a FIFO there would keep a plain open() waiting for a writer for ever
-        with os.fdopen(os.open(run_dir / ".lock", os.O_RDONLY | os.O_NONBLOCK), "rb") as handle:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)  # released when the file closes
-    except BlockingIOError:
-        return True
-    except OSError:  # no .lock (a run of an older version, or never started)
-        return False
-    return False
+    return "running" if runfolder.being_trained(run_dir) else "unfinished"
 
 
 # ---------------------------------------------------------------- choosing and ordering rows

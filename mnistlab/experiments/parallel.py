@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import one_line
+from ..runfolder import finished_summary
 from .plan import (Comparison, Step, end_row, failure_message, interrupted_message, label, replicate_key,
                    replicate_overrides)
-from .runs import Run, read_summary
+from .runs import Run
 
 ERROR_MARK = "mnistlab train: error: "
 RUN_DIR_MARK = "run directory: "
@@ -146,7 +147,7 @@ def worker_error(returncode: int, output: str) -> str:
     return f"{one_line(lines[-1]) if lines else f'exit code {returncode}'} (a bug in mnistlab; traceback above)"
 
 
-def run_dir_of(output: str) -> Path:
+def announced_run_dir(output: str) -> Path:
     """The run directory a finished child named on its last such line."""
     lines = [line for line in output.splitlines() if line.startswith(RUN_DIR_MARK)]
     if not lines:
@@ -233,8 +234,8 @@ class ParallelRunner:
         name = f"{step.cfg.name} ({label(replicate_key(step.seed, step.fold))})"
         if job.proc.returncode == 0:
             try:
-                run_dir = run_dir_of(output)
-                outcome = Run(step.seed, run_dir, read_summary(run_dir), reused=False)
+                run_dir = announced_run_dir(output)
+                outcome = Run(step.seed, run_dir, finished_summary(run_dir), reused=False)
             except Exception as exc:  # noqa: BLE001
                 sys.stderr.write(output)
                 outcome = failure_message(exc)

@@ -19,10 +19,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from ..errors import UserError
-from ..files import read_small_text
+from ..runfolder import (CONFIG, CURVES, METRICS, SUMMARY, being_trained, finished_summary, read_config,
+                         read_summary)
 
 REUSE_IGNORED = (("data", "root"), ("data", "download"))
 
@@ -35,10 +34,6 @@ class Run:
     run_dir: Path
     summary: dict
     reused: bool
-
-
-def read_summary(run_dir: Path) -> dict:
-    return json.loads(read_small_text(Path(run_dir) / "summary.json"))
 
 
 def reuse_key(config: dict) -> dict:
@@ -99,15 +94,16 @@ def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
     """The newest finished run of exactly this config on this kind of device, if any."""
     wanted = reuse_key(config)
     found = []
-    for summary_file in (Path(out_dir) / str(config["name"])).glob("*/summary.json"):
+    for summary_file in (Path(out_dir) / str(config["name"])).glob(f"*/{SUMMARY}"):
         run_dir = summary_file.parent
         try:
-            stored = yaml.safe_load(read_small_text(run_dir / "config.yaml"))
-            summary = json.loads(read_small_text(summary_file))
-        except (OSError, ValueError, yaml.YAMLError, UserError):
+            stored = read_config(run_dir)
+            summary = read_summary(run_dir)
+        except UserError:
             continue  # a damaged run is simply not a candidate
-        if isinstance(stored, dict) and well_formed(summary) and reuse_key(resolved(stored)) == wanted \
-                and same_device(summary.get("device"), device) and (run_dir / "metrics.csv").exists():
+        if stored is not None and summary is not None and well_formed(summary) \
+                and reuse_key(resolved(stored)) == wanted \
+                and same_device(summary.get("device"), device) and (run_dir / METRICS).exists():
             found.append((summary_file.stat().st_mtime, run_dir))
     return max(found)[1] if found else None
 
@@ -115,19 +111,17 @@ def find_finished_run(out_dir: Path, config: dict, device: str) -> Path | None:
 def find_unfinished_run(out_dir: Path, config: dict) -> Path | None:
     """The newest run of exactly this config that was stopped before it finished (no summary.json) and
     that no process is training now: compare finishes it with --resume instead of starting afresh."""
-    from ..training.checkpoint_saver import is_locked
-
     wanted = reuse_key(config)
     found = []
-    for config_file in (Path(out_dir) / str(config["name"])).glob("*/config.yaml"):
+    for config_file in (Path(out_dir) / str(config["name"])).glob(f"*/{CONFIG}"):
         run_dir = config_file.parent
-        if (run_dir / "summary.json").exists():
+        if (run_dir / SUMMARY).exists():
             continue
         try:
-            stored = yaml.safe_load(read_small_text(config_file))
-        except (OSError, ValueError, yaml.YAMLError, UserError):
+            stored = read_config(run_dir)
+        except UserError:
             continue
-        if isinstance(stored, dict) and reuse_key(resolved(stored)) == wanted and not is_locked(run_dir):
+        if stored is not None and reuse_key(resolved(stored)) == wanted and not being_trained(run_dir):
             found.append((config_file.stat().st_mtime, run_dir))
     return max(found)[1] if found else None
 
@@ -146,6 +140,6 @@ def reusable_run(cfg, seed: int, out_dir: Path, reuse: bool, log) -> Run | None:
     if previous is None:
         return None
     log(f"== {cfg.name} (seed {seed}): reusing the finished run {previous}")
-    if not (previous / "curves.png").exists():
+    if not (previous / CURVES).exists():
         write_run_curves_safely(previous, log)
-    return Run(seed, previous, read_summary(previous), reused=True)
+    return Run(seed, previous, finished_summary(previous), reused=True)

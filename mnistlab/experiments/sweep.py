@@ -33,6 +33,7 @@ from pathlib import Path
 
 from ..errors import UserError, one_line
 from ..files import atomic_write_text
+from ..runfolder import CONFIG, SUMMARY, TRIAL, read_summary
 from .sweep_file import SweepConfig, fixed_overrides, grid_size, override
 from .sweep_report import RETRIES, RETRY_OF
 from .sweep_storage import describe, make_storage, storage_url, study_lock
@@ -387,15 +388,14 @@ def mark_runs(trial, sweep_dir: Path, sweep: SweepConfig, state: str, value, not
     and reported from any folder, and on any machine that mounts the sweep folder elsewhere."""
     record = {"study": sweep.study, "trial": trial.number, "state": state, "objective": sweep.objective,
               "value": value, "params": trial.params, "note": note}
-    run_dirs = sorted((sweep_dir / "trials" / f"{sweep.study}-trial{trial.number:04d}").glob("*/config.yaml"))
+    run_dirs = sorted((sweep_dir / "trials" / f"{sweep.study}-trial{trial.number:04d}").glob(f"*/{CONFIG}"))
     trial.set_user_attr("run_dirs", [p.parent.relative_to(sweep_dir).as_posix() for p in run_dirs])
     for config_file in run_dirs:
         run_dir = config_file.parent
-        atomic_write_text(run_dir / "trial.json", json.dumps(record, indent=2) + "\n")
-        summary_file = run_dir / "summary.json"
-        if summary_file.exists():
-            summary = json.loads(summary_file.read_text(encoding="utf-8"))
-            atomic_write_text(summary_file, json.dumps({**summary, "trial": record}, indent=2) + "\n")
+        atomic_write_text(run_dir / TRIAL, json.dumps(record, indent=2) + "\n")
+        summary = read_summary(run_dir)  # damaged: one UserError naming it
+        if summary is not None:
+            atomic_write_text(run_dir / SUMMARY, json.dumps({**summary, "trial": record}, indent=2) + "\n")
 
 
 # ---------------------------------------------------------------- the command

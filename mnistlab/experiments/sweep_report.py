@@ -14,7 +14,8 @@ import statistics
 from pathlib import Path
 
 from ..errors import UserError, one_line
-from ..files import atomic_write_text, csv_value, read_small_text
+from ..files import atomic_write_text, csv_value
+from ..runfolder import BEST, CONFIG, SUMMARY, is_run, read_summary
 from .runs import format_duration
 
 SCORED = "mnistlab:test_scored"  # study user attribute: the trials scored on the test set, in order
@@ -40,7 +41,7 @@ def trial_rows(study, sweep, sweep_dir: Path) -> list[dict]:
     rows = []
     for t in study.get_trials(deepcopy=False):
         run_dirs = run_dirs_of(t, sweep_dir)
-        summary = read_summary(run_dirs[0]) if run_dirs else {}
+        summary = row_summary(run_dirs[0]) if run_dirs else {}
         row = {"trial": t.number, "state": t.state.name.lower(), f"objective_{sweep.objective}": t.value,
                **{key: t.params.get(key) for key in sweep.space},
                "model": summary.get("model"), "params": summary.get("params"), "folds": len(run_dirs) or None,
@@ -58,12 +59,12 @@ def retry_note(trial) -> str:
     return f"retry of trial {failed}" if failed is not None else ""
 
 
-def read_summary(run_dir: Path) -> dict:
+def row_summary(run_dir: Path) -> dict:
+    """A trial's summary for its row: {} where it has none or a damaged one (the row shows the rest)."""
     try:
-        value = json.loads(read_small_text(run_dir / "summary.json"))
-    except (OSError, ValueError, UserError):
+        return read_summary(run_dir) or {}
+    except UserError:
         return {}
-    return value if isinstance(value, dict) else {}
 
 
 def trials_csv(rows: list[dict]) -> str:
@@ -141,11 +142,11 @@ def write_best_yaml(best, sweep, sweep_dir: Path, n_trials: int, log) -> Path | 
     run_dirs = run_dirs_of(best, sweep_dir)
     if not run_dirs:
         raise UserError(f"trial {best.number} left no run directory to take its config from")
-    if not (run_dirs[0] / "config.yaml").is_file():
+    if not is_run(run_dirs[0]):
         log(f"note: trial {best.number}'s run directory is not on this machine ({run_dirs[0]}); best.yaml is left "
             f"to a report run where it is")
         return None
-    config = read_yaml_file(run_dirs[0] / "config.yaml")
+    config = read_yaml_file(run_dirs[0] / CONFIG)
     config["name"] = f"{sweep.study}-best"
     if isinstance(config.get("data"), dict):
         config["data"].pop("folds", None)
@@ -166,20 +167,20 @@ def score_best_once(study, best, sweep_dir: Path, data_dir, log) -> list[dict]:
     if any(s["trial"] == best.number for s in scored):
         return scored
     run_dirs = run_dirs_of(best, sweep_dir)
-    missing = [d for d in run_dirs if not (d / "best.pt").is_file()]
+    missing = [d for d in run_dirs if not (d / BEST).is_file()]
     if missing or not run_dirs:
         log(f"note: trial {best.number}'s checkpoints are not on this machine ({missing[0] if missing else '-'}); "
             f"its test score is left to a report run where they are")
         return scored
-    reports = [evaluate_checkpoint(str(d / "best.pt"), split="test", data_dir=data_dir) for d in run_dirs]
+    reports = [evaluate_checkpoint(str(d / BEST), split="test", data_dir=data_dir) for d in run_dirs]
     record = {"trial": best.number, "test_acc": statistics.fmean(r["accuracy"] for r in reports),
               "test_loss": statistics.fmean(r["loss"] for r in reports), "test_n": reports[0]["n"],
               "runs": len(reports)}
     for run_dir, report in zip(run_dirs, reports):
-        summary = read_summary(run_dir)
+        summary = row_summary(run_dir)
         summary.update(test_acc=report["accuracy"], test_loss=report["loss"], test_n=report["n"],
                        test_scored="once, after the sweep chose this trial on validation data")
-        atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
     study.set_user_attr(SCORED, [*scored, record])
     return [*scored, record]
 

@@ -103,14 +103,10 @@ def study_lock(storage, sweep_dir: Path, study_name: str):
         with advisory_lock(engine, f"mnistlab:{study_name}"):
             yield
         return
-    import fcntl
+    import filelock
 
-    with open(sweep_dir / ".study.lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    with filelock.FileLock(sweep_dir / ".study.lock", thread_local=False):  # waits its turn
+        yield
 
 
 # ---------------------------------------------------------------- the journal's damage rule

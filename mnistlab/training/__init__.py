@@ -1,2 +1,2 @@
 """Training: the loops (engine), optimizers and schedules (optim), torchrun (distributed),
-checkpoint files (checkpoint), a run's saved state (checkpoint_saver) and the pipeline (trainer)."""
+checkpoint files (checkpoint), a run's saved state (checkpoint_saver), --resume (resume) and the pipeline (trainer)."""

@@ -24,6 +24,7 @@ import torch
 from .._version import __version__
 from ..errors import UserError, one_line
 from ..files import atomic_write_bytes, make_dir
+from ..runfolder import BEST
 
 FORMAT = "mnistlab-checkpoint"
 FORMAT_VERSION = 1
@@ -100,7 +101,7 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise UserError(f"{path} is a directory; give a checkpoint file such as {path / 'best.pt'}")
+        raise UserError(f"{path} is a directory; give a checkpoint file such as {path / BEST}")
     if not path.is_file():
         raise UserError(f"{path} is not a regular file (a pipe or a device?); give a checkpoint file")
     if path.suffix.lower() == ".onnx":  # not "corrupt": a model in another format, which only some commands run

@@ -9,11 +9,11 @@ holds a non-finite figure (a NaN or infinite accuracy or loss) is never chosen.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from ..errors import UserError
+from ..runfolder import BEST, SUMMARY, is_smoke, read_config, read_summary
 
 # the file lives beside the code that reads pictures with it; only its path is named here
 SHIPPED = Path(__file__).resolve().parent.parent / "reading" / "weights" / "default.pt"
@@ -68,25 +68,22 @@ def finished_runs(root: Path) -> list[dict]:
     run was full: MNIST, no limit_* setting, all 10,000 test images scored (only those compare for `best`;
     `latest` is any run, a fine-tune on your own digits included). Damaged runs, and runs whose
     summary holds a non-finite figure, are left out."""
-    import yaml
-
-    from ..files import read_small_text
-
     found = []
-    for summary_file in root.glob("**/summary.json") if root.is_dir() else []:
+    for summary_file in root.glob(f"**/{SUMMARY}") if root.is_dir() else []:
         run_dir = summary_file.parent
         try:
-            summary = json.loads(read_small_text(summary_file))  # a FIFO or a huge file is passed over at once
-            train = (yaml.safe_load(read_small_text(run_dir / "config.yaml")) or {}).get("train", {})
-        except (OSError, ValueError, yaml.YAMLError, AttributeError, UserError):
+            summary = read_summary(run_dir)  # a FIFO or a huge file is passed over at once
+            config = read_config(run_dir)
+        except UserError:
             continue
-        acc = summary.get("test_acc") if isinstance(summary, dict) else None
-        if not isinstance(acc, (int, float)) or not (run_dir / "best.pt").is_file():
+        if config is None:
+            continue  # not a run mnistlab wrote
+        acc = (summary or {}).get("test_acc")
+        if not isinstance(acc, (int, float)) or not (run_dir / BEST).is_file():
             continue
         if any(isinstance(v, float) and not math.isfinite(v) for v in summary.values()):
             continue  # json reads NaN and Infinity: a diverged or damaged run is no one's best
-        smoke = any(train.get(k) for k in ("limit_train_batches", "limit_eval_batches")) if isinstance(train, dict) \
-            else True
-        found.append({"path": run_dir / "best.pt", "test_acc": float(acc), "finished": summary_file.stat().st_mtime,
+        smoke = is_smoke(config)
+        found.append({"path": run_dir / BEST, "test_acc": float(acc), "finished": summary_file.stat().st_mtime,
                       "full": not smoke and summary.get("dataset") == "mnist" and summary.get("test_n") == 10_000})
     return found

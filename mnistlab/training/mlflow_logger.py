@@ -32,6 +32,7 @@ from pathlib import Path
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
 from .._version import __version__
+from ..runfolder import BEST, CURVES, SUMMARY
 from ..errors import UserError, masked, one_line, scrub
 from .tb_logger import hparams_of
 
@@ -40,7 +41,7 @@ CHECK_TIMEOUT_S = 5  # the reachability check before training: a wrong host fail
 TIMEOUT_S = 60  # any later request (a large best.pt upload included)
 BATCH = 100  # params per runs/log-batch request (the server's limit)
 PARAM_CHARS = 500  # a param's value is cut to what every MLflow server version stores
-ARTIFACTS = ("best.pt", "summary.json", "curves.png")
+ARTIFACTS = (BEST, SUMMARY, CURVES)
 FINAL_KEYS = ("test_acc", "test_loss", "val_acc", "val_loss", "best_epoch", "epochs_run", "train_time_s")
 
 

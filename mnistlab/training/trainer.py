@@ -28,10 +28,11 @@ from ..files import atomic_write_text
 from ..models import create_model
 from ..models.layout import apply_layout
 from ..report import write_run_curves_safely
+from ..runfolder import CURVES, SUMMARY, lock_run_dir, unlock
 from ..style import paint
 from .checkpoint import model_payload, versions
-from .checkpoint_saver import (CheckpointSaver, ResumePoint, find_resume_point, lock_run_dir, open_run_dir,
-                               unlock)
+from .checkpoint_saver import CheckpointSaver, open_run_dir
+from .resume import ResumePoint, find_resume_point
 from .ema import build_ema
 from .distributed import World, barrier, init_world, ranks_agree, shutdown, sum_across, sync_buffers
 from .finetune import Start, apply_freeze, load_start, read_start, resolve_init
@@ -366,7 +367,7 @@ def finish(t: Training, stopped_early: bool, train_time: float, score_test: bool
     if score_test:
         t.saver.add_test_scores(best, {k: scores[k] for k in ("test_loss", "test_acc", "test_n")})
     if t.world.is_main:
-        atomic_write_text(t.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        atomic_write_text(t.run_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
         write_run_curves_safely(t.run_dir, t.log)
     if t.tb:
         t.tb.finish(summary)
@@ -420,7 +421,7 @@ def build_summary(t: Training, scores: dict, stopped_early: bool, train_time: fl
 def already_finished(point: ResumePoint, log) -> dict:
     """--resume of a run that had finished: nothing to train; its curves drawn if the kill came first."""
     summary, acc = point.summary, point.summary.get("test_acc")
-    if not (point.run_dir / "curves.png").exists():
+    if not (point.run_dir / CURVES).exists():
         write_run_curves_safely(point.run_dir, log)
     shown = f"{acc:.2%}" if isinstance(acc, (int, float)) else "not recorded"
     log(f"{point.run_dir} has already finished (it has a summary.json): test accuracy {shown}; nothing to do")
