@@ -15,7 +15,7 @@ from typing import Any
 
 from ..config import config_to_dict, validate_config
 from ..errors import UserError
-from ..runfolder import LAST, given_run_dir, lock_run_dir, read_config, read_summary
+from ..runfolder import BEST, LAST, given_run_dir, lock_run_dir, read_config, read_summary
 from .checkpoint import load_checkpoint
 from .distributed import World
 
@@ -82,7 +82,8 @@ def check_nothing_to_apply(run_dir: Path, cfg) -> None:
     if difference:
         key, before, now = difference
         raise UserError(f"--resume: {run_dir} has already finished, so nothing is trained and {key}={now!r} (the "
-                        f"run had {before!r}) would not apply; train a new run with it instead")
+                        f"run had {before!r}) would not apply; train a new run with it instead (from this "
+                        f"run's weights: --set model.init={run_dir / BEST})")
 
 
 def check_training_state(ckpt: dict, last: Path) -> None:
