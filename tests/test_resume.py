@@ -70,7 +70,7 @@ def test_resume_refuses_a_different_config_and_a_finished_run(tmp_path, mnist_ro
                   [REPO / "configs" / "iter7.yaml", *ARGS]):  # ARGS say 4 epochs; the run had 1
         code, out, err = cli("train", "--resume", run_dir, *extra)
         assert code == 2 and out == "" and err.count("\n") == 1, err
-        assert f"{run_dir} has already finished, so nothing is trained and train." in err and "would not apply" in err
+        assert f"{run_dir} has already finished: train." in err and "would not apply" in err
         assert f"--set model.init={run_dir / 'best.pt'}" in err  # the way on from its weights: a new run
     (run_dir / "summary.json").unlink()
     code, _, err = cli("train", REPO / "configs" / "iter7.yaml", *ARGS, "--set", "train.optimizer.lr=0.1",

@@ -81,9 +81,8 @@ def check_nothing_to_apply(run_dir: Path, cfg) -> None:
     difference = first_difference(was, config_to_dict(cfg), ignore={"data.root", "data.download"})
     if difference:
         key, before, now = difference
-        raise UserError(f"--resume: {run_dir} has already finished, so nothing is trained and {key}={now!r} (the "
-                        f"run had {before!r}) would not apply; train a new run with it instead (from this "
-                        f"run's weights: --set model.init={run_dir / BEST})")
+        raise UserError(f"--resume: {run_dir} has already finished: {key}={now!r} (it had {before!r}) would not "
+                        f"apply; train a new run, from its weights with --set model.init={run_dir / BEST}")
 
 
 def check_training_state(ckpt: dict, last: Path) -> None:
