@@ -34,6 +34,7 @@ MAX_IMAGE_BYTES = 64 * 2**20  # one picture file; a phone photo is ~5-15 MB
 MAX_TABLE_BYTES = 2 * 2**30  # a CSV or npz file (Kaggle's train.csv is 73 MB, mnist.npz 11 MB; 2 GB holds ~2.7M)
 CSV_CHUNK = 4096  # rows converted at once
 SHOWN = 5  # skipped files or rows named in the note
+SKIP_HINT = "data.skip_bad: true in a config, --skip-bad for eval --data"  # the two ways to ask for it
 
 
 @dataclass
@@ -207,8 +208,8 @@ def _bad_files(files: list[Path], problems: dict[int, str], skip_bad: bool, root
     first = min(problems)
     if not skip_bad:
         more = f" ({len(problems) - 1} more bad files)" if len(problems) > 1 else ""
-        raise UserError(f"{files[first]}: {problems[first]}{more}; fix or remove it, or set data.skip_bad: true "
-                        "to skip such files")
+        raise UserError(f"{files[first]}: {problems[first]}{more}; fix or remove it, or skip such files "
+                        f"({SKIP_HINT})")
     named = ", ".join(f"{files[i].relative_to(root)} ({problems[i]})" for i in sorted(problems)[:SHOWN])
     return [f"skipped {len(problems)} of {len(files)} files in {root} (data.skip_bad): {named}"
             + (", ..." if len(problems) > SHOWN else "")]
@@ -374,8 +375,8 @@ def _bad_rows(path: Path, bad: list[tuple[int, str]], total: int, skip_bad: bool
         return []
     if not skip_bad:
         more = f" ({len(bad) - 1} more bad rows)" if len(bad) > 1 else ""
-        raise UserError(f"{path} line {bad[0][0]}: {bad[0][1]}{more}; fix the file, or set data.skip_bad: true "
-                        "to skip such rows")
+        raise UserError(f"{path} line {bad[0][0]}: {bad[0][1]}{more}; fix the file, or skip such rows "
+                        f"({SKIP_HINT})")
     named = ", ".join(f"line {n} ({why})" for n, why in bad[:SHOWN])
     return [f"skipped {len(bad)} of {total} rows of {path} (data.skip_bad): {named}"
             + (", ..." if len(bad) > SHOWN else "")]
